@@ -1,0 +1,63 @@
+# Two commands matter: `make demo` and `make test`. Everything else is a step they share.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UI ?= 1
+ORDERS ?= 10000
+# scripts/env.sh fills in MYSQL_URL, POSTGRES_URL, DAGSTER_POSTGRES_URL, SYNC_CONFIG and
+# DAGSTER_HOME where the caller left them unset (the local databases of scripts/db.sh).
+ENV := source scripts/env.sh &&
+TOOLS := $(CURDIR)/.local/tools
+UV := $(or $(shell command -v uv 2>/dev/null),$(TOOLS)/bin/uv)
+RUN := $(UV) run --frozen
+
+.PHONY: help install db db-stop db-reset seed materialize summary ui demo simulate test lint
+
+help:
+	@echo "make demo     local databases, demo data, every asset materialized, then the Dagster UI (UI=0: stop before the UI)"
+	@echo "make test     the test suite against real MariaDB and PostgreSQL"
+	@echo "make db | db-stop | db-reset   the project's local MariaDB and PostgreSQL"
+	@echo "make seed ORDERS=N | simulate | materialize | summary | ui | lint"
+
+$(TOOLS)/bin/uv:
+	python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv
+
+.venv/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+install: .venv/.installed
+
+db:
+	scripts/db.sh start
+
+db-stop:
+	scripts/db.sh stop
+
+db-reset:
+	scripts/db.sh reset
+
+seed: install db
+	$(ENV) $(RUN) python -m mysql_pg_assets.demo seed --orders $(ORDERS)
+
+materialize: install db
+	$(ENV) $(RUN) dagster asset materialize -m mysql_pg_assets.definitions --select '*'
+
+summary: install db
+	$(ENV) $(RUN) python -m mysql_pg_assets.cli summary
+
+ui: install db
+	$(ENV) $(RUN) dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+simulate: install db
+	$(ENV) $(RUN) python -m mysql_pg_assets.demo simulate
+
+demo: seed materialize summary
+	@if [ "$(UI)" != "0" ]; then $(MAKE) --no-print-directory ui; fi
+
+test: install db
+	$(ENV) $(RUN) pytest
+
+lint: install
+	$(RUN) ruff check mysql_pg_assets mysql_pg_assets_tests

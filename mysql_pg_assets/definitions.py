@@ -1,0 +1,33 @@
+"""The code location: the spec and MySQL's catalog, turned into assets, with their resources.
+
+Reading order: settings (env) → spec (sync.yaml) → catalog (information_schema) → assets.
+"""
+
+from __future__ import annotations
+
+from dagster import Definitions, EnvVar, definitions
+
+from mysql_pg_assets.assets import build_table_assets
+from mysql_pg_assets.catalog import discover
+from mysql_pg_assets.resources import MySQLSource, PostgresTarget
+from mysql_pg_assets.settings import Settings, export_local_defaults
+from mysql_pg_assets.spec import load_spec
+
+
+def build_definitions(settings: Settings) -> Definitions:
+    catalog = discover(load_spec(settings.sync_config), settings.mysql_url)
+    return Definitions(
+        assets=build_table_assets(catalog),
+        resources={
+            "mysql": MySQLSource(url=EnvVar("MYSQL_URL")),
+            "postgres": PostgresTarget(url=EnvVar("POSTGRES_URL")),
+        },
+    )
+
+
+@definitions
+def defs() -> Definitions:
+    # Built when Dagster loads the code location, not at import: importing this module never
+    # connects to MySQL.
+    export_local_defaults()
+    return build_definitions(Settings.from_env())

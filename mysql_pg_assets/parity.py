@@ -1,0 +1,165 @@
+"""Parity: does PostgreSQL hold what MySQL holds? Counts, and a row-by-row comparison.
+
+The row-by-row comparison reads both sides through their own drivers (PyMySQL and psycopg), not
+through the sync's extract path, so it checks the sync rather than repeating it. Each value is
+normalized to one Python form per MySQL type (see :func:`_normalizer`) before comparing; the
+normalizations are exactly the documented casting rules (zero dates are NULL, a SET is a list,
+a FLOAT is compared at single precision, TIMESTAMP is UTC).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+from mysql_pg_assets.catalog import ColumnPlan, TablePlan, mysql_connection
+from mysql_pg_assets.settings import DatabaseUrl
+from mysql_pg_assets.sql import mysql_ident, mysql_qualified, pg_idents, pg_qualified
+
+
+@contextmanager
+def pg_connection(url: DatabaseUrl) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(
+        host=url.host, port=url.port, user=url.user, password=url.password, dbname=url.database,
+        connect_timeout=10, autocommit=True,
+    ) as connection:
+        yield connection
+
+
+@dataclass(frozen=True)
+class TableParity:
+    table: TablePlan
+    mysql_rows: int
+    postgres_rows: int | None  # None: the PostgreSQL table does not exist yet
+    differences: tuple[str, ...] = ()
+
+    @property
+    def equal(self) -> bool:
+        return self.mysql_rows == self.postgres_rows and not self.differences
+
+
+def mysql_row_count(url: DatabaseUrl, table: TablePlan) -> int:
+    with mysql_connection(url) as connection, connection.cursor() as cur:
+        cur.execute(f"SELECT COUNT(*) FROM {mysql_qualified(table.source_database, table.source_table)}")
+        return int(cur.fetchone()[0])
+
+
+def postgres_row_count(url: DatabaseUrl, table: TablePlan) -> int | None:
+    with pg_connection(url) as connection:
+        exists = connection.execute(
+            "SELECT to_regclass(%s) IS NOT NULL", (pg_qualified(table.target_schema, table.target_table),)
+        ).fetchone()[0]
+        if not exists:
+            return None
+        return int(connection.execute(
+            f"SELECT count(*) FROM {pg_qualified(table.target_schema, table.target_table)}"
+        ).fetchone()[0])
+
+
+def count_parity(mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, table: TablePlan) -> TableParity:
+    return TableParity(table, mysql_row_count(mysql_url, table), postgres_row_count(postgres_url, table))
+
+
+def _float32(value: Any) -> float:
+    return struct.unpack("f", struct.pack("f", float(value)))[0]
+
+
+def _bits(value: Any) -> int:
+    return int.from_bytes(value, "big") if isinstance(value, bytes | bytearray) else int(str(value), 2)
+
+
+def _set(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(value.split(",")) if value else ()
+    return tuple(value)
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _utc(value: Any) -> Any:
+    if not isinstance(value, datetime):
+        return None  # a zero TIMESTAMP, which the casting rules turn into NULL
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _temporal(value: Any) -> Any:
+    # PyMySQL hands back zero dates as strings; the casting rules turn them into NULL.
+    return value if isinstance(value, date) else None
+
+
+def _bytes(value: Any) -> bytes:
+    return bytes(value)
+
+
+def _normalizer(column: ColumnPlan) -> Callable[[Any], Any]:
+    rule = column.rule.name
+    if column.pg_type == "boolean":
+        return lambda v: bool(_bits(v)) if isinstance(v, bytes) else bool(v)
+    if rule.startswith("bit(n)"):
+        return _bits
+    if rule.startswith("set"):
+        return _set
+    if rule.startswith("json"):
+        return _json
+    if rule.startswith("timestamp"):
+        return _utc
+    if rule.startswith(("date ", "datetime")):
+        return _temporal
+    if rule.startswith("float"):
+        return _float32
+    if rule.startswith(("decimal", "bigint unsigned")):
+        return Decimal
+    if column.pg_type == "bytea":
+        return _bytes
+    return lambda v: v
+
+
+def _normalized(rows: list[tuple], normalizers: list[Callable[[Any], Any]]) -> list[tuple]:
+    return [tuple(None if v is None else f(v) for f, v in zip(normalizers, row, strict=True)) for row in rows]
+
+
+def _sort_key(row: tuple) -> tuple:
+    return tuple((v is None, repr(v)) for v in row)
+
+
+def compare_rows(
+    mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, table: TablePlan, max_differences: int = 10
+) -> TableParity:
+    """Compare every row and every value of one table. Meant for tests and demo-sized tables."""
+    with mysql_connection(mysql_url) as connection, connection.cursor() as cur:
+        cur.execute("SET time_zone = '+00:00'")
+        cur.execute(
+            f"SELECT {', '.join(mysql_ident(c.source.name) for c in table.columns)} "
+            f"FROM {mysql_qualified(table.source_database, table.source_table)}"
+        )
+        source_rows = list(cur.fetchall())
+    target_count = postgres_row_count(postgres_url, table)
+    target_rows: list[tuple] = []
+    if target_count is not None:
+        with pg_connection(postgres_url) as connection:
+            target_rows = connection.execute(
+                f"SELECT {pg_idents(c.target_name for c in table.columns)} "
+                f"FROM {pg_qualified(table.target_schema, table.target_table)}"
+            ).fetchall()
+    normalizers = [_normalizer(c) for c in table.columns]
+    expected = sorted(_normalized(source_rows, normalizers), key=_sort_key)
+    actual = sorted(_normalized(target_rows, normalizers), key=_sort_key)
+    differences: list[str] = []
+    if len(expected) != len(actual):
+        differences.append(f"{len(expected)} rows in MySQL, {len(actual)} in PostgreSQL")
+    names = [c.target_name for c in table.columns]
+    for source_row, target_row in zip(expected, actual, strict=False):
+        if source_row != target_row and len(differences) < max_differences:
+            changed = {n: (s, t) for n, s, t in zip(names, source_row, target_row, strict=True) if s != t}
+            differences.append(f"row {dict(zip(names, source_row, strict=True))!r}: {changed!r}")
+    return TableParity(table, len(source_rows), target_count, tuple(differences))

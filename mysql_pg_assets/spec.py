@@ -1,0 +1,99 @@
+"""What to sync: the ``sync.yaml`` file, validated.
+
+The spec says which MySQL tables to sync and where; everything it leaves out is discovered from
+MySQL's ``information_schema`` by :mod:`mysql_pg_assets.catalog`. Unknown keys and wrong values
+fail at load time with the file name and the path of the offending key, so a typo never turns
+into a silently ignored setting.
+
+Example::
+
+    source:
+      database: shop          # default: the database in MYSQL_URL
+    target:
+      schema: shop            # PostgreSQL schema the tables land in
+    include: ["*"]            # globs over base table names; "*" is every base table
+    exclude: ["tmp_*"]
+    tables:
+      orders:
+        primary_key: [id]     # default: the table's PRIMARY KEY
+        cursor_column: updated_at
+        columns:
+          coupon_code: {pg_type: text, rename: coupon}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from mysql_pg_assets.sql import pg_type
+
+NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+
+
+class SpecError(ValueError):
+    """The sync spec is wrong; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnOverride(_Strict):
+    pg_type: str | None = Field(None, description="PostgreSQL type to use instead of the casting rule's")
+    rename: NonEmpty | None = Field(None, description="name of the column in PostgreSQL")
+
+    @field_validator("pg_type")
+    @classmethod
+    def _type_name(cls, value: str | None) -> str | None:
+        return None if value is None else pg_type(value)
+
+
+class TableOverride(_Strict):
+    primary_key: list[NonEmpty] | None = Field(None, min_length=1)
+    cursor_column: NonEmpty | None = None
+    rename: NonEmpty | None = Field(None, description="name of the table in PostgreSQL")
+    columns: dict[str, ColumnOverride] = Field(default_factory=dict)
+
+
+class Source(_Strict):
+    database: NonEmpty | None = Field(None, description="MySQL database; default: the one in MYSQL_URL")
+
+
+class Target(_Strict):
+    schema_name: NonEmpty | None = Field(
+        None, alias="schema", description="PostgreSQL schema; default: the source database's name"
+    )
+
+
+class SyncSpec(_Strict):
+    source: Source = Field(default_factory=Source)
+    target: Target = Field(default_factory=Target)
+    include: list[NonEmpty] = Field(default_factory=lambda: ["*"], min_length=1)
+    exclude: list[NonEmpty] = Field(default_factory=list)
+    tables: dict[str, TableOverride] = Field(default_factory=dict)
+
+
+def parse_spec(data: object, origin: str = "<spec>") -> SyncSpec:
+    if data is None:
+        data = {}
+    try:
+        return SyncSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise SpecError(f"{origin}: {problems}") from None
+
+
+def load_spec(path: Path) -> SyncSpec:
+    if not path.is_file():
+        raise SpecError(f"sync spec not found: {path} (set SYNC_CONFIG to the path of your sync.yaml)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    return parse_spec(data, str(path))

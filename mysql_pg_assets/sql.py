@@ -1,0 +1,47 @@
+"""The one place SQL text is assembled: identifiers are always quoted, values never pasted.
+
+Values travel as bind parameters. The only things interpolated into SQL are identifiers (quoted
+here) and PostgreSQL type names, which the spec validates against :data:`PG_TYPE_PATTERN`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+PG_TYPE_PATTERN = re.compile(
+    r"^[A-Za-z_][A-Za-z0-9_]*( [A-Za-z_][A-Za-z0-9_]*)*( ?\(\s*\d+\s*(,\s*\d+\s*)?\))?(\[\])?$"
+)
+
+
+def pg_ident(name: str) -> str:
+    """Quote a PostgreSQL identifier, whatever characters it holds."""
+    if "\x00" in name:
+        raise ValueError(f"identifier contains a NUL byte: {name!r}")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def pg_qualified(schema: str, name: str) -> str:
+    return f"{pg_ident(schema)}.{pg_ident(name)}"
+
+
+def pg_idents(names: Iterable[str]) -> str:
+    return ", ".join(pg_ident(n) for n in names)
+
+
+def mysql_ident(name: str) -> str:
+    """Quote a MySQL identifier with backticks, whatever characters it holds."""
+    if "\x00" in name:
+        raise ValueError(f"identifier contains a NUL byte: {name!r}")
+    return "`" + name.replace("`", "``") + "`"
+
+
+def mysql_qualified(database: str, name: str) -> str:
+    return f"{mysql_ident(database)}.{mysql_ident(name)}"
+
+
+def pg_type(type_name: str) -> str:
+    """Check that a type name is only a type name before it goes into DDL or a cast."""
+    if not PG_TYPE_PATTERN.match(type_name.strip()):
+        raise ValueError(f"not a PostgreSQL type name: {type_name!r}")
+    return type_name.strip()

@@ -1,0 +1,136 @@
+"""End to end, as a user works: materialize through Dagster, then compare MySQL and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, DagsterInstance, materialize
+
+from mysql_pg_assets import demo
+from mysql_pg_assets.catalog import discover, mysql_connection
+from mysql_pg_assets.definitions import build_definitions
+from mysql_pg_assets.parity import compare_rows
+from mysql_pg_assets.settings import PROJECT_ROOT, DatabaseUrl, Settings
+from mysql_pg_assets.spec import load_spec
+from mysql_pg_assets_tests.conftest import write_spec
+
+DEMO_TABLES = {"categories", "customers", "products", "orders", "order_items", "payments", "reviews",
+               "inventory_events"}
+
+
+def _assert_every_table_equal(settings: Settings) -> None:
+    catalog = discover(load_spec(settings.sync_config), settings.mysql_url)
+    for table in catalog.tables:
+        parity = compare_rows(settings.mysql_url, settings.postgres_url, table)
+        assert parity.mysql_rows > 0, table.source_label
+        assert parity.equal, (table.source_label, parity.postgres_rows, parity.differences)
+
+
+def test_every_demo_asset_materializes_equal_to_mysql(demo_settings: Settings) -> None:
+    defs = build_definitions(demo_settings)
+    assets = list(defs.assets or [])
+    keys = {key for a in assets for key in a.keys}
+    assert keys == {AssetKey(["shop", name]) for name in DEMO_TABLES}
+
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize(assets, instance=instance, resources=defs.resources)
+        assert result.success
+        _assert_every_table_equal(demo_settings)
+
+        orders = result.asset_materializations_for_node("shop__orders")[0].metadata
+        assert orders["rows_read"].value == orders["rows_inserted"].value > 0
+        schema = {c.name: c for c in orders["dagster/column_schema"].schema.columns}
+        assert schema["id"].type == "numeric(20)"
+        assert schema["status"].description.startswith("MySQL enum('pending'")
+        assert schema["ordered_at"].constraints.nullable is False
+
+        # The shop keeps changing: inserts, updates and deletes all reach PostgreSQL.
+        demo.simulate(demo_settings.mysql_url.secret, interval=0, iterations=5, seed=7, out=None)
+        again = materialize(assets, instance=instance, resources=defs.resources)
+        assert again.success
+        _assert_every_table_equal(demo_settings)
+        changed = [m.metadata for n in ("shop__orders", "shop__order_items", "shop__reviews")
+                   for m in again.asset_materializations_for_node(n)]
+        assert sum(m["rows_inserted"].value + m["rows_updated"].value for m in changed) > 0
+        assert sum(m["rows_deleted"].value for m in changed) > 0
+
+
+ODD_TABLES = [
+    # A reserved word, upper case, spaces, quotes, backticks and non-ASCII letters, plus a table
+    # with no primary key and a view, which is not a base table and is not synced.
+    "CREATE TABLE `select` (`from` INT PRIMARY KEY, `Group` VARCHAR(10), `user name` TEXT)",
+    "CREATE TABLE `Order Details` (`Id` BIGINT PRIMARY KEY, `say \"hi\"` VARCHAR(20), `back`` tick` INT)",
+    "CREATE TABLE `naïve_café` (`clé` INT PRIMARY KEY, `prix€` DECIMAL(6,2))",
+    "CREATE TABLE event_log (happened_at DATETIME(3), message VARCHAR(100))",
+    "CREATE VIEW active AS SELECT `from` FROM `select`",
+]
+ODD_ROWS = [
+    "INSERT INTO `select` VALUES (1, 'a', 'ünïcödé 😀'), (2, NULL, NULL)",
+    "INSERT INTO `Order Details` VALUES (9223372036854775807, 'x''y\"z', -1)",
+    "INSERT INTO `naïve_café` VALUES (1, 9999.99), (2, -0.01)",
+    "INSERT INTO event_log VALUES ('2024-05-06 07:08:09.123', 'started'), ('2024-05-06 07:08:09.123', 'started')",
+]
+
+
+@pytest.fixture(scope="module")
+def odd_database(make_mysql_database: Callable[[str], DatabaseUrl]) -> DatabaseUrl:
+    url = make_mysql_database("odd")
+    with mysql_connection(url) as connection, connection.cursor() as cur:
+        for statement in ODD_TABLES + ODD_ROWS:
+            cur.execute(statement)
+    return url
+
+
+def _dagster_env(settings: Settings, dagster_home: Path, dagster_db: DatabaseUrl) -> dict[str, str]:
+    (dagster_home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
+    return {**os.environ, "MYSQL_URL": settings.mysql_url.secret, "POSTGRES_URL": settings.postgres_url.secret,
+            "SYNC_CONFIG": str(settings.sync_config), "DAGSTER_HOME": str(dagster_home),
+            "DAGSTER_POSTGRES_URL": dagster_db.secret}
+
+
+def test_include_star_on_another_database_through_the_cli(
+    odd_database: DatabaseUrl, make_pg_database: Callable[[str], DatabaseUrl], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SYNC_CONFIG alone points the project at any database; runs are stored in PostgreSQL."""
+    # The server's URL names another database: the spec's source.database is what is read.
+    spec = write_spec(tmp_path / "odd.yaml", {"source": {"database": odd_database.database},
+                                              "target": {"schema": "Odd Schema"}, "include": ["*"]})
+    settings = Settings(mysql_url=odd_database.with_database("mysql"), postgres_url=make_pg_database("odd"),
+                        sync_config=spec)
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    env = _dagster_env(settings, dagster_home, make_pg_database("dagster"))
+    dagster = Path(sys.executable).with_name("dagster")
+    command = [str(dagster), "asset", "materialize", "-m", "mysql_pg_assets.definitions", "--select", "*"]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for url in (settings.mysql_url, settings.postgres_url):
+        assert url.secret not in run.stdout + run.stderr
+
+    catalog = discover(load_spec(spec), settings.mysql_url)
+    assert {t.source_table for t in catalog.tables} == {"select", "Order Details", "naïve_café", "event_log"}
+    assert {t.asset_name for t in catalog.tables} == {"select", "Order_Details", "na_ve_caf_", "event_log"}
+    _assert_every_table_equal(settings)
+
+    # The run and its events were stored in the PostgreSQL instance named by dagster.yaml.
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", env["DAGSTER_POSTGRES_URL"])
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert len(instance.get_runs()) == 1
+        materialized = instance.get_latest_materialization_event(AssetKey(["Odd_Schema", "event_log"]))
+        assert materialized is not None
+
+
+def test_definitions_validate(demo_settings: Settings, tmp_path: Path) -> None:
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    dagster = Path(sys.executable).with_name("dagster")
+    run = subprocess.run([str(dagster), "definitions", "validate", "-m", "mysql_pg_assets.definitions"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+

@@ -1,0 +1,331 @@
+"""Tests of the demo shop generator against a real MariaDB.
+
+They need a server: the one in ``MYSQL_URL`` (its database part is ignored) or, when unset, a
+local ``mysql://root:@127.0.0.1:3306/``. Each test module works in a throwaway database that the
+``mysql_demo_url`` fixture creates and drops, so the real demo database is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from mysql_pg_assets import demo
+
+_DEFAULT_SERVER_URL = "mysql://root:@127.0.0.1:3306/"
+
+
+def _query(url: str, sql: str, args: object = None) -> list[tuple[object, ...]]:
+    with demo.connect(demo.parse_mysql_url(url)) as conn, conn.cursor() as cur:
+        cur.execute(sql, args)
+        return list(cur.fetchall())
+
+
+@pytest.fixture(scope="module")
+def mysql_demo_url() -> Iterator[str]:
+    """URL of a scratch database on the MYSQL_URL server, dropped after the module."""
+    server_url = os.environ.get("MYSQL_URL") or _DEFAULT_SERVER_URL
+    target = demo.parse_mysql_url(server_url)
+    database = f"mpa_test_demo_{uuid.uuid4().hex[:10]}"
+    with demo.connect(target, with_database=False) as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
+    parts = urlsplit(server_url)
+    try:
+        yield urlunsplit(parts._replace(path=f"/{database}", query="", fragment=""))
+    finally:
+        with demo.connect(target, with_database=False) as conn, conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
+
+
+def _checksums(url: str) -> dict[str, int]:
+    rows = _query(url, "CHECKSUM TABLE " + ", ".join(demo.TABLES))
+    return {str(name).rsplit(".", 1)[1]: int(value) for name, value in rows}  # type: ignore[arg-type]
+
+
+def _fresh(url: str, orders: int, seed: int = 42, **kwargs: object) -> dict[str, int]:
+    demo.create_schema(url, drop_existing=True)
+    return demo.seed(url, orders=orders, seed=seed, **kwargs)  # type: ignore[arg-type]
+
+
+def test_parse_url_masks_password() -> None:
+    target = demo.parse_mysql_url("mysql://shop%40user:p%3Ass@db.example:33061/shop")
+    assert (target.user, target.password, target.host, target.port, target.database) == (
+        "shop@user",
+        "p:ss",
+        "db.example",
+        33061,
+        "shop",
+    )
+    assert target.masked_url() == "mysql://shop@user:***@db.example:33061/shop"
+    assert "p:ss" not in repr(target)
+    assert demo.parse_mysql_url("mysql://u@h/db").port == 3306
+    with pytest.raises(ValueError):
+        demo.parse_mysql_url("postgresql://u@h/db")
+
+
+def test_seed_is_deterministic(mysql_demo_url: str) -> None:
+    inserted = _fresh(mysql_demo_url, orders=2_000, seed=7)
+    first = _checksums(mysql_demo_url)
+    assert inserted == demo.table_counts(mysql_demo_url)
+    # Same seed again, this time on one connection: lanes must not influence the data.
+    _fresh(mysql_demo_url, orders=2_000, seed=7, parallel=False)
+    assert _checksums(mysql_demo_url) == first
+    # A different seed gives different data (and not just different ids).
+    _fresh(mysql_demo_url, orders=2_000, seed=8)
+    other = _checksums(mysql_demo_url)
+    assert other["categories"] == first["categories"]  # the category tree is fixed
+    for table in set(demo.TABLES) - {"categories"}:
+        assert other[table] != first[table], table
+
+
+def test_row_counts_and_data_follow_the_spec(mysql_demo_url: str) -> None:
+    orders = 4_000
+    _fresh(mysql_demo_url, orders=orders, chunk_rows=1_000)  # small chunks: many statements
+    counts = demo.table_counts(mysql_demo_url)
+    assert counts["orders"] == orders
+    assert counts["customers"] == max(100, orders // 10)
+    assert counts["products"] == max(50, min(orders // 20, 20_000))
+    assert 25 <= counts["categories"] <= 40
+    assert 2.3 <= counts["order_items"] / orders <= 2.7
+    assert 1.0 <= counts["payments"] / orders <= 1.1
+    assert counts["reviews"] == orders // 5
+    assert counts["inventory_events"] == orders // 2
+
+    def one(sql: str) -> object:
+        return _query(mysql_demo_url, sql)[0][0]
+
+    # Ids are dense, so chunking did not leave gaps or overlaps.
+    for table in demo.TABLES:
+        assert one(f"SELECT MAX(id) FROM {table}") == counts[table], table
+    # Timestamps: within the year before the anchor, updated_at never before created_at.
+    for table in demo.TABLES:
+        row = _query(
+            mysql_demo_url,
+            f"SELECT MIN(created_at), MAX(updated_at), SUM(updated_at < created_at) FROM {table}",
+        )[0]
+        assert str(row[0]) >= "2025-10-31", table
+        assert str(row[1]) <= demo.ANCHOR, table
+        assert row[2] == 0, table
+    # Referential integrity without foreign keys.
+    assert one("SELECT COUNT(*) FROM orders o LEFT JOIN customers c ON c.id = o.customer_id"
+               " WHERE c.id IS NULL") == 0  # fmt: skip
+    assert one("SELECT COUNT(*) FROM order_items i LEFT JOIN products p ON p.id = i.product_id"
+               " WHERE p.id IS NULL") == 0  # fmt: skip
+    assert one("SELECT COUNT(*) FROM products p LEFT JOIN categories c ON c.id = p.category_id"
+               " WHERE c.id IS NULL") == 0  # fmt: skip
+    assert one("SELECT COUNT(*) FROM categories WHERE parent_id IS NOT NULL") > 0
+    # Money adds up: subtotal = sum of lines, total = subtotal + tax, payments cover totals.
+    assert (
+        one(
+            "SELECT COUNT(*) FROM orders o WHERE o.subtotal <> (SELECT SUM(ROUND(i.quantity"
+            " * i.unit_price * (100 - COALESCE(i.discount_pct, 0)) / 100, 2)) FROM order_items i"
+            " WHERE i.order_id = o.id)"
+        )
+        == 0
+    )
+    assert one("SELECT COUNT(*) FROM orders WHERE total <> subtotal + tax") == 0
+    assert one("SELECT COUNT(*) FROM orders o WHERE o.total <> (SELECT SUM(amount)"
+               " FROM payments p WHERE p.order_id = o.id)") == 0  # fmt: skip
+    # The edge cases the sync has to survive are present.
+    assert one(f"SELECT COUNT(*) FROM payments WHERE fee_micros = {demo.UINT64_MAX}") > 0
+    assert (
+        one(
+            f"SELECT COUNT(*) FROM payments WHERE fee_micros >= {demo.INT64_OVERFLOW}"
+            f" AND fee_micros < {demo.UINT64_MAX}"
+        )
+        > 0
+    )
+    assert one("SELECT COUNT(*) FROM payments WHERE processing_time > '24:00:00'") > 0
+    assert one("SELECT COUNT(*) FROM products WHERE stock < 0") > 0
+    assert one("SELECT COUNT(*) FROM products WHERE LOCATE(x'00', thumbnail) > 0") > 0
+    assert one("SELECT COUNT(*) FROM customers WHERE LENGTH(full_name) > CHAR_LENGTH(full_name)")
+    # 4-byte UTF-8 (emoji) is what breaks utf8mb3 pipelines.
+    assert one("SELECT COUNT(*) FROM customers WHERE HEX(full_name) LIKE '%F09F%'") > 0
+    assert one("SELECT COUNT(*) FROM inventory_events WHERE delta < 0") > 0
+    for table, column in [
+        ("customers", "birth_date"), ("customers", "notes"), ("products", "weight_kg"),
+        ("products", "rating"), ("products", "attributes"), ("products", "thumbnail"),
+        ("products", "release_year"), ("orders", "shipping_address"), ("orders", "coupon_code"),
+        ("order_items", "discount_pct"), ("payments", "authorized_at"), ("reviews", "title"),
+        ("reviews", "body"), ("inventory_events", "flags"),
+    ]:  # fmt: skip
+        nulls, non_nulls = _query(
+            mysql_demo_url, f"SELECT SUM({column} IS NULL), SUM({column} IS NOT NULL) FROM {table}"
+        )[0]
+        assert nulls and non_nulls, f"{table}.{column} should mix NULLs and values"
+
+
+# Column types as the schema promises them. MariaDB specifics are normalised away by
+# _column_type: integer display widths, and JSON being LONGTEXT plus a json_valid() check.
+_EXPECTED_COLUMNS: dict[str, dict[str, str]] = {
+    "categories": {
+        "id": "smallint unsigned", "name": "varchar(80) not null",
+        "parent_id": "smallint unsigned null",
+    },
+    "customers": {
+        "id": "int unsigned", "email": "varchar(255) not null", "full_name": "varchar(200) null",
+        "country": "char(2) null", "birth_date": "date null", "is_active": "tinyint(1) not null",
+        "marketing_opt_in": "set('email','sms','push') not null",
+        "loyalty_points": "mediumint unsigned not null", "notes": "text null",
+    },
+    "products": {
+        "id": "int unsigned", "sku": "varchar(32) not null", "name": "varchar(200) not null",
+        "category_id": "smallint unsigned not null", "price": "decimal(10,2) not null",
+        "weight_kg": "float null", "rating": "double null", "attributes": "json null",
+        "thumbnail": "blob null", "release_year": "year null", "stock": "smallint not null",
+        "is_digital": "tinyint(1) not null",
+    },
+    "orders": {
+        "id": "bigint unsigned", "customer_id": "int unsigned not null",
+        "status": "enum('pending','paid','shipped','delivered','cancelled','refunded') not null",
+        "currency": "char(3) not null", "subtotal": "decimal(12,2) not null",
+        "tax": "decimal(12,2) not null", "total": "decimal(12,2) not null",
+        "shipping_address": "json null", "coupon_code": "varchar(20) null",
+        "ordered_at": "datetime not null",
+    },
+    "order_items": {
+        "id": "bigint unsigned", "order_id": "bigint unsigned not null",
+        "product_id": "int unsigned not null", "quantity": "smallint unsigned not null",
+        "unit_price": "decimal(10,2) not null", "discount_pct": "decimal(5,2) null",
+    },
+    "payments": {
+        "id": "bigint unsigned", "order_id": "bigint unsigned not null",
+        "method": "enum('card','paypal','bank_transfer','gift_card') not null",
+        "amount": "decimal(12,2) not null", "fee_micros": "bigint unsigned not null",
+        "authorized_at": "timestamp(6) null", "processing_time": "time null",
+    },
+    "reviews": {
+        "id": "int unsigned", "product_id": "int unsigned not null",
+        "customer_id": "int unsigned not null", "stars": "tinyint unsigned not null",
+        "title": "varchar(120) null", "body": "text null",
+    },
+    "inventory_events": {
+        "id": "bigint unsigned", "product_id": "int unsigned not null", "delta": "int not null",
+        "reason": "varchar(40) not null", "flags": "bit(8) null",
+    },
+}  # fmt: skip
+
+
+def _column_type(column_type: str, nullable: str, json_columns: set[str], name: str) -> str:
+    kind = column_type.lower()
+    if kind != "tinyint(1)":
+        kind = re.sub(r"^(tinyint|smallint|mediumint|int|bigint|year)\(\d+\)", r"\1", kind)
+    if name in json_columns and kind == "longtext":
+        kind = "json"
+    return f"{kind} {'null' if nullable == 'YES' else 'not null'}"
+
+
+def test_schema_has_the_promised_types(mysql_demo_url: str) -> None:
+    demo.create_schema(mysql_demo_url, drop_existing=True)
+    database = demo.parse_mysql_url(mysql_demo_url).database
+    tables = _query(
+        mysql_demo_url,
+        "SELECT TABLE_NAME, ENGINE, TABLE_COLLATION FROM information_schema.TABLES"
+        " WHERE TABLE_SCHEMA = %s",
+        (database,),
+    )
+    assert {t for t, *_ in tables} == set(demo.TABLES)
+    for table, engine, collation in tables:
+        assert engine == "InnoDB", table
+        assert str(collation).startswith("utf8mb4_"), table
+    json_checks = _query(
+        mysql_demo_url,
+        "SELECT TABLE_NAME, CONSTRAINT_NAME FROM information_schema.CHECK_CONSTRAINTS"
+        " WHERE CONSTRAINT_SCHEMA = %s AND CHECK_CLAUSE LIKE '%%json_valid%%'",
+        (database,),
+    )
+    json_columns = {f"{t}.{c}" for t, c in json_checks}
+    columns = _query(
+        mysql_demo_url,
+        "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_KEY, EXTRA,"
+        " COLUMN_DEFAULT FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s"
+        " ORDER BY TABLE_NAME, ORDINAL_POSITION",
+        (database,),
+    )
+    by_table: dict[str, dict[str, tuple[object, ...]]] = {}
+    for table, column, *rest in columns:
+        by_table.setdefault(str(table), {})[str(column)] = tuple(rest)
+    data_types: set[str] = set()
+    for table, expected in _EXPECTED_COLUMNS.items():
+        actual = by_table[table]
+        assert list(actual) == [*expected, "created_at", "updated_at"], table
+        for column, want in expected.items():
+            column_type, nullable, key, extra, _default = actual[column]
+            got = _column_type(str(column_type), str(nullable), json_columns, f"{table}.{column}")
+            data_types.add(got.split("(")[0].split(" ")[0])
+            if column == "id":
+                assert got == f"{want} not null", f"{table}.id"
+                assert key == "PRI" and "auto_increment" in str(extra), f"{table}.id"
+            else:
+                assert got == want, f"{table}.{column}"
+        created, updated = actual["created_at"], actual["updated_at"]
+        assert (str(created[0]), created[1]) == ("datetime", "NO"), table
+        assert (str(updated[0]), updated[1]) == ("timestamp(6)", "NO"), table
+        assert "on update current_timestamp(6)" in str(updated[3]).lower(), table
+        assert str(updated[4]).lower() == "current_timestamp(6)", table
+    # The point of the demo: a wide spread of MySQL types.
+    assert data_types >= {
+        "tinyint", "smallint", "mediumint", "int", "bigint", "decimal", "float", "double",
+        "varchar", "char", "text", "blob", "json", "enum", "set", "date", "time", "timestamp",
+        "datetime", "year", "bit",
+    }  # fmt: skip
+    indexes = _query(
+        mysql_demo_url,
+        "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.STATISTICS"
+        " WHERE TABLE_SCHEMA = %s AND INDEX_NAME <> 'PRIMARY'",
+        (database,),
+    )
+    assert {("orders", "ordered_at"), ("orders", "updated_at"), ("order_items", "order_id"),
+            ("customers", "email")} <= {(str(t), str(c)) for t, c in indexes}  # fmt: skip
+
+
+def _snapshot(url: str, table: str, columns: str) -> dict[int, tuple[object, ...]]:
+    return {int(row[0]): row[1:] for row in _query(url, f"SELECT id, {columns} FROM {table}")}  # type: ignore[arg-type]
+
+
+def test_simulate_changes_rows(mysql_demo_url: str) -> None:
+    _fresh(mysql_demo_url, orders=1_000)
+    before_counts = demo.table_counts(mysql_demo_url)
+    before_orders = _snapshot(mysql_demo_url, "orders", "status, total, updated_at")
+    before_customers = _snapshot(mysql_demo_url, "customers", "updated_at")
+    lines: list[str] = []
+
+    stats = demo.simulate(mysql_demo_url, interval=0, iterations=3, seed=1, out=lines.append)
+
+    assert stats.ticks == 3 and len(lines) == 3
+    assert all(re.search(r"tick \d+: .*\+\d+ orders", line) for line in lines), lines
+    after_counts = demo.table_counts(mysql_demo_url)
+    for table in demo.TABLES:
+        expected = before_counts[table] + stats.inserted[table] - stats.deleted[table]
+        assert after_counts[table] == expected, table
+    assert stats.inserted["orders"] > 0 and stats.inserted["order_items"] > 0
+    assert after_counts["payments"] > before_counts["payments"]
+    assert stats.deleted["reviews"] + stats.deleted["order_items"] > 0
+
+    after_orders = _snapshot(mysql_demo_url, "orders", "status, total, updated_at")
+    changed = [i for i, row in before_orders.items() if after_orders[i] != row]
+    assert 0 < len(changed) <= stats.updated["orders"]
+    for order_id in changed:  # status moved on, and ON UPDATE bumped updated_at
+        assert after_orders[order_id][0] != before_orders[order_id][0]
+        assert after_orders[order_id][2] > before_orders[order_id][2]
+    after_customers = _snapshot(mysql_demo_url, "customers", "updated_at")
+    assert any(after_customers[i] != row for i, row in before_customers.items())
+    assert len(set(after_orders) - set(before_orders)) == stats.inserted["orders"]
+
+
+def test_cli_seed_prints_counts_without_password(
+    mysql_demo_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert demo.main(["seed", "--orders", "500", "--seed", "3", "--mysql-url", mysql_demo_url]) == 0
+    out = capsys.readouterr().out
+    for table in demo.TABLES:
+        assert re.search(rf"^\s+{table}\s+[\d,]+$", out, re.MULTILINE), table
+    password = demo.parse_mysql_url(mysql_demo_url).password
+    if password:
+        assert password not in out
+    assert _query(mysql_demo_url, "SELECT COUNT(*) FROM orders") == [(500,)]

@@ -1,0 +1,75 @@
+"""The load is atomic and idempotent: a failure keeps the previous data, a rerun changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import polars as pl
+import pytest
+
+from mysql_pg_assets.catalog import SourceUnavailable, TablePlan, discover, mysql_connection
+from mysql_pg_assets.extract import read_batches
+from mysql_pg_assets.load import load_table
+from mysql_pg_assets.parity import compare_rows, pg_connection
+from mysql_pg_assets.pipeline import sync_table
+from mysql_pg_assets.settings import Settings
+from mysql_pg_assets.spec import load_spec
+from mysql_pg_assets.sql import pg_qualified
+from mysql_pg_assets.transform import staging_frames
+
+
+def _plan(settings: Settings, name: str) -> TablePlan:
+    catalog = discover(load_spec(settings.sync_config), settings.mysql_url)
+    return next(t for t in catalog.tables if t.source_table == name)
+
+
+def _snapshot(settings: Settings, table: TablePlan) -> list[tuple]:
+    with pg_connection(settings.postgres_url) as connection:
+        return connection.execute(
+            f"SELECT * FROM {pg_qualified(table.target_schema, table.target_table)} ORDER BY 1"
+        ).fetchall()
+
+
+def test_rerunning_a_load_changes_nothing(demo_settings: Settings) -> None:
+    table = _plan(demo_settings, "payments")
+    first = sync_table(table, demo_settings.mysql_url, demo_settings.postgres_url, batch_rows=500)
+    before = _snapshot(demo_settings, table)
+    second = sync_table(table, demo_settings.mysql_url, demo_settings.postgres_url, batch_rows=500)
+    assert first.rows_read == second.rows_read == len(before) > 1000
+    assert (second.inserted, second.updated, second.deleted) == (0, 0, 0)
+    assert _snapshot(demo_settings, table) == before
+    assert compare_rows(demo_settings.mysql_url, demo_settings.postgres_url, table).equal
+
+
+def test_a_source_failing_mid_load_leaves_the_previous_data(demo_settings: Settings) -> None:
+    table = _plan(demo_settings, "customers")
+    sync_table(table, demo_settings.mysql_url, demo_settings.postgres_url)
+    before = _snapshot(demo_settings, table)
+    with mysql_connection(demo_settings.mysql_url) as connection, connection.cursor() as cur:
+        cur.execute("UPDATE customers SET notes = CONCAT('edited ', id)")
+        cur.execute("DELETE FROM customers ORDER BY id DESC LIMIT 3")
+
+    def server_goes_away(frames: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+        yield next(frames)  # the first batch reaches the staging table …
+        raise SourceUnavailable("Lost connection to MySQL server during query")  # … then MySQL is gone
+
+    frames = staging_frames(read_batches(demo_settings.mysql_url, table, batch_rows=50), table)
+    with pytest.raises(SourceUnavailable, match="Lost connection"):
+        load_table(table, server_goes_away(frames), demo_settings.postgres_url)
+    assert _snapshot(demo_settings, table) == before
+
+    result = sync_table(table, demo_settings.mysql_url, demo_settings.postgres_url)
+    assert (result.updated, result.deleted) == (len(before) - 3, 3)
+    assert compare_rows(demo_settings.mysql_url, demo_settings.postgres_url, table).equal
+
+
+def test_a_value_postgres_refuses_rolls_the_whole_load_back(demo_settings: Settings) -> None:
+    table = _plan(demo_settings, "categories")
+    sync_table(table, demo_settings.mysql_url, demo_settings.postgres_url)
+    before = _snapshot(demo_settings, table)
+    broken = TablePlan(**{**table.__dict__, "columns": tuple(
+        c if c.target_name != "name" else type(c)(c.source, c.target_name, "integer", c.rule)
+        for c in table.columns)})
+    with pytest.raises(Exception, match="loading .*categories"):
+        sync_table(broken, demo_settings.mysql_url, demo_settings.postgres_url)
+    assert _snapshot(demo_settings, table) == before

@@ -1,0 +1,107 @@
+"""The sync spec: validation errors name the key, discovery fills in the rest from MySQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mysql_pg_assets.catalog import discover, mysql_connection
+from mysql_pg_assets.settings import PROJECT_ROOT, DatabaseUrl
+from mysql_pg_assets.spec import SpecError, load_spec, parse_spec
+
+
+def test_the_shipped_spec_is_valid() -> None:
+    spec = load_spec(PROJECT_ROOT / "sync.yaml")
+    assert spec.include == ["*"]
+
+
+def test_defaults_sync_every_table() -> None:
+    spec = parse_spec(None)
+    assert spec.include == ["*"] and spec.exclude == [] and spec.tables == {}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"inclde": ["*"]}, "inclde: Extra inputs are not permitted"),
+        ({"include": "orders"}, "include: Input should be a valid list"),
+        ({"include": []}, "include: List should have at least 1 item"),
+        ({"tables": {"orders": {"primary_key": []}}}, "tables.orders.primary_key"),
+        ({"tables": {"orders": {"columns": {"id": {"pg_type": "int; DROP TABLE x"}}}}},
+         "tables.orders.columns.id.pg_type"),
+        ({"target": {"schema": ""}}, "target.schema"),
+    ],
+)
+def test_wrong_keys_and_values_are_named(data: dict, message: str) -> None:
+    with pytest.raises(SpecError, match="my.yaml") as error:
+        parse_spec(data, "my.yaml")
+    assert message in str(error.value)
+
+
+def test_missing_file_says_how_to_fix_it(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="SYNC_CONFIG"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_invalid_yaml_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("include: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(path)
+
+
+@pytest.fixture(scope="module")
+def small_source(make_mysql_database: Callable[[str], DatabaseUrl]) -> DatabaseUrl:
+    url = make_mysql_database("spec")
+    with mysql_connection(url) as connection, connection.cursor() as cur:
+        cur.execute("CREATE TABLE orders (id INT UNSIGNED PRIMARY KEY, code VARCHAR(8), amount DECIMAL(8,2))")
+        cur.execute("CREATE TABLE order_lines (order_id INT, line SMALLINT, sku CHAR(4), PRIMARY KEY (order_id, line))")
+        cur.execute("CREATE TABLE tmp_scratch (x INT)")
+        cur.execute("CREATE VIEW orders_view AS SELECT id FROM orders")
+    return url
+
+
+def test_discovery_fills_keys_types_and_globs(small_source: DatabaseUrl) -> None:
+    spec = parse_spec({"exclude": ["tmp_*"], "target": {"schema": "sales"}})
+    catalog = discover(spec, small_source)
+    assert [t.source_table for t in catalog.tables] == ["order_lines", "orders"]  # no view, no tmp_*
+    lines, orders = catalog.tables
+    assert lines.primary_key == ("order_id", "line")
+    assert orders.primary_key == ("id",)
+    assert orders.target_schema == "sales"
+    assert [(c.target_name, c.pg_type) for c in orders.columns] == [
+        ("id", "bigint"), ("code", "varchar(8)"), ("amount", "numeric(8,2)")]
+
+
+def test_overrides_rename_retype_and_rekey(small_source: DatabaseUrl) -> None:
+    spec = parse_spec({"include": ["orders"], "tables": {"orders": {
+        "rename": "sales_orders", "primary_key": ["code"], "cursor_column": "amount",
+        "columns": {"code": {"rename": "order_code", "pg_type": "text"}}}}})
+    (orders,) = discover(spec, small_source).tables
+    assert orders.target_table == "sales_orders"
+    assert orders.primary_key == ("order_code",)
+    assert orders.cursor_column == "amount"
+    assert [(c.target_name, c.pg_type) for c in orders.columns][1] == ("order_code", "text")
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"tables": {"missing": {}}}, "tables: missing configured but not among the synced base tables"),
+        ({"tables": {"orders": {"columns": {"nope": {"rename": "x"}}}}}, "tables.orders.columns.nope"),
+        ({"tables": {"orders": {"primary_key": ["nope"]}}}, "tables.orders.primary_key"),
+        ({"tables": {"orders": {"columns": {"code": {"rename": "amount"}}}}}, "'amount' collide"),
+        ({"tables": {"orders": {"rename": "order_lines"}}}, "'order_lines' collide"),
+    ],
+)
+def test_spec_errors_found_against_mysql(small_source: DatabaseUrl, spec: dict, message: str) -> None:
+    with pytest.raises(SpecError) as error:
+        discover(parse_spec({"exclude": ["tmp_*"], **spec}), small_source)
+    assert message in str(error.value)
+
+
+def test_source_database_defaults_to_the_url(small_source: DatabaseUrl) -> None:
+    catalog = discover(parse_spec({"include": ["orders"]}), small_source)
+    assert catalog.source_database == small_source.database == catalog.target_schema
