@@ -45,7 +45,7 @@ materialize: install db
 	$(ENV) $(RUN) dagster asset materialize -m mysql_pg_assets.definitions --select '*'
 
 summary: install db
-	$(ENV) $(RUN) python -m mysql_pg_assets.cli summary
+	$(ENV) $(RUN) python -m mysql_pg_assets.cli summary --rows
 
 ui: install db
 	$(ENV) $(RUN) dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml

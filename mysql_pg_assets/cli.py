@@ -17,7 +17,9 @@ from mysql_pg_assets.spec import load_spec
 
 def summary(settings: Settings, rows: bool) -> int:
     catalog = discover(load_spec(settings.sync_config), settings.mysql_url)
-    print(f"{'table':<40} {'mysql rows':>12} {'postgres rows':>14}  status")
+    labels = {t.source_table: f"{t.source_label} → {t.target_label}" for t in catalog.tables}
+    width = max((len(label) for label in labels.values()), default=5)
+    print(f"{'table':<{width}} {'mysql rows':>12} {'postgres rows':>14}  status")
     failures = 0
     for table in catalog.tables:
         if rows:
@@ -27,7 +29,7 @@ def summary(settings: Settings, rows: bool) -> int:
         target = "missing" if parity.postgres_rows is None else str(parity.postgres_rows)
         status = "equal" if parity.equal else "DIFFERENT"
         failures += not parity.equal
-        print(f"{table.source_label + ' → ' + table.target_label:<40} {parity.mysql_rows:>12} {target:>14}  {status}")
+        print(f"{labels[table.source_table]:<{width}} {parity.mysql_rows:>12} {target:>14}  {status}")
         for difference in parity.differences:
             print(f"    {difference}")
     print(f"{len(catalog.tables)} tables, {failures} different"
