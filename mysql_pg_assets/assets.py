@@ -21,8 +21,11 @@ from dagster import (
 )
 
 from mysql_pg_assets.catalog import Catalog, TablePlan, dagster_safe_name
+from mysql_pg_assets.load import META_SCHEMA, LoadResult
 from mysql_pg_assets.pipeline import sync_table
 from mysql_pg_assets.resources import MySQLSource, PostgresTarget
+
+REJECTS_TABLE = f"{META_SCHEMA}.rejects"
 
 
 def column_schema(table: TablePlan) -> TableSchema:
@@ -44,6 +47,24 @@ def asset_key(table: TablePlan) -> AssetKey:
     return AssetKey([dagster_safe_name(table.target_schema), table.asset_name])
 
 
+def materialization_metadata(table: TablePlan, result: LoadResult) -> dict[str, object]:
+    return {
+        "dagster/row_count": result.rows_loaded,
+        "rows_read": result.rows_read,
+        "rows_inserted": result.inserted,
+        "rows_updated": result.updated,
+        "rows_deleted": result.deleted,
+        "rows_rejected": result.rejected_rows,
+        "values_rejected": result.rejected_values,
+        "values_converted": result.conversions.total,
+        "conversions": MetadataValue.json(result.conversions.as_metadata()),
+        "rejects_table": MetadataValue.text(REJECTS_TABLE),
+        "duration_s": MetadataValue.float(round(result.seconds, 3)),
+        "rows_per_s": MetadataValue.float(round(result.rows_read / result.seconds, 1) if result.seconds else 0.0),
+        "dagster/column_schema": column_schema(table),
+    }
+
+
 def build_table_asset(table: TablePlan) -> AssetsDefinition:
     @asset(
         key=asset_key(table),
@@ -58,22 +79,19 @@ def build_table_asset(table: TablePlan) -> AssetsDefinition:
         },
     )
     def _sync(context: AssetExecutionContext, mysql: MySQLSource, postgres: PostgresTarget) -> MaterializeResult:
-        result = sync_table(table, mysql.database_url, postgres.database_url)
+        result = sync_table(table, mysql.database_url, postgres.database_url, run_id=context.run_id)
         context.log.info(
             f"{table.source_label} → {table.target_label}: {result.rows_read} rows read, "
-            f"{result.inserted} inserted, {result.updated} updated, {result.deleted} deleted "
+            f"{result.inserted} inserted, {result.updated} updated, {result.deleted} deleted, "
+            f"{result.rejected_rows} rejected, {result.conversions.total} values converted "
             f"in {result.seconds:.2f}s"
         )
-        return MaterializeResult(metadata={
-            "dagster/row_count": result.rows_read,
-            "rows_read": result.rows_read,
-            "rows_inserted": result.inserted,
-            "rows_updated": result.updated,
-            "rows_deleted": result.deleted,
-            "duration_s": MetadataValue.float(round(result.seconds, 3)),
-            "rows_per_s": MetadataValue.float(round(result.rows_read / result.seconds, 1) if result.seconds else 0.0),
-            "dagster/column_schema": column_schema(table),
-        })
+        if result.rejected_rows:
+            context.log.warning(
+                f"{result.rejected_rows} rows of {table.source_label} were rejected: see "
+                f"{REJECTS_TABLE} WHERE run_id = '{context.run_id}'"
+            )
+        return MaterializeResult(metadata=materialization_metadata(table, result))
 
     return _sync
 

@@ -68,6 +68,10 @@ class CastRule:
     read: str = "{col}"
     to_staging: Callable[[pl.Expr], pl.Expr] = _same
     when: Callable[[MySQLColumn], bool] = _always
+    # A MySQL condition, read beside the value, that is true where ``read`` changed the value on
+    # the server (a zero date made NULL): each such value is counted as ``converted``.
+    converted: str | None = None
+    converted_as: str = ""
 
 
 def _fixed(type_name: str) -> Callable[[MySQLColumn], str]:
@@ -87,10 +91,11 @@ def _set_to_list(expr: pl.Expr) -> pl.Expr:
     return pl.when(expr == "").then(pl.lit([], dtype=pl.List(pl.String))).otherwise(expr.str.split(","))
 
 
-def _zero_date_guard(type_check: str) -> str:
-    # connectorx cannot represent MySQL's zero dates ('0000-00-00', '2024-00-10'): they become NULL
-    # on the server, where the value is still typed, so the column keeps its native fast path.
-    return f"IF(MONTH({{col}}) = 0 OR DAYOFMONTH({{col}}) = 0, NULL, {type_check})"
+# connectorx cannot represent MySQL's zero dates ('0000-00-00', '2024-00-10'): they become NULL
+# on the server, where the value is still typed, so the column keeps its native fast path.
+_ZERO_DATE = "(MONTH({col}) = 0 OR DAYOFMONTH({col}) = 0)"
+_ZERO_DATE_TO_NULL = f"IF({_ZERO_DATE}, NULL, {{col}})"
+_ZERO_DATES = {"converted": _ZERO_DATE, "converted_as": "zero date → NULL"}
 
 
 def _varchar(column: MySQLColumn) -> str:
@@ -151,11 +156,11 @@ CASTING_RULES: tuple[CastRule, ...] = (
     CastRule("set → text[]", frozenset({"set"}), _fixed("text[]"), to_staging=_set_to_list),
     CastRule("json → jsonb", frozenset({"json"}), _fixed("jsonb")),
     CastRule("binary/blob → bytea", _BINARY_TYPES, _fixed("bytea")),
-    CastRule("date → date", frozenset({"date"}), _fixed("date"), read=_zero_date_guard("{col}")),
-    CastRule("datetime → timestamp", frozenset({"datetime"}), _fixed("timestamp"),
-             read=_zero_date_guard("{col}")),
-    CastRule("timestamp → timestamptz", frozenset({"timestamp"}), _fixed("timestamptz"),
-             read=_zero_date_guard("{col}"), to_staging=_time_zone_utc),
+    CastRule("date → date", frozenset({"date"}), _fixed("date"), read=_ZERO_DATE_TO_NULL, **_ZERO_DATES),
+    CastRule("datetime → timestamp", frozenset({"datetime"}), _fixed("timestamp"), read=_ZERO_DATE_TO_NULL,
+             **_ZERO_DATES),
+    CastRule("timestamp → timestamptz", frozenset({"timestamp"}), _fixed("timestamptz"), read=_ZERO_DATE_TO_NULL,
+             to_staging=_time_zone_utc, **_ZERO_DATES),
     # TIME spans -838:59:59 to 838:59:59: an interval, not a time of day.
     CastRule("time → interval", frozenset({"time"}), _fixed("interval"), read="CAST({col} AS CHAR)"),
     CastRule("year → smallint", frozenset({"year"}), _fixed("smallint"), to_staging=_cast(pl.Int16)),
@@ -174,3 +179,7 @@ def rule_for(column: MySQLColumn) -> CastRule:
 
 def read_expression(rule: CastRule, quoted_column: str, column: MySQLColumn) -> str:
     return rule.read.format(col=quoted_column, width=column.numeric_precision or 64)
+
+
+def converted_expression(rule: CastRule, quoted_column: str) -> str | None:
+    return rule.converted.format(col=quoted_column) if rule.converted else None

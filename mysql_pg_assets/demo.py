@@ -285,8 +285,7 @@ def create_schema(conn_url: str, drop_existing: bool = True) -> None:
     database = target.require_database()
     with connect(target, with_database=False) as conn, conn.cursor() as cur:
         cur.execute(
-            f"CREATE DATABASE IF NOT EXISTS {_quote_ident(database)} "
-            "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+            f"CREATE DATABASE IF NOT EXISTS {_quote_ident(database)} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
         )
     with connect(target) as conn, conn.cursor() as cur:
         if drop_existing:
@@ -390,10 +389,7 @@ def _updated_at(created_sql: str, delay_seconds_sql: str, micros_sql: str) -> st
 
     The microsecond part makes updated_at realistic (it is TIMESTAMP(6), created_at is not).
     """
-    return (
-        f"LEAST({created_sql} + INTERVAL (({delay_seconds_sql})*1000000+({micros_sql})) "
-        f"MICROSECOND, {_ANCHOR_SQL})"
-    )
+    return f"LEAST({created_sql} + INTERVAL (({delay_seconds_sql})*1000000+({micros_sql})) MICROSECOND, {_ANCHOR_SQL})"
 
 
 def _chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
@@ -583,9 +579,7 @@ def _require_sequence_engine(cur: pymysql.cursors.Cursor) -> None:
     cur.execute("SELECT SUPPORT FROM information_schema.ENGINES WHERE ENGINE = 'SEQUENCE'")
     row = cur.fetchone()
     if not row or row[0] not in ("YES", "DEFAULT"):
-        raise RuntimeError(
-            "the SEQUENCE storage engine (MariaDB >= 10.0) is required to seed the demo data"
-        )
+        raise RuntimeError("the SEQUENCE storage engine (MariaDB >= 10.0) is required to seed the demo data")
 
 
 def seed(
@@ -697,19 +691,14 @@ def _categories_sql() -> str:
         created = _before_anchor(str(SPAN_SECONDS - i * 3600))
         parent_sql = "NULL" if parent is None else str(parent + 1)
         rows.append(f"({i + 1},{_lit(name)},{parent_sql},{created},{created})")
-    return (
-        "INSERT INTO categories (id, name, parent_id, created_at, updated_at) VALUES "
-        + ",".join(rows)
-    )
+    return "INSERT INTO categories (id, name, parent_id, created_at, updated_at) VALUES " + ",".join(rows)
 
 
 def _products_sql(r: _Rand, plan: _Plan, lo: int, hi: int) -> str:
     k = "s.id"
     digital = r.chance("digital", k, 12)
     created = _before_anchor(r.below("created", k, SPAN_SECONDS))
-    category = _elt(
-        f"1+{r.below('category', k, len(_LEAF_CATEGORY_IDS))}", [str(c) for c in _LEAF_CATEGORY_IDS]
-    )
+    category = _elt(f"1+{r.below('category', k, len(_LEAF_CATEGORY_IDS))}", [str(c) for c in _LEAF_CATEGORY_IDS])
     attributes = (
         f"IF({r.chance('attrs_null', k, 20)}, NULL, JSON_OBJECT("
         f"'color', {r.pick('color', k, _COLORS)}, "
@@ -724,10 +713,7 @@ def _products_sql(r: _Rand, plan: _Plan, lo: int, hi: int) -> str:
         f"LEFT(UNHEX(SHA2(CONCAT({k}, ':', {r.u32('thumb', k)}), 256)), "
         f"{r.between('thumb_len', k, 4, 32)})))"
     )
-    stock = (
-        f"IF({r.chance('negative_stock', k, 1)}, -{r.between('stock_neg', k, 1, 20)}, "
-        f"{r.below('stock', k, 1000)})"
-    )
+    stock = f"IF({r.chance('negative_stock', k, 1)}, -{r.between('stock_neg', k, 1, 20)}, {r.below('stock', k, 1000)})"
     return f"""
 INSERT INTO products (id, sku, name, category_id, price, weight_kg, rating, attributes,
                       thumbnail, release_year, stock, is_digital, created_at, updated_at)
@@ -771,8 +757,7 @@ def _customers_sql(r: _Rand, plan: _Plan, lo: int, hi: int) -> str:
     )
     created = _before_anchor(r.below("created", k, SPAN_SECONDS))
     loyalty = (
-        f"IF({r.chance('loyalty_max', k, 0.5)}, 16777215, "
-        f"{r.below('loyalty', k, 100)} * {r.below('loyalty2', k, 100)})"
+        f"IF({r.chance('loyalty_max', k, 0.5)}, 16777215, {r.below('loyalty', k, 100)} * {r.below('loyalty2', k, 100)})"
     )
     return f"""
 INSERT INTO customers (id, email, full_name, country, birth_date, is_active, marketing_opt_in,
@@ -804,9 +789,7 @@ def _order_age_sql(r: _Rand, plan: _Plan, idx: str) -> str:
     return f"(({plan.orders}-{idx})*{SPAN_SECONDS} DIV {plan.orders} + {jitter})"
 
 
-def _item_parts(
-    r: _Rand, order_id: str, kseq: str, max_product_id: int
-) -> tuple[str, str, str, str]:
+def _item_parts(r: _Rand, order_id: str, kseq: str, max_product_id: int) -> tuple[str, str, str, str]:
     """(join condition, product id, quantity, discount pct) of item ``kseq`` of an order.
 
     Shared by the orders statement (which sums the lines into the subtotal) and the
@@ -899,9 +882,7 @@ def _payments_sql(r: _Rand, plan: _Plan, lo: int, hi: int, id_base: int) -> str:
         f"WHEN {split} THEN {r.weighted('method2', pk, (('card', 70), ('paypal', 30)))} "
         f"ELSE {r.weighted('method', pk, _PAYMENT_METHODS)} END"
     )
-    amount = (
-        f"CASE WHEN NOT {split} THEN o.total WHEN k.seq = 1 THEN {gift} ELSE o.total - {gift} END"
-    )
+    amount = f"CASE WHEN NOT {split} THEN o.total WHEN k.seq = 1 THEN {gift} ELSE o.total - {gift} END"
     key = "t.id"
     seconds = (
         f"CASE t.method WHEN 'card' THEN {r.between('p_card', key, 1, 8)} "
@@ -909,10 +890,7 @@ def _payments_sql(r: _Rand, plan: _Plan, lo: int, hi: int, id_base: int) -> str:
         f"WHEN 'gift_card' THEN {r.between('p_gift', key, 0, 3)} "
         f"ELSE {r.between('p_bank', key, 3600, 288_000)} END"  # bank transfers: up to 80 hours
     )
-    authorized = (
-        f"t.ordered_at + INTERVAL (({seconds})*1000000 + {r.below('auth_micros', key, 1_000_000)})"
-        " MICROSECOND"
-    )
+    authorized = f"t.ordered_at + INTERVAL (({seconds})*1000000 + {r.below('auth_micros', key, 1_000_000)}) MICROSECOND"
     # Not authorized (yet) when still pending or when authorization would lie after the anchor.
     unauthorized = f"(t.status = 'pending' OR {authorized} > {_ANCHOR_SQL})"
     fee = (
@@ -1042,9 +1020,7 @@ def _weighted_choice(rng: random.Random, options: Sequence[tuple[str, int]]) -> 
     return rng.choices([o for o, _ in options], weights=[w for _, w in options])[0]
 
 
-def _sample_from(
-    cur: pymysql.cursors.Cursor, sql: str, start: int, limit: int
-) -> list[tuple[object, ...]]:
+def _sample_from(cur: pymysql.cursors.Cursor, sql: str, start: int, limit: int) -> list[tuple[object, ...]]:
     """Rows of ``sql`` (with ``%(start)s``/``%(limit)s``) from a random start id, wrapping."""
     cur.execute(sql, {"start": start, "limit": limit})
     rows = list(cur.fetchall())
@@ -1111,8 +1087,7 @@ def _tick(cur: pymysql.cursors.Cursor, rng: random.Random) -> SimulationStats:
         method = _weighted_choice(rng, _PAYMENT_METHODS)
         fee = 0 if method == "gift_card" else int((subtotal + tax) * 29000) + 300_000
         cur.execute(
-            "INSERT INTO payments (order_id, method, amount, fee_micros, created_at)"
-            " VALUES (%s, %s, %s, %s, %s)",
+            "INSERT INTO payments (order_id, method, amount, fee_micros, created_at) VALUES (%s, %s, %s, %s, %s)",
             (order_id, method, subtotal + tax, fee, now),
         )
         cur.executemany(
@@ -1125,13 +1100,10 @@ def _tick(cur: pymysql.cursors.Cursor, rng: random.Random) -> SimulationStats:
             [(q, pid) for pid, q, _, _ in lines],
         )
         cur.execute(
-            "UPDATE customers SET loyalty_points = LEAST(loyalty_points + %s, 16777215)"
-            " WHERE id = %s",
+            "UPDATE customers SET loyalty_points = LEAST(loyalty_points + %s, 16777215) WHERE id = %s",
             (int(subtotal), customer_id),
         )
-        stats.inserted.update(
-            {"orders": 1, "order_items": len(lines), "payments": 1, "inventory_events": len(lines)}
-        )
+        stats.inserted.update({"orders": 1, "order_items": len(lines), "payments": 1, "inventory_events": len(lines)})
         stats.updated.update({"products": len({pid for pid, *_ in lines}), "customers": 1})
 
     # 2. Move some in-flight orders along; paying may apply a coupon, which changes totals.
@@ -1281,6 +1253,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="keep existing tables and rows and append to them (default: drop and recreate)",
     )
     p_seed.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help="rows/INSERT")
+    p_seed.add_argument("--serial", action="store_true", help="use one connection instead of two (same data)")
     p_sim = sub.add_parser("simulate", parents=[common], help="apply live changes")
     p_sim.add_argument("--interval", type=float, default=1.0, help="seconds between ticks (1)")
     p_sim.add_argument("--iterations", type=int, default=None, help="ticks (default: forever)")
@@ -1304,15 +1277,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"seeding {target.masked_url()} with {args.orders} orders (seed {args.seed})")
             started = time.perf_counter()
             create_schema(url, drop_existing=not args.keep)
-            seed(url, args.orders, args.seed, chunk_rows=args.chunk_rows,
-                 log=lambda msg: print(msg, flush=True))  # fmt: skip
+            seed(
+                url,
+                args.orders,
+                args.seed,
+                chunk_rows=args.chunk_rows,
+                parallel=not args.serial,
+                log=lambda msg: print(msg, flush=True),
+            )
             print(f"seeded in {time.perf_counter() - started:.1f}s; rows per table:")
             for table, count in table_counts(url).items():
                 print(f"  {table:<17} {count:>12,}")
         else:
             print(f"simulating changes on {target.masked_url()} (Ctrl-C to stop)", flush=True)
-            simulate(url, args.interval, args.iterations, args.seed,
-                     out=lambda line: print(line, flush=True))  # fmt: skip
+            simulate(
+                url,
+                args.interval,
+                args.iterations,
+                args.seed,
+                out=lambda line: print(line, flush=True),
+            )
     except pymysql.MySQLError as exc:
         print(f"error ({target.masked_url()}): {exc}", file=sys.stderr)
         return 1

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import connectorx as cx
 import pyarrow as pa
 
-from mysql_pg_assets.casting import read_expression
+from mysql_pg_assets.casting import converted_expression, read_expression
 from mysql_pg_assets.catalog import SourceUnavailable, TablePlan
 from mysql_pg_assets.settings import DatabaseUrl, redact
 from mysql_pg_assets.sql import mysql_ident, mysql_qualified
@@ -25,12 +25,20 @@ def staging_name(index: int) -> str:
     return f"c{index}"
 
 
+def converted_flag_name(index: int) -> str:
+    """The column that is true where MySQL converted column ``index``'s value (a zero date)."""
+    return f"converted{index}"
+
+
 def select_sql(table: TablePlan) -> str:
-    expressions = ", ".join(
-        f"{read_expression(c.rule, mysql_ident(c.source.name), c.source)} AS {staging_name(i)}"
-        for i, c in enumerate(table.columns)
-    )
-    return f"SELECT {expressions} FROM {mysql_qualified(table.source_database, table.source_table)}"
+    expressions = []
+    for i, column in enumerate(table.columns):
+        quoted = mysql_ident(column.source.name)
+        expressions.append(f"{read_expression(column.rule, quoted, column.source)} AS {staging_name(i)}")
+        flag = converted_expression(column.rule, quoted)
+        if flag:
+            expressions.append(f"{flag} AS {converted_flag_name(i)}")
+    return f"SELECT {', '.join(expressions)} FROM {mysql_qualified(table.source_database, table.source_table)}"
 
 
 def _is_fatal(exc: BaseException) -> bool:

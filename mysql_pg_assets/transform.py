@@ -1,30 +1,76 @@
-"""Transform: apply each column's casting rule to a batch with polars.
+"""Transform: apply each column's casting rule to a batch with polars, counting what changed.
 
 The output frame has the staging columns ``c0 … cN`` in the plan's order, typed so that the
-load can COPY them and PostgreSQL can cast each to its target type.
+load can COPY them and PostgreSQL can cast each to its target type, plus the ``converted<i>``
+flags the extract read beside converted values, which validation uses to explain a reject.
+
+Conversions are counted per column and kind, never silent:
+
+- ``zero date → NULL``: MySQL zero dates, made NULL by the read expression;
+- ``NUL bytes removed``: PostgreSQL text cannot hold U+0000, so it is removed from text values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from dataclasses import dataclass, field
 
 import polars as pl
 import pyarrow as pa
 
 from mysql_pg_assets.catalog import TablePlan
-from mysql_pg_assets.extract import staging_name
+from mysql_pg_assets.extract import converted_flag_name, staging_name
+
+NUL_REMOVED = "NUL bytes removed"
 
 
-def to_staging(batch: pa.RecordBatch | pa.Table, table: TablePlan) -> pl.DataFrame:
+@dataclass
+class Conversions:
+    """How many values each conversion changed, keyed by (target column, conversion)."""
+
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def add(self, other: Conversions) -> None:
+        self.counts.update(other.counts)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def by_kind(self) -> dict[str, int]:
+        kinds: Counter[str] = Counter()
+        for (_, kind), count in self.counts.items():
+            kinds[kind] += count
+        return dict(kinds)
+
+    def as_metadata(self) -> dict[str, int]:
+        return {f"{column}: {kind}": count for (column, kind), count in sorted(self.counts.items())}
+
+
+def _strips_nul(frame: pl.DataFrame, name: str, pg_type: str) -> bool:
+    return frame.schema[name] == pl.String and pg_type != "bytea"
+
+
+def to_staging(batch: pa.RecordBatch | pa.Table, table: TablePlan) -> tuple[pl.DataFrame, Conversions]:
     frame = pl.from_arrow(batch)
     assert isinstance(frame, pl.DataFrame)
-    return frame.select(
-        column.rule.to_staging(pl.col(staging_name(i))).alias(staging_name(i))
-        for i, column in enumerate(table.columns)
-    )
-
-
-def staging_frames(batches: Iterable[pa.RecordBatch], table: TablePlan) -> Iterator[pl.DataFrame]:
-    for batch in batches:
-        if batch.num_rows:
-            yield to_staging(batch, table)
+    conversions = Conversions()
+    expressions: list[pl.Expr] = []
+    count_expressions: list[pl.Expr] = []
+    for i, column in enumerate(table.columns):
+        name = staging_name(i)
+        value = pl.col(name)
+        flag = converted_flag_name(i)
+        if flag in frame.columns:
+            count_expressions.append(pl.col(flag).cast(pl.Boolean).sum().alias(f"{i}\t{column.rule.converted_as}"))
+            expressions.append(pl.col(flag).cast(pl.Boolean).fill_null(False))
+        if _strips_nul(frame, name, column.pg_type):
+            count_expressions.append(value.str.contains("\x00", literal=True).sum().alias(f"{i}\t{NUL_REMOVED}"))
+            value = value.str.replace_all("\x00", "", literal=True)
+        expressions.append(column.rule.to_staging(value).alias(name))
+    if count_expressions:
+        for key, count in frame.select(count_expressions).row(0, named=True).items():
+            if count:
+                index, kind = key.split("\t")
+                conversions.counts[(table.columns[int(index)].target_name, kind)] += int(count)
+    return frame.select(expressions), conversions

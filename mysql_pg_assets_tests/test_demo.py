@@ -225,8 +225,7 @@ def test_schema_has_the_promised_types(mysql_demo_url: str) -> None:
     database = demo.parse_mysql_url(mysql_demo_url).database
     tables = _query(
         mysql_demo_url,
-        "SELECT TABLE_NAME, ENGINE, TABLE_COLLATION FROM information_schema.TABLES"
-        " WHERE TABLE_SCHEMA = %s",
+        "SELECT TABLE_NAME, ENGINE, TABLE_COLLATION FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
         (database,),
     )
     assert {t for t, *_ in tables} == set(demo.TABLES)
@@ -318,9 +317,7 @@ def test_simulate_changes_rows(mysql_demo_url: str) -> None:
     assert len(set(after_orders) - set(before_orders)) == stats.inserted["orders"]
 
 
-def test_cli_seed_prints_counts_without_password(
-    mysql_demo_url: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_seed_prints_counts_without_password(mysql_demo_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert demo.main(["seed", "--orders", "500", "--seed", "3", "--mysql-url", mysql_demo_url]) == 0
     out = capsys.readouterr().out
     for table in demo.TABLES:

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import polars as pl
 import pytest
 
 from mysql_pg_assets.catalog import SourceUnavailable, TablePlan, discover, mysql_connection
 from mysql_pg_assets.extract import read_batches
 from mysql_pg_assets.load import load_table
 from mysql_pg_assets.parity import compare_rows, pg_connection
-from mysql_pg_assets.pipeline import sync_table
+from mysql_pg_assets.pipeline import sync_table, validated_batches
 from mysql_pg_assets.settings import Settings
 from mysql_pg_assets.spec import load_spec
 from mysql_pg_assets.sql import pg_qualified
-from mysql_pg_assets.transform import staging_frames
+from mysql_pg_assets.validate import ValidatedBatch
 
 
 def _plan(settings: Settings, name: str) -> TablePlan:
@@ -49,13 +48,13 @@ def test_a_source_failing_mid_load_leaves_the_previous_data(demo_settings: Setti
         cur.execute("UPDATE customers SET notes = CONCAT('edited ', id)")
         cur.execute("DELETE FROM customers ORDER BY id DESC LIMIT 3")
 
-    def server_goes_away(frames: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
-        yield next(frames)  # the first batch reaches the staging table …
+    def server_goes_away(batches: Iterator[ValidatedBatch]) -> Iterator[ValidatedBatch]:
+        yield next(batches)  # the first batch reaches the staging table …
         raise SourceUnavailable("Lost connection to MySQL server during query")  # … then MySQL is gone
 
-    frames = staging_frames(read_batches(demo_settings.mysql_url, table, batch_rows=50), table)
+    batches = validated_batches(read_batches(demo_settings.mysql_url, table, batch_rows=50), table)
     with pytest.raises(SourceUnavailable, match="Lost connection"):
-        load_table(table, server_goes_away(frames), demo_settings.postgres_url)
+        load_table(table, server_goes_away(batches), demo_settings.postgres_url)
     assert _snapshot(demo_settings, table) == before
 
     result = sync_table(table, demo_settings.mysql_url, demo_settings.postgres_url)

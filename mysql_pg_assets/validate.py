@@ -1,0 +1,147 @@
+"""Validate: a pandera (polars) schema generated from the mapping runs on every batch.
+
+Rows that fail go to the reject table, with their key, the column, the offending value and the
+reason; the rest of the batch loads. The schema holds what PostgreSQL would refuse or what
+MySQL should never have let in:
+
+- nullability: a NULL in a NOT NULL column (typically a zero date made NULL);
+- ENUM values: MySQL stores an invalid ENUM value as '' outside strict mode;
+- integer ranges of the MySQL type, so the PostgreSQL type chosen always holds the value;
+- JSON with the escape ``\\u0000``, which ``jsonb`` cannot store.
+
+The same schema is what later asset checks run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pandera.errors
+import pandera.polars as pa
+import polars as pl
+
+from mysql_pg_assets.catalog import ColumnPlan, TablePlan
+from mysql_pg_assets.extract import converted_flag_name, staging_name
+from mysql_pg_assets.transform import Conversions
+
+REJECT_SCHEMA = {"primary_key": pl.String, "column_name": pl.String, "value": pl.String, "reason": pl.String}
+
+_INTEGER_RANGES = {
+    ("tinyint", False): (-(2**7), 2**7 - 1), ("tinyint", True): (0, 2**8 - 1),
+    ("smallint", False): (-(2**15), 2**15 - 1), ("smallint", True): (0, 2**16 - 1),
+    ("mediumint", False): (-(2**23), 2**23 - 1), ("mediumint", True): (0, 2**24 - 1),
+    ("int", False): (-(2**31), 2**31 - 1), ("int", True): (0, 2**32 - 1),
+    ("integer", False): (-(2**31), 2**31 - 1), ("integer", True): (0, 2**32 - 1),
+    ("bigint", False): (-(2**63), 2**63 - 1),
+}
+_INTEGER_DTYPES = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
+
+_REASONS = {
+    "not_nullable": "NULL in a NOT NULL column",
+    "isin": "not one of the ENUM's values",
+    "in_range": "outside the MySQL type's range",
+}
+
+
+class ValidationFailed(RuntimeError):
+    """The batch does not have the shape the mapping promises: a defect, not bad data."""
+
+
+def enum_values(column_type: str) -> list[str]:
+    """The members of ``enum('a','it''s')``, unquoted."""
+    body = column_type[column_type.index("(") + 1 : column_type.rindex(")")]
+    return [m.replace("''", "'").replace("\\\\", "\\") for m in re.findall(r"'((?:[^']|'')*)'", body)]
+
+
+def _no_nul_escape(data: pa.PolarsData) -> pl.LazyFrame:
+    return data.lazyframe.select(~pl.col(data.key).str.contains("\\u0000", literal=True).fill_null(False))
+
+
+def _checks(column: ColumnPlan) -> list[pa.Check]:
+    source = column.source
+    checks: list[pa.Check] = []
+    if source.data_type == "enum":
+        checks.append(pa.Check.isin(enum_values(source.column_type)))
+    if column.pg_type == "jsonb":
+        checks.append(pa.Check(_no_nul_escape, name="jsonb cannot hold \\u0000"))
+    bounds = _INTEGER_RANGES.get((source.data_type, source.unsigned))
+    if bounds and column.pg_type in ("smallint", "integer", "bigint"):
+        checks.append(pa.Check.in_range(*bounds))
+    return checks
+
+
+def schema_for(table: TablePlan) -> pa.DataFrameSchema:
+    return pa.DataFrameSchema(
+        {staging_name(i): pa.Column(None, nullable=c.nullable, checks=_checks(c)) for i, c in enumerate(table.columns)},
+        name=table.target_label,
+    )
+
+
+@dataclass(frozen=True)
+class ValidatedBatch:
+    rows: pl.DataFrame  # the staging columns of the rows that passed
+    rejects: pl.DataFrame  # one row per failed value: REJECT_SCHEMA
+    rejected_keys: pl.DataFrame  # the key columns (staging names) of the rejected rows
+    rejected_rows: int
+    conversions: Conversions
+
+
+def _reason(check: str) -> str:
+    name = check.split("(")[0]
+    return _REASONS.get(name, check)
+
+
+def validate(
+    frame: pl.DataFrame, conversions: Conversions, table: TablePlan, schema: pa.DataFrameSchema
+) -> ValidatedBatch:
+    staging = [staging_name(i) for i in range(len(table.columns))]
+    key_names = [staging_name(i) for i, c in enumerate(table.columns) if c.target_name in table.primary_key]
+    try:
+        schema.validate(frame, lazy=True)
+        failures = None
+    except pandera.errors.SchemaErrors as errors:
+        failures = errors.failure_cases
+    if failures is None or failures.height == 0:
+        return ValidatedBatch(frame.select(staging), pl.DataFrame(schema=REJECT_SCHEMA),
+                              frame.select(key_names).clear(), 0, conversions)
+    if failures["index"].null_count():
+        raise ValidationFailed(f"{table.target_label}: {failures.filter(pl.col('index').is_null()).to_dicts()}")
+
+    numbered = frame.with_row_index("row")
+    bad_rows = failures["index"].unique().cast(pl.UInt32)
+    targets = {staging_name(i): c.target_name for i, c in enumerate(table.columns)}
+    keys = numbered.filter(pl.col("row").is_in(bad_rows.implode())).select(
+        "row",
+        pl.struct(pl.col(k).alias(targets[k]) for k in key_names).struct.json_encode().alias("primary_key")
+        if key_names else pl.lit(None, dtype=pl.String).alias("primary_key"),
+        *(pl.col(converted_flag_name(i)).alias(f"zero{i}") for i in range(len(table.columns))
+          if converted_flag_name(i) in frame.columns),
+    )
+    rejects = (
+        failures.with_columns(pl.col("index").cast(pl.UInt32).alias("row"))
+        .join(keys, on="row", how="left")
+        .select(
+            pl.col("primary_key"),
+            pl.col("column").replace_strict(targets, default=pl.col("column")).alias("column_name"),
+            pl.col("failure_case").fill_null("NULL").alias("value"),
+            pl.col("check").map_elements(_reason, return_dtype=pl.String).alias("reason"),
+            pl.col("column").alias("staging_column"),
+            pl.col("row"),
+        )
+    )
+    for i in range(len(table.columns)):
+        if f"zero{i}" in keys.columns:
+            zero_rows = keys.filter(pl.col(f"zero{i}"))["row"].implode()
+            rejects = rejects.with_columns(
+                pl.when((pl.col("staging_column") == staging_name(i)) & pl.col("row").is_in(zero_rows))
+                .then(pl.lit("zero date")).otherwise(pl.col("value")).alias("value")
+            )
+    good = numbered.filter(~pl.col("row").is_in(bad_rows.implode()))
+    return ValidatedBatch(
+        rows=good.select(staging),
+        rejects=rejects.select(list(REJECT_SCHEMA)).cast(REJECT_SCHEMA),
+        rejected_keys=numbered.filter(pl.col("row").is_in(bad_rows.implode())).select(key_names),
+        rejected_rows=bad_rows.len(),
+        conversions=conversions,
+    )
