@@ -79,7 +79,7 @@ def build_table_asset(table: TablePlan) -> AssetsDefinition:
         },
     )
     def _sync(context: AssetExecutionContext, mysql: MySQLSource, postgres: PostgresTarget) -> MaterializeResult:
-        result = sync_table(table, mysql.database_url, postgres.database_url, run_id=context.run_id)
+        result = sync_table(table, mysql.database_url, postgres.database_url, run_id=context.run.run_id)
         context.log.info(
             f"{table.source_label} → {table.target_label}: {result.rows_read} rows read, "
             f"{result.inserted} inserted, {result.updated} updated, {result.deleted} deleted, "

@@ -82,8 +82,8 @@ def _set(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str | bytes) else value
+def _json_text(value: Any) -> Any:
+    return json.loads(value)
 
 
 def _utc(value: Any) -> Any:
@@ -101,7 +101,8 @@ def _bytes(value: Any) -> bytes:
     return bytes(value)
 
 
-def _normalizer(column: ColumnPlan) -> Callable[[Any], Any]:
+def _normalizer(column: ColumnPlan, side: str) -> Callable[[Any], Any]:
+    """How one column's values compare; ``side`` is "mysql" or "postgres"."""
     rule = column.rule.name
     if column.pg_type == "boolean":
         return lambda v: bool(_bits(v)) if isinstance(v, bytes) else bool(v)
@@ -110,7 +111,7 @@ def _normalizer(column: ColumnPlan) -> Callable[[Any], Any]:
     if rule.startswith("set"):
         return _set
     if rule.startswith("json"):
-        return _json
+        return _json_text if side == "mysql" else (lambda v: v)  # psycopg already parsed jsonb
     if rule.startswith("timestamp"):
         return _utc
     if rule.startswith(("date ", "datetime")):
@@ -119,6 +120,8 @@ def _normalizer(column: ColumnPlan) -> Callable[[Any], Any]:
         return _float32
     if rule.startswith(("decimal", "bigint unsigned")):
         return Decimal
+    if rule.startswith("spatial") and side == "mysql":
+        return lambda v: bytes(v)[4:]  # MySQL's internal form is a 4-byte SRID, then WKB
     if column.pg_type == "bytea":
         return _bytes
     return lambda v: v
@@ -151,9 +154,8 @@ def compare_rows(
                 f"SELECT {pg_idents(c.target_name for c in table.columns)} "
                 f"FROM {pg_qualified(table.target_schema, table.target_table)}"
             ).fetchall()
-    normalizers = [_normalizer(c) for c in table.columns]
-    expected = sorted(_normalized(source_rows, normalizers), key=_sort_key)
-    actual = sorted(_normalized(target_rows, normalizers), key=_sort_key)
+    expected = sorted(_normalized(source_rows, [_normalizer(c, "mysql") for c in table.columns]), key=_sort_key)
+    actual = sorted(_normalized(target_rows, [_normalizer(c, "postgres") for c in table.columns]), key=_sort_key)
     differences: list[str] = []
     if len(expected) != len(actual):
         differences.append(f"{len(expected)} rows in MySQL, {len(actual)} in PostgreSQL")
