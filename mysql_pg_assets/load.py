@@ -1,31 +1,39 @@
 """Load: binary COPY into staging tables, then one transaction that merges them into the target.
 
-Everything that changes the target happens in one PostgreSQL transaction on one connection:
-
-1. an advisory lock on the target table, so two runs never interleave their writes;
-2. ``CREATE TABLE IF NOT EXISTS`` for the target (DDL is transactional in PostgreSQL; the
-   schemas and the reject table are created just before, in a short transaction of their own);
-3. each batch's valid rows are COPYed (ADBC's binary ingest) into a temporary staging table, its
-   rejects and the keys of its rejected rows into two more;
-4. rows are upserted by primary key, writing only rows whose values changed. If PostgreSQL
-   refuses a value the validation did not foresee, the merge is rolled back to a savepoint, every
-   refused value is found (one cast at a time, on the columns PostgreSQL has to convert), its row
-   moves to the rejects, and the merge runs again;
-5. target rows whose key is no longer in MySQL are deleted; a rejected row keeps its previous
-   version. A table without a key is replaced whole;
-6. the rejects are written to ``mysql_pg_assets.rejects`` with the run id; commit.
+1. A session advisory lock on the target table (psycopg connection) keeps two loads of the same
+   table from interleaving, from the first batch to the commit; staging tables a killed run
+   left behind are dropped under that lock.
+2. Each batch's valid rows are COPYed (ADBC's binary ingest, autocommit) into an UNLOGGED
+   staging table in the ``mysql_pg_assets`` schema, its rejects and the keys of its rejected
+   rows into two more. Nothing the user reads has changed yet.
+3. One psycopg transaction: ``CREATE TABLE IF NOT EXISTS`` for the target; rows are upserted by
+   primary key, writing only rows whose values changed. If PostgreSQL refuses a value that the
+   validation did not foresee, the merge rolls back to a savepoint, every refused value is found
+   (one cast at a time, only on the columns PostgreSQL has to convert), its row moves to the
+   rejects, and the merge runs again. Target rows whose key is no longer in MySQL are deleted; a
+   rejected row keeps its previous version. A table without a key is replaced whole. The rejects
+   go to ``mysql_pg_assets.rejects`` with the run id. Commit.
+4. The staging tables are dropped.
 
 A failure or a killed process at any point before the commit leaves the previous data intact;
 re-running a load with the same source leaves exactly the same target.
+
+Why two connections: ADBC's COPY is the fast path (Arrow straight to binary COPY), but an ADBC
+connection refuses every statement after an error inside a transaction, savepoints included,
+so the merge, which must survive a refused value, runs on psycopg.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import adbc_driver_postgresql.dbapi as adbc
+import psycopg
 
 from mysql_pg_assets.catalog import TablePlan
 from mysql_pg_assets.extract import staging_name
@@ -36,9 +44,6 @@ from mysql_pg_assets.validate import ValidatedBatch
 
 META_SCHEMA = "mysql_pg_assets"
 REJECTS = pg_qualified(META_SCHEMA, "rejects")
-STAGING = "pg_temp.mpa_staging"
-STAGED_REJECTS = "pg_temp.mpa_rejects"
-REJECTED_KEYS = "pg_temp.mpa_rejected_keys"
 
 _REJECTS_DDL = f"""CREATE TABLE IF NOT EXISTS {REJECTS} (
   id bigserial PRIMARY KEY,
@@ -65,6 +70,38 @@ END
 $fn$"""
 
 
+@dataclass(frozen=True)
+class Staging:
+    """The names of one load's staging tables, all in META_SCHEMA."""
+
+    prefix: str
+
+    @classmethod
+    def for_table(cls, table: TablePlan) -> Staging:
+        digest = hashlib.sha1(table.target_label.encode()).hexdigest()[:12]
+        return cls(f"stage_{digest}_{uuid.uuid4().hex[:8]}")
+
+    @property
+    def table_prefix(self) -> str:
+        return self.prefix.rsplit("_", 1)[0] + "_"
+
+    @property
+    def names(self) -> tuple[str, str, str]:
+        return f"{self.prefix}_rows", f"{self.prefix}_rejects", f"{self.prefix}_rejected_keys"
+
+    @property
+    def rows(self) -> str:
+        return pg_qualified(META_SCHEMA, self.names[0])
+
+    @property
+    def rejects(self) -> str:
+        return pg_qualified(META_SCHEMA, self.names[1])
+
+    @property
+    def rejected_keys(self) -> str:
+        return pg_qualified(META_SCHEMA, self.names[2])
+
+
 class TargetError(RuntimeError):
     """PostgreSQL refused the load; the message never holds the password."""
 
@@ -85,10 +122,21 @@ class LoadResult:
         return self.rows_read - self.rejected_rows
 
 
-def connect(postgres_url: DatabaseUrl) -> adbc.Connection:
+def _adbc_connect(postgres_url: DatabaseUrl) -> adbc.Connection:
     try:
-        return adbc.connect(postgres_url.secret)
+        return adbc.connect(postgres_url.secret, autocommit=True)
     except Exception as exc:
+        raise TargetError(f"cannot connect to PostgreSQL at {postgres_url}: {redact(str(exc))}") from None
+
+
+def pg_connect(postgres_url: DatabaseUrl, autocommit: bool = False) -> psycopg.Connection:
+    try:
+        return psycopg.connect(
+            host=postgres_url.host, port=postgres_url.port, user=postgres_url.user,
+            password=postgres_url.password, dbname=postgres_url.database, connect_timeout=10,
+            autocommit=autocommit,
+        )
+    except psycopg.Error as exc:
         raise TargetError(f"cannot connect to PostgreSQL at {postgres_url}: {redact(str(exc))}") from None
 
 
@@ -110,11 +158,11 @@ def _staged_values(table: TablePlan, alias: str = "s") -> dict[str, str]:
 _COUNT_WRITTEN = "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"
 
 
-def upsert_sql(table: TablePlan) -> str:
+def upsert_sql(table: TablePlan, staging: Staging) -> str:
     target = pg_qualified(table.target_schema, table.target_table)
     names = [c.target_name for c in table.columns]
     values = ", ".join(_staged_values(table).values())
-    insert = f"INSERT INTO {target} AS t ({pg_idents(names)})\n  SELECT {values} FROM {STAGING} s"
+    insert = f"INSERT INTO {target} AS t ({pg_idents(names)})\n  SELECT {values} FROM {staging.rows} s"
     if not table.primary_key:
         return f"WITH written AS ({insert}\n  RETURNING true AS inserted)\n" + _COUNT_WRITTEN
     others = [n for n in names if n not in table.primary_key]
@@ -130,22 +178,21 @@ def upsert_sql(table: TablePlan) -> str:
             f"  RETURNING (t.xmax = 0) AS inserted)\n" + _COUNT_WRITTEN)
 
 
-def delete_missing_sql(table: TablePlan) -> str:
+def delete_missing_sql(table: TablePlan, staging: Staging) -> str:
     """Delete target rows whose key is neither among the staged rows nor among the rejected ones."""
     target = pg_qualified(table.target_schema, table.target_table)
     staged = _staged_values(table)
     matches = " AND ".join(f"{staged[k]} = t.{pg_ident(k)}" for k in table.primary_key)
-    return (f"DELETE FROM {target} t WHERE NOT EXISTS (SELECT 1 FROM {STAGING} s WHERE {matches})\n"
-            f"  AND NOT EXISTS (SELECT 1 FROM {REJECTED_KEYS} s WHERE {matches})")
+    return (f"DELETE FROM {target} t WHERE NOT EXISTS (SELECT 1 FROM {staging.rows} s WHERE {matches})\n"
+            f"  AND NOT EXISTS (SELECT 1 FROM {staging.rejected_keys} s WHERE {matches})")
 
 
-def _check_existing_columns(cursor: adbc.Cursor, table: TablePlan) -> None:
-    cursor.execute(
+def _check_existing_columns(connection: psycopg.Connection, table: TablePlan) -> None:
+    existing = [row[0] for row in connection.execute(
         "SELECT column_name FROM information_schema.columns "
-        "WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+        "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
         (table.target_schema, table.target_table),
-    )
-    existing = [row[0] for row in cursor.fetchall()]
+    )]
     expected = [c.target_name for c in table.columns]
     if set(existing) != set(expected):
         raise TargetError(
@@ -154,136 +201,146 @@ def _check_existing_columns(cursor: adbc.Cursor, table: TablePlan) -> None:
         )
 
 
-def _column_types(cursor: adbc.Cursor, relation: str) -> dict[str, str]:
-    cursor.execute(
+def _column_types(connection: psycopg.Connection, relation: str) -> dict[str, str]:
+    return dict(connection.execute(
         "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
-        "WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped",
+        "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
         (relation,),
-    )
-    return dict(cursor.fetchall())
+    ).fetchall())
 
 
-def _reject_refused_values(cursor: adbc.Cursor, table: TablePlan) -> int:
+def _reject_refused_values(connection: psycopg.Connection, table: TablePlan, staging: Staging) -> int:
     """Move every row holding a value PostgreSQL refuses from staging to the rejects."""
-    cursor.execute(_REFUSAL_FUNCTION)
-    cursor.execute("CREATE TEMP TABLE IF NOT EXISTS mpa_refused "
-                   "(row_id tid, primary_key text, column_name text, value text, reason text)")
-    staging_types = _column_types(cursor, STAGING)
-    target_types = _column_types(cursor, pg_qualified(table.target_schema, table.target_table))
-    key = [(name, f"s.{staging_name(i)}") for i, c in enumerate(table.columns)
-           for name in [c.target_name] if name in table.primary_key]
-    key_json = "NULL::text"
-    params: list[str] = []
-    if key:
-        pairs = []
-        for name, expression in key:
-            params.append(name)
-            pairs.append(f"${len(params)}::text, {expression}")
-        key_json = f"jsonb_build_object({', '.join(pairs)})::text"
+    connection.execute(_REFUSAL_FUNCTION)
+    connection.execute("CREATE TEMP TABLE IF NOT EXISTS mpa_refused "
+                       "(row_id tid, primary_key text, column_name text, value text, reason text)")
+    connection.execute("TRUNCATE pg_temp.mpa_refused")
+    staging_types = _column_types(connection, staging.rows)
+    target_types = _column_types(connection, pg_qualified(table.target_schema, table.target_table))
+    key = [(c.target_name, f"s.{staging_name(i)}") for i, c in enumerate(table.columns)
+           if c.target_name in table.primary_key]
+    key_json = "jsonb_build_object(" + ", ".join("%s::text, " + e for _, e in key) + ")::text" if key else "NULL"
+    key_params = [name for name, _ in key]
     for i, column in enumerate(table.columns):
         name = staging_name(i)
         if staging_types[name] == target_types[column.target_name]:
             continue  # COPY already produced the target type: nothing left to refuse
-        column_param, type_param = len(params) + 1, len(params) + 2
-        cursor.execute(
+        connection.execute(
             f"INSERT INTO pg_temp.mpa_refused SELECT * FROM ("
-            f"SELECT s.ctid, {key_json}, ${column_param}::text, s.{name}::text, "
-            f"pg_temp.mpa_refusal(s.{name}::text, ${type_param}::text) AS reason "
-            f"FROM {STAGING} s WHERE s.{name} IS NOT NULL) checked WHERE reason IS NOT NULL",
-            (*params, column.target_name, pg_type(column.pg_type)),
+            f"SELECT s.ctid, {key_json}, %s::text, s.{name}::text, pg_temp.mpa_refusal(s.{name}::text, %s) AS reason "
+            f"FROM {staging.rows} s WHERE s.{name} IS NOT NULL) checked WHERE reason IS NOT NULL",
+            (*key_params, column.target_name, pg_type(column.pg_type)),
         )
-    key_columns = ", ".join(f"s.{staging_name(i)}" for i, c in enumerate(table.columns)
-                            if c.target_name in table.primary_key)
-    cursor.execute(f"INSERT INTO {STAGED_REJECTS} SELECT primary_key, column_name, value, "
-                   f"'PostgreSQL refused the value: ' || reason FROM pg_temp.mpa_refused")
-    if key_columns:
-        cursor.execute(f"INSERT INTO {REJECTED_KEYS} SELECT {key_columns} FROM {STAGING} s "
-                       f"WHERE s.ctid IN (SELECT row_id FROM pg_temp.mpa_refused)")
-    cursor.execute(f"DELETE FROM {STAGING} s WHERE s.ctid IN (SELECT row_id FROM pg_temp.mpa_refused)")
-    return cursor.rowcount
+    connection.execute(f"INSERT INTO {staging.rejects} SELECT primary_key, column_name, value, "
+                       f"'PostgreSQL refused the value: ' || reason FROM pg_temp.mpa_refused")
+    if key:
+        connection.execute(f"INSERT INTO {staging.rejected_keys} SELECT {', '.join(e for _, e in key)} "
+                           f"FROM {staging.rows} s WHERE s.ctid IN (SELECT row_id FROM pg_temp.mpa_refused)")
+    return connection.execute(
+        f"DELETE FROM {staging.rows} s WHERE s.ctid IN (SELECT row_id FROM pg_temp.mpa_refused)").rowcount
 
 
-def _merge(cursor: adbc.Cursor, table: TablePlan) -> tuple[int, int, int]:
+def _merge(connection: psycopg.Connection, table: TablePlan, staging: Staging) -> tuple[int, int, int]:
     """Upsert the staged rows; returns (inserted, updated, rows rejected by PostgreSQL)."""
-    cursor.execute("SAVEPOINT mpa_merge")
     try:
-        cursor.execute(upsert_sql(table))
-        inserted, updated = cursor.fetchone()
+        with connection.transaction():  # a savepoint: a refused value undoes only this statement
+            inserted, updated = connection.execute(upsert_sql(table, staging)).fetchone()
         return int(inserted), int(updated), 0
-    except adbc.DataError:
-        cursor.execute("ROLLBACK TO SAVEPOINT mpa_merge")
-    refused = _reject_refused_values(cursor, table)
-    cursor.execute(upsert_sql(table))  # a second failure is not about a value: it propagates
-    inserted, updated = cursor.fetchone()
+    except psycopg.DataError:  # SQLSTATE class 22: a value PostgreSQL cannot take
+        pass
+    refused = _reject_refused_values(connection, table, staging)
+    inserted, updated = connection.execute(upsert_sql(table, staging)).fetchone()  # now any error propagates
     return int(inserted), int(updated), refused
 
 
-def _prepare_schemas(connection: adbc.Connection, cursor: adbc.Cursor, table: TablePlan) -> None:
-    # Loads of tables in one schema run in parallel: schemas and the reject table are created in
-    # a short transaction of their own, serialized by a lock, so concurrent loads never race.
-    cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", ("mysql_pg_assets schemas",))
-    for schema in (table.target_schema, META_SCHEMA):
-        cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {pg_ident(schema)}")
-    cursor.execute(_REJECTS_DDL)
-    connection.commit()
+@contextmanager
+def _table_lock(postgres_url: DatabaseUrl, table: TablePlan) -> Iterator[psycopg.Connection]:
+    """A connection holding the table's session advisory lock, with schemas and reject table ready."""
+    connection = pg_connect(postgres_url, autocommit=True)
+    try:
+        with connection.transaction():
+            # Loads of tables in one schema run in parallel: a lock keeps them from racing here.
+            connection.execute("SELECT pg_advisory_xact_lock(hashtextextended('mysql_pg_assets schemas', 0))")
+            for schema in (table.target_schema, META_SCHEMA):
+                connection.execute(f"CREATE SCHEMA IF NOT EXISTS {pg_ident(schema)}")
+            connection.execute(_REJECTS_DDL)
+        connection.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", ("table " + table.target_label,))
+        yield connection
+    finally:
+        connection.close()  # also releases the advisory lock
+
+
+def _drop_staging(connection: psycopg.Connection, prefix: str) -> None:
+    """Drop staging tables that start with ``prefix`` (a killed run's, or this run's own)."""
+    names = [row[0] for row in connection.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = %s AND starts_with(tablename, %s)", (META_SCHEMA, prefix),
+    )]
+    for name in names:
+        connection.execute(f"DROP TABLE IF EXISTS {pg_qualified(META_SCHEMA, name)}")
+
+
+def _stage(
+    postgres_url: DatabaseUrl, table: TablePlan, staging: Staging, batches: Iterable[ValidatedBatch],
+    totals: dict[str, int], conversions: Conversions,
+) -> bool:
+    """COPY every batch into the staging tables; returns whether any batch arrived."""
+    connection = _adbc_connect(postgres_url)
+    staged = False
+    try:
+        with connection.cursor() as cursor:
+            for batch in batches:
+                parts = [batch.rows, batch.rejects] + ([batch.rejected_keys] if table.primary_key else [])
+                for name, frame in zip(staging.names, parts, strict=False):
+                    if not staged:  # created empty and UNLOGGED: staging needs no WAL
+                        cursor.adbc_ingest(name, frame.clear().to_arrow(), mode="create", db_schema_name=META_SCHEMA)
+                        cursor.execute(f"ALTER TABLE {pg_qualified(META_SCHEMA, name)} SET UNLOGGED")
+                    cursor.adbc_ingest(name, frame.to_arrow(), mode="append", db_schema_name=META_SCHEMA)
+                staged = True
+                totals["rows_read"] += batch.rows.height + batch.rejected_rows
+                totals["rejected_rows"] += batch.rejected_rows
+                conversions.add(batch.conversions)
+    except adbc.Error as exc:
+        raise TargetError(f"staging {table.target_label}: {redact(str(exc))}") from None
+    finally:
+        connection.close()
+    return staged
 
 
 def load_table(
     table: TablePlan, batches: Iterable[ValidatedBatch], postgres_url: DatabaseUrl, run_id: str | None = None
 ) -> LoadResult:
     started = time.perf_counter()
-    connection = connect(postgres_url)
     target = pg_qualified(table.target_schema, table.target_table)
+    staging = Staging.for_table(table)
+    totals = {"rows_read": 0, "rejected_rows": 0}
     conversions = Conversions()
-    try:
-        with connection.cursor() as cursor:
-            _prepare_schemas(connection, cursor, table)
-            cursor.execute("SET LOCAL TimeZone = 'UTC'")
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", ("table " + table.target_label,))
-            cursor.execute(create_table_sql(table))
-            _check_existing_columns(cursor, table)
-            rows_read = rejected_rows = 0
-            staged = False
-            for batch in batches:
-                mode = "append" if staged else "create"
-                cursor.adbc_ingest("mpa_staging", batch.rows.to_arrow(), mode=mode, temporary=True)
-                cursor.adbc_ingest("mpa_rejects", batch.rejects.to_arrow(), mode=mode, temporary=True)
-                if table.primary_key:
-                    cursor.adbc_ingest("mpa_rejected_keys", batch.rejected_keys.to_arrow(), mode=mode, temporary=True)
-                staged = True
-                rows_read += batch.rows.height + batch.rejected_rows
-                rejected_rows += batch.rejected_rows
-                conversions.add(batch.conversions)
-            inserted = updated = 0
-            if not staged:
-                cursor.execute(f"DELETE FROM {target}")
-                deleted = cursor.rowcount
-            elif table.primary_key:
-                inserted, updated, refused = _merge(cursor, table)
-                rejected_rows += refused
-                cursor.execute(delete_missing_sql(table))
-                deleted = cursor.rowcount
-            else:
-                cursor.execute(f"DELETE FROM {target}")
-                deleted = cursor.rowcount
-                inserted, updated, refused = _merge(cursor, table)
-                rejected_rows += refused
-            rejected_values = 0
-            if staged:
-                cursor.execute(
-                    f"INSERT INTO {REJECTS} (run_id, source_table, target_table, primary_key, column_name, value,"
-                    f" reason) SELECT $1, $2, $3, primary_key::jsonb, column_name, value, reason FROM {STAGED_REJECTS}",
-                    (run_id, table.source_label, table.target_label),
-                )
-                rejected_values = cursor.rowcount
-            connection.commit()
-    except BaseException as exc:
-        # Nothing is committed yet: rolling back leaves the target as it was before this load.
-        connection.rollback()
-        if isinstance(exc, adbc.Error):
-            raise TargetError(f"loading {table.target_label}: {redact(str(exc))}") from None
-        raise
-    finally:
-        connection.close()
-    return LoadResult(rows_read, inserted, updated, deleted, rejected_rows, rejected_values,
-                      time.perf_counter() - started, conversions)
+    with _table_lock(postgres_url, table) as connection:
+        _drop_staging(connection, staging.table_prefix)  # left by a killed run of this table
+        try:
+            staged = _stage(postgres_url, table, staging, batches, totals, conversions)
+            inserted = updated = refused = rejected_values = 0
+            with connection.transaction():
+                connection.execute("SET LOCAL TimeZone = 'UTC'")
+                connection.execute(create_table_sql(table))
+                _check_existing_columns(connection, table)
+                if not staged:
+                    deleted = connection.execute(f"DELETE FROM {target}").rowcount
+                elif table.primary_key:
+                    inserted, updated, refused = _merge(connection, table, staging)
+                    deleted = connection.execute(delete_missing_sql(table, staging)).rowcount
+                else:
+                    deleted = connection.execute(f"DELETE FROM {target}").rowcount
+                    inserted, updated, refused = _merge(connection, table, staging)
+                if staged:
+                    rejected_values = connection.execute(
+                        f"INSERT INTO {REJECTS} (run_id, source_table, target_table, primary_key, column_name, value,"
+                        f" reason) SELECT %s, %s, %s, primary_key::jsonb, column_name, value, reason"
+                        f" FROM {staging.rejects}",
+                        (run_id, table.source_label, table.target_label),
+                    ).rowcount
+        except psycopg.Error as exc:
+            raise TargetError(f"loading {table.target_label}: {redact(str(exc))}") from exc
+        finally:
+            _drop_staging(connection, staging.prefix)
+    return LoadResult(totals["rows_read"], inserted, updated, deleted, totals["rejected_rows"] + refused,
+                      rejected_values, time.perf_counter() - started, conversions)

@@ -8,7 +8,7 @@ import pytest
 
 from mysql_pg_assets.catalog import SourceUnavailable, TablePlan, discover, mysql_connection
 from mysql_pg_assets.extract import read_batches
-from mysql_pg_assets.load import load_table
+from mysql_pg_assets.load import TargetError, load_table
 from mysql_pg_assets.parity import compare_rows, pg_connection
 from mysql_pg_assets.pipeline import sync_table, validated_batches
 from mysql_pg_assets.settings import Settings
@@ -62,13 +62,24 @@ def test_a_source_failing_mid_load_leaves_the_previous_data(demo_settings: Setti
     assert compare_rows(demo_settings.mysql_url, demo_settings.postgres_url, table).equal
 
 
-def test_a_value_postgres_refuses_rolls_the_whole_load_back(demo_settings: Settings) -> None:
+def test_a_merge_postgresql_refuses_rolls_the_whole_load_back(demo_settings: Settings) -> None:
     table = _plan(demo_settings, "categories")
     sync_table(table, demo_settings.mysql_url, demo_settings.postgres_url)
     before = _snapshot(demo_settings, table)
-    broken = TablePlan(**{**table.__dict__, "columns": tuple(
-        c if c.target_name != "name" else type(c)(c.source, c.target_name, "integer", c.rule)
-        for c in table.columns)})
-    with pytest.raises(Exception, match="loading .*categories"):
-        sync_table(broken, demo_settings.mysql_url, demo_settings.postgres_url)
-    assert _snapshot(demo_settings, table) == before
+    target = pg_qualified(table.target_schema, table.target_table)
+    with pg_connection(demo_settings.postgres_url) as connection:
+        # A constraint the target has and MySQL's data breaks: not a bad value, a failed load.
+        connection.execute(f"ALTER TABLE {target} ADD CONSTRAINT short_names CHECK (length(name) < 5) NOT VALID")
+    with mysql_connection(demo_settings.mysql_url) as connection, connection.cursor() as cur:
+        cur.execute("UPDATE categories SET name = CONCAT(name, ' (edited)') WHERE id <= 3")
+        cur.execute("DELETE FROM categories ORDER BY id DESC LIMIT 1")
+    try:
+        with pytest.raises(TargetError, match="short_names"):
+            sync_table(table, demo_settings.mysql_url, demo_settings.postgres_url)
+        assert _snapshot(demo_settings, table) == before
+    finally:
+        with pg_connection(demo_settings.postgres_url) as connection:
+            connection.execute(f"ALTER TABLE {target} DROP CONSTRAINT short_names")
+    result = sync_table(table, demo_settings.mysql_url, demo_settings.postgres_url)
+    assert (result.updated, result.deleted) == (3, 1)
+    assert compare_rows(demo_settings.mysql_url, demo_settings.postgres_url, table).equal

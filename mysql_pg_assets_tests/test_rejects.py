@@ -1,0 +1,108 @@
+"""Bad values: converted and counted, or rejected with key, column, value and reason; never lost."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from mysql_pg_assets.catalog import TablePlan, discover, mysql_connection
+from mysql_pg_assets.load import REJECTS
+from mysql_pg_assets.parity import pg_connection
+from mysql_pg_assets.pipeline import sync_table
+from mysql_pg_assets.settings import DatabaseUrl
+from mysql_pg_assets.spec import parse_spec
+from mysql_pg_assets.sql import pg_qualified
+
+BAD_ROWS = """
+CREATE TABLE bad (
+  id INT PRIMARY KEY,
+  d DATE NULL,
+  dt DATETIME NOT NULL,
+  ts TIMESTAMP NULL,
+  note VARCHAR(40),
+  size ENUM('s','m','l'),
+  doc JSON,
+  ref VARCHAR(36)
+)"""
+# sql_mode '' lets MySQL store what strict mode refuses: zero dates and invalid ENUM values ('').
+INSERTS = [
+    "INSERT INTO bad VALUES (1, '2024-01-02', '2024-01-02 03:04:05', '2024-01-02 03:04:05', 'fine', 's',"
+    " '{}', '0b4e5b36-33c1-4b43-9cc1-7e0a3f8f1d11')",
+    "INSERT INTO bad VALUES (2, '0000-00-00', '2024-01-02 00:00:00', '0000-00-00 00:00:00', 'zero dates', 'm',"
+    " NULL, NULL)",
+    "INSERT INTO bad VALUES (3, '2024-00-10', '0000-00-00 00:00:00', NULL, 'not null zero', 'l', NULL, NULL)",
+    "INSERT INTO bad VALUES (4, NULL, '2024-01-02 00:00:00', NULL, CONCAT('nul', CHAR(0), 'byte'), 's', NULL, NULL)",
+    "INSERT INTO bad VALUES (5, NULL, '2024-01-02 00:00:00', NULL, 'bad enum', 'xl', NULL, NULL)",
+    "INSERT INTO bad VALUES (6, NULL, '2024-01-02 00:00:00', NULL, 'json nul', 's', '{\"a\": \"x\\\\u0000y\"}', NULL)",
+    "INSERT INTO bad VALUES (7, NULL, '2024-01-02 00:00:00', NULL, 'not a uuid', 's', NULL, 'nope')",
+]
+
+
+@pytest.fixture(scope="module")
+def bad_source(make_mysql_database: Callable[[str], DatabaseUrl]) -> DatabaseUrl:
+    url = make_mysql_database("bad")
+    with mysql_connection(url) as connection, connection.cursor() as cur:
+        cur.execute("SET SESSION sql_mode = ''")
+        cur.execute(BAD_ROWS)
+        for statement in INSERTS:
+            cur.execute(statement)
+    return url
+
+
+def _plan(url: DatabaseUrl) -> TablePlan:
+    spec = {"include": ["bad"], "target": {"schema": "dirty"},
+            "tables": {"bad": {"columns": {"ref": {"pg_type": "uuid"}}}}}
+    (table,) = discover(parse_spec(spec), url).tables
+    return table
+
+
+def test_every_row_arrives_or_is_rejected_with_a_reason(
+    bad_source: DatabaseUrl, make_pg_database: Callable[[str], DatabaseUrl]
+) -> None:
+    target = make_pg_database("rejects")
+    table = _plan(bad_source)
+    result = sync_table(table, bad_source, target, run_id="run-1")
+
+    assert result.rows_read == 7
+    assert result.rejected_rows == 4  # 3: zero date in NOT NULL, 5: bad ENUM, 6: \u0000 in JSON, 7: not a uuid
+    assert result.rows_loaded == result.inserted == 3
+    assert result.conversions.as_metadata() == {
+        "d: zero date → NULL": 2, "dt: zero date → NULL": 1, "note: NUL bytes removed": 1, "ts: zero date → NULL": 1}
+
+    with pg_connection(target) as connection:
+        loaded = connection.execute(
+            f"SELECT id, d, ts, note FROM {pg_qualified('dirty', 'bad')} ORDER BY id").fetchall()
+        rejects = connection.execute(
+            f"SELECT primary_key, column_name, value, reason, run_id, source_table FROM {REJECTS} ORDER BY id"
+        ).fetchall()
+    assert [row[0] for row in loaded] == [1, 2, 4]
+    assert loaded[1][1:3] == (None, None)  # zero dates became NULL
+    assert loaded[2][3] == "nulbyte"
+    by_key = {r[0]["id"]: r[1:4] for r in rejects}
+    assert by_key[3] == ("dt", "zero date", "NULL in a NOT NULL column")
+    assert by_key[5] == ("size", "", "not one of the ENUM's values")
+    assert by_key[6][:2] == ("doc", '{"a": "x\\u0000y"}') and "\\u0000" in by_key[6][2]
+    assert by_key[7][:2] == ("ref", "nope") and by_key[7][2].startswith("PostgreSQL refused the value: invalid input")
+    assert {r[4] for r in rejects} == {"run-1"} and {r[5] for r in rejects} == {f"{bad_source.database}.bad"}
+
+
+def test_a_rejected_row_keeps_its_previous_version(
+    bad_source: DatabaseUrl, make_pg_database: Callable[[str], DatabaseUrl]
+) -> None:
+    target = make_pg_database("rejects_keep")
+    table = _plan(bad_source)
+    sync_table(table, bad_source, target)
+    with mysql_connection(bad_source) as connection, connection.cursor() as cur:
+        cur.execute("SET SESSION sql_mode = ''")
+        cur.execute("UPDATE bad SET ref = 'still not a uuid', note = 'edited' WHERE id = 1")
+    try:
+        result = sync_table(table, bad_source, target)
+        assert result.rejected_rows == 5 and result.deleted == 0
+        with pg_connection(target) as connection:
+            note, ref = connection.execute(
+                f"SELECT note, ref::text FROM {pg_qualified('dirty', 'bad')} WHERE id = 1").fetchone()
+        assert (note, ref) == ("fine", "0b4e5b36-33c1-4b43-9cc1-7e0a3f8f1d11")
+    finally:
+        with mysql_connection(bad_source) as connection, connection.cursor() as cur:
+            cur.execute("UPDATE bad SET ref = '0b4e5b36-33c1-4b43-9cc1-7e0a3f8f1d11', note = 'fine' WHERE id = 1")
