@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from mysql_pg_assets.sql import pg_literal
+
 _DISPLAY_WIDTH = re.compile(r"^\w+\((\d+)\)")
 
 
@@ -41,6 +43,11 @@ class MySQLColumn:
     datetime_precision: int | None = None
     charset: str | None = None
     extra: str = ""
+    default: str | None = None  # COLUMN_DEFAULT as information_schema shows it
+
+    @property
+    def auto_increment(self) -> bool:
+        return "auto_increment" in self.extra.lower()
 
     @property
     def unsigned(self) -> bool:
@@ -137,6 +144,11 @@ CASTING_RULES: tuple[CastRule, ...] = (
              to_staging=_cast(pl.Int64)),
     CastRule("bigint → bigint", frozenset({"bigint"}), _fixed("bigint"), to_staging=_cast(pl.Int64),
              when=_signed),
+    # An AUTO_INCREMENT key never nears 2^63 in practice and must stay an integer to be an
+    # identity; it travels as text so that a value beyond bigint is refused by PostgreSQL and
+    # rejected with a reason, never wrapped around.
+    CastRule("bigint unsigned auto_increment → bigint", frozenset({"bigint"}), _fixed("bigint"),
+             to_staging=_cast(pl.String), when=lambda c: c.auto_increment),
     # 2^64-1 does not fit in bigint; numeric(20) holds the whole unsigned range exactly.
     CastRule("bigint unsigned → numeric(20)", frozenset({"bigint"}), _fixed("numeric(20)"),
              to_staging=_cast(pl.String)),
@@ -170,11 +182,22 @@ CASTING_RULES: tuple[CastRule, ...] = (
 FALLBACK_RULE = CastRule("anything else → text", frozenset(), _fixed("text"), read="CAST({col} AS CHAR)")
 
 
-def rule_for(column: MySQLColumn) -> CastRule:
-    for rule in CASTING_RULES:
-        if column.data_type.lower() in rule.data_types and rule.when(column):
-            return rule
-    return FALLBACK_RULE
+def _same_type(a: str, b: str) -> bool:
+    return " ".join(a.lower().split()) == " ".join(b.lower().split())
+
+
+def rule_for(column: MySQLColumn, pg_type: str | None = None) -> CastRule:
+    """The first matching rule; with ``pg_type`` (an override), preferably one that produces it.
+
+    Preferring a rule that produces the override keeps the staging value in a form PostgreSQL
+    can cast (TINYINT(1) overridden to smallint travels as an integer, not as a boolean).
+    """
+    matching = [r for r in CASTING_RULES if column.data_type.lower() in r.data_types and r.when(column)]
+    if pg_type:
+        for rule in matching:
+            if _same_type(rule.pg_type(column), pg_type):
+                return rule
+    return matching[0] if matching else FALLBACK_RULE
 
 
 def read_expression(rule: CastRule, quoted_column: str, column: MySQLColumn) -> str:
@@ -183,3 +206,45 @@ def read_expression(rule: CastRule, quoted_column: str, column: MySQLColumn) -> 
 
 def converted_expression(rule: CastRule, quoted_column: str) -> str | None:
     return rule.converted.format(col=quoted_column) if rule.converted else None
+
+
+def enum_values(column_type: str) -> list[str]:
+    """The members of ``enum('a','it''s')``, unquoted."""
+    body = column_type[column_type.index("(") + 1 : column_type.rindex(")")]
+    return [m.replace("''", "'").replace("\\\\", "\\") for m in re.findall(r"'((?:[^']|'')*)'", body)]
+
+
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_NOW = re.compile(r"^(current_timestamp|now)(\(\d*\))?$", re.I)
+_NUMERIC_TYPES = ("smallint", "integer", "bigint", "numeric", "real", "double precision")
+_TEXT_TYPES_PG = ("text", "varchar", "character varying", "char", "character")
+
+
+def pg_default(column: MySQLColumn, pg_type: str) -> str | None:
+    """The column's MySQL default as a PostgreSQL default expression, where PostgreSQL can say it.
+
+    MariaDB quotes literal string defaults in information_schema ('abc'); MySQL 8 does not and
+    marks expressions with DEFAULT_GENERATED. Expressions other than CURRENT_TIMESTAMP, zero
+    dates and defaults of binary, JSON and bit columns are not carried over.
+    """
+    raw = column.default
+    if raw is None or raw.upper() == "NULL" or column.auto_increment:
+        return None
+    target = pg_type.lower().split("(")[0].strip()
+    if _NOW.match(raw):
+        return {"timestamptz": "CURRENT_TIMESTAMP", "timestamp": "LOCALTIMESTAMP", "date": "CURRENT_DATE"}.get(target)
+    quoted = len(raw) >= 2 and raw[0] == raw[-1] == "'"
+    if not quoted and "default_generated" in column.extra.lower():
+        return None
+    value = raw[1:-1].replace("''", "'").replace("\\\\", "\\") if quoted else raw
+    if target == "boolean":
+        return {"0": "false", "1": "true", "b'0'": "false", "b'1'": "true"}.get(value)
+    if target in _NUMERIC_TYPES:
+        return value if _NUMBER.match(value) else None
+    if target in _TEXT_TYPES_PG:
+        return pg_literal(value) if quoted or not value.endswith(")") else None
+    if target in ("date", "timestamp", "timestamptz", "interval"):
+        return None if value.startswith("0000-00-00") or "-00" in value[:10] else pg_literal(value)
+    if target == "text[]":
+        return pg_literal("{" + ",".join('"' + m.replace('"', '\\"') + '"' for m in value.split(",") if m) + "}")
+    return None

@@ -13,6 +13,12 @@ Example::
       schema: shop            # PostgreSQL schema the tables land in
     include: ["*"]            # globs over base table names; "*" is every base table
     exclude: ["tmp_*"]
+    options:
+      naming: keep            # or snake_case
+      enum_check: true        # ENUM → text with a CHECK of its values
+      indexes: false          # true: also MySQL's unique and secondary indexes
+      casts:                  # per-type overrides, first match wins
+        - {match: "tinyint(1)", pg_type: smallint}
     tables:
       orders:
         primary_key: [id]     # default: the table's PRIMARY KEY
@@ -24,7 +30,7 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
@@ -59,6 +65,27 @@ class TableOverride(_Strict):
     columns: dict[str, ColumnOverride] = Field(default_factory=dict)
 
 
+class CastOverride(_Strict):
+    """Every column whose MySQL type matches ``match`` becomes ``pg_type``."""
+
+    match: NonEmpty = Field(description="glob over the MySQL column type, case-insensitive: 'tinyint(1)', 'varchar(*)'")
+    pg_type: str
+
+    @field_validator("pg_type")
+    @classmethod
+    def _type_name(cls, value: str) -> str:
+        return pg_type(value)
+
+
+class Options(_Strict):
+    naming: Literal["keep", "snake_case"] = Field(
+        "keep", description="PostgreSQL names: as in MySQL, or snake_case ('OrderDate' → 'order_date')"
+    )
+    enum_check: bool = Field(True, description="ENUM columns get a CHECK of their values")
+    indexes: bool = Field(False, description="also create MySQL's unique and secondary indexes")
+    casts: list[CastOverride] = Field(default_factory=list, description="per-type overrides, first match wins")
+
+
 class Source(_Strict):
     database: NonEmpty | None = Field(None, description="MySQL database; default: the one in MYSQL_URL")
 
@@ -75,6 +102,7 @@ class SyncSpec(_Strict):
     include: list[NonEmpty] = Field(default_factory=lambda: ["*"], min_length=1)
     exclude: list[NonEmpty] = Field(default_factory=list)
     tables: dict[str, TableOverride] = Field(default_factory=dict)
+    options: Options = Field(default_factory=Options)
 
 
 def parse_spec(data: object, origin: str = "<spec>") -> SyncSpec:

@@ -45,3 +45,13 @@ def pg_type(type_name: str) -> str:
     if not PG_TYPE_PATTERN.match(type_name.strip()):
         raise ValueError(f"not a PostgreSQL type name: {type_name!r}")
     return type_name.strip()
+
+
+def pg_literal(text: str) -> str:
+    """A PostgreSQL string literal, for DDL only (defaults, CHECKs), where no bind parameter fits.
+
+    Data values never go through here: they travel by COPY or as bind parameters.
+    """
+    if "\x00" in text:
+        raise ValueError(f"literal contains a NUL byte: {text!r}")
+    return "'" + text.replace("'", "''") + "'"

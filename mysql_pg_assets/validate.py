@@ -14,13 +14,13 @@ The same schema is what later asset checks run.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import pandera.errors
 import pandera.polars as pa
 import polars as pl
 
+from mysql_pg_assets.casting import enum_values
 from mysql_pg_assets.catalog import ColumnPlan, TablePlan
 from mysql_pg_assets.extract import converted_flag_name, staging_name
 from mysql_pg_assets.transform import Conversions
@@ -46,12 +46,6 @@ _REASONS = {
 
 class ValidationFailed(RuntimeError):
     """The batch does not have the shape the mapping promises: a defect, not bad data."""
-
-
-def enum_values(column_type: str) -> list[str]:
-    """The members of ``enum('a','it''s')``, unquoted."""
-    body = column_type[column_type.index("(") + 1 : column_type.rindex(")")]
-    return [m.replace("''", "'").replace("\\\\", "\\") for m in re.findall(r"'((?:[^']|'')*)'", body)]
 
 
 def _no_nul_escape(data: pa.PolarsData) -> pl.LazyFrame:

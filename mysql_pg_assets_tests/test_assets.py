@@ -45,7 +45,7 @@ def test_every_demo_asset_materializes_equal_to_mysql(demo_settings: Settings) -
         orders = result.asset_materializations_for_node("shop__orders")[0].metadata
         assert orders["rows_read"].value == orders["rows_inserted"].value > 0
         schema = {c.name: c for c in orders["dagster/column_schema"].schema.columns}
-        assert schema["id"].type == "numeric(20)"
+        assert schema["id"].type == "bigint"  # BIGINT UNSIGNED AUTO_INCREMENT: an identity
         assert schema["status"].description.startswith("MySQL enum('pending'")
         assert schema["ordered_at"].constraints.nullable is False
 

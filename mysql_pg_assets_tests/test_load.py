@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import psycopg
 import pytest
 
 from mysql_pg_assets.catalog import SourceUnavailable, TablePlan, discover, mysql_connection
@@ -11,8 +12,8 @@ from mysql_pg_assets.extract import read_batches
 from mysql_pg_assets.load import TargetError, load_table
 from mysql_pg_assets.parity import compare_rows, pg_connection
 from mysql_pg_assets.pipeline import sync_table, validated_batches
-from mysql_pg_assets.settings import Settings
-from mysql_pg_assets.spec import load_spec
+from mysql_pg_assets.settings import DatabaseUrl, Settings
+from mysql_pg_assets.spec import load_spec, parse_spec
 from mysql_pg_assets.sql import pg_qualified
 from mysql_pg_assets.validate import ValidatedBatch
 
@@ -83,3 +84,51 @@ def test_a_merge_postgresql_refuses_rolls_the_whole_load_back(demo_settings: Set
     result = sync_table(table, demo_settings.mysql_url, demo_settings.postgres_url)
     assert (result.updated, result.deleted) == (3, 1)
     assert compare_rows(demo_settings.mysql_url, demo_settings.postgres_url, table).equal
+
+
+DDL_TABLE = """CREATE TABLE tickets (
+  id INT UNSIGNED AUTO_INCREMENT PRIMARY KEY,
+  code VARCHAR(36) NOT NULL DEFAULT 'n/a',
+  status ENUM('open','it''s closed') NOT NULL DEFAULT 'open',
+  urgent TINYINT(1) NOT NULL DEFAULT 1,
+  score DECIMAL(5,2) DEFAULT 1.50,
+  tags SET('a','b') DEFAULT 'a,b',
+  opened_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+  UNIQUE KEY code_unique (code),
+  KEY status_opened (status, opened_at)
+)"""
+
+
+def test_keys_defaults_checks_identities_and_indexes_are_carried_over(
+    make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database: Callable[[str], DatabaseUrl]
+) -> None:
+    source, target = make_mysql_database("ddl"), make_pg_database("ddl")
+    with mysql_connection(source) as connection, connection.cursor() as cur:
+        cur.execute(DDL_TABLE)
+        cur.execute("INSERT INTO tickets (id, code, status, urgent) VALUES"
+                    " (7, 'x', 'it''s closed', 0), (41, 'y', 'open', 1)")
+    spec = parse_spec({"target": {"schema": "ddl"}, "options": {
+        "indexes": True, "casts": [{"match": "tinyint(1)", "pg_type": "smallint"}]}})
+    (table,) = discover(spec, source).tables
+    result = sync_table(table, source, target)
+    assert result.inserted == 2 and compare_rows(source, target, table).equal
+
+    with pg_connection(target) as connection:
+        columns = {row[0]: row[1:] for row in connection.execute(
+            "SELECT column_name, data_type, column_default, is_nullable, is_identity FROM information_schema.columns"
+            " WHERE table_schema = 'ddl' AND table_name = 'tickets'")}
+        assert columns["id"] == ("bigint", None, "NO", "YES")
+        assert columns["code"][1:3] == ("'n/a'::character varying", "NO")
+        assert columns["urgent"] == ("smallint", "1", "NO", "NO")
+        assert columns["score"][1] == "1.50"
+        assert columns["tags"][1] == "'{a,b}'::text[]"
+        assert columns["opened_at"][1] == "CURRENT_TIMESTAMP"
+        indexes = dict(connection.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'ddl' AND tablename = 'tickets'").fetchall())
+        assert "CREATE UNIQUE INDEX tickets_code_unique ON ddl.tickets USING btree (code)" in indexes.values()
+        assert "CREATE INDEX tickets_status_opened ON ddl.tickets USING btree (status, opened_at)" in indexes.values()
+        # The identity continues after the largest id, as MySQL's AUTO_INCREMENT would.
+        (new_id,) = connection.execute("INSERT INTO ddl.tickets (code) VALUES ('z') RETURNING id").fetchone()
+        assert new_id == 42
+        with pytest.raises(psycopg.errors.CheckViolation):
+            connection.execute("INSERT INTO ddl.tickets (code, status) VALUES ('w', 'reopened')")

@@ -92,8 +92,8 @@ def test_overrides_rename_retype_and_rekey(small_source: DatabaseUrl) -> None:
         ({"tables": {"missing": {}}}, "tables: missing configured but not among the synced base tables"),
         ({"tables": {"orders": {"columns": {"nope": {"rename": "x"}}}}}, "tables.orders.columns.nope"),
         ({"tables": {"orders": {"primary_key": ["nope"]}}}, "tables.orders.primary_key"),
-        ({"tables": {"orders": {"columns": {"code": {"rename": "amount"}}}}}, "'amount' collide"),
-        ({"tables": {"orders": {"rename": "order_lines"}}}, "'order_lines' collide"),
+        ({"tables": {"orders": {"columns": {"code": {"rename": "amount"}}}}}, "columns 'code' and 'amount' would both be named 'amount'"),
+        ({"tables": {"orders": {"rename": "order_lines"}}}, "tables 'order_lines' and 'orders' would both be named 'order_lines'"),
     ],
 )
 def test_spec_errors_found_against_mysql(small_source: DatabaseUrl, spec: dict, message: str) -> None:
@@ -105,3 +105,25 @@ def test_spec_errors_found_against_mysql(small_source: DatabaseUrl, spec: dict, 
 def test_source_database_defaults_to_the_url(small_source: DatabaseUrl) -> None:
     catalog = discover(parse_spec({"include": ["orders"]}), small_source)
     assert catalog.source_database == small_source.database == catalog.target_schema
+
+
+def test_snake_case_naming_and_its_collisions(make_mysql_database: Callable[[str], DatabaseUrl]) -> None:
+    url = make_mysql_database("naming")
+    with mysql_connection(url) as connection, connection.cursor() as cur:
+        cur.execute("CREATE TABLE `OrderDetails` (`OrderID` INT PRIMARY KEY, `Unit Price` DECIMAL(6,2), `HTTPCode` INT)")
+    (table,) = discover(parse_spec({"options": {"naming": "snake_case"}}), url).tables
+    assert table.target_table == "order_details"
+    assert [c.target_name for c in table.columns] == ["order_id", "unit_price", "http_code"]
+    assert table.primary_key == ("order_id",)
+    with mysql_connection(url) as connection, connection.cursor() as cur:
+        cur.execute("CREATE TABLE clash (`userName` INT, `user_name` INT)")
+    with pytest.raises(SpecError, match="columns 'userName' and 'user_name' would both be named 'user_name'"):
+        discover(parse_spec({"options": {"naming": "snake_case"}}), url)
+
+
+def test_type_overrides_pick_a_rule_that_can_carry_the_value(small_source: DatabaseUrl) -> None:
+    spec = parse_spec({"include": ["orders"], "options": {"casts": [
+        {"match": "varchar(*)", "pg_type": "text"}, {"match": "decimal", "pg_type": "double precision"}]}})
+    (orders,) = discover(spec, small_source).tables
+    assert [(c.target_name, c.pg_type) for c in orders.columns] == [
+        ("id", "bigint"), ("code", "text"), ("amount", "double precision")]
