@@ -79,6 +79,7 @@ class CastRule:
     # the server (a zero date made NULL): each such value is counted as ``converted``.
     converted: str | None = None
     converted_as: str = ""
+    note: str = ""  # shown in the README's casting table
 
 
 def _fixed(type_name: str) -> Callable[[MySQLColumn], str]:
@@ -125,61 +126,163 @@ def _time_zone_utc(expr: pl.Expr) -> pl.Expr:
 _TEXT_TYPES = frozenset({"tinytext", "text", "mediumtext", "longtext"})
 _BINARY_TYPES = frozenset({"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"})
 _SPATIAL_TYPES = frozenset(
-    {"geometry", "point", "linestring", "polygon", "multipoint", "multilinestring",
-     "multipolygon", "geometrycollection"}
+    {
+        "geometry",
+        "point",
+        "linestring",
+        "polygon",
+        "multipoint",
+        "multilinestring",
+        "multipolygon",
+        "geometrycollection",
+    }
 )
 
 CASTING_RULES: tuple[CastRule, ...] = (
-    CastRule("tinyint(1) → boolean", frozenset({"tinyint"}), _fixed("boolean"),
-             to_staging=_cast(pl.Boolean), when=lambda c: c.display_width == 1),
-    CastRule("tinyint → smallint", frozenset({"tinyint"}), _fixed("smallint"), to_staging=_cast(pl.Int16)),
-    CastRule("smallint → smallint", frozenset({"smallint"}), _fixed("smallint"),
-             to_staging=_cast(pl.Int16), when=_signed),
-    CastRule("smallint unsigned → integer", frozenset({"smallint"}), _fixed("integer"),
-             to_staging=_cast(pl.Int32)),
-    CastRule("mediumint → integer", frozenset({"mediumint"}), _fixed("integer"), to_staging=_cast(pl.Int32)),
-    CastRule("int → integer", frozenset({"int", "integer"}), _fixed("integer"),
-             to_staging=_cast(pl.Int32), when=_signed),
-    CastRule("int unsigned → bigint", frozenset({"int", "integer"}), _fixed("bigint"),
-             to_staging=_cast(pl.Int64)),
-    CastRule("bigint → bigint", frozenset({"bigint"}), _fixed("bigint"), to_staging=_cast(pl.Int64),
-             when=_signed),
+    CastRule(
+        "tinyint(1) → boolean",
+        frozenset({"tinyint"}),
+        _fixed("boolean"),
+        to_staging=_cast(pl.Boolean),
+        when=lambda c: c.display_width == 1,
+        note="MySQL's boolean idiom; any non-zero value is true",
+    ),
+    CastRule(
+        "tinyint → smallint",
+        frozenset({"tinyint"}),
+        _fixed("smallint"),
+        to_staging=_cast(pl.Int16),
+        note="signed and unsigned",
+    ),
+    CastRule(
+        "smallint → smallint", frozenset({"smallint"}), _fixed("smallint"), to_staging=_cast(pl.Int16), when=_signed
+    ),
+    CastRule("smallint unsigned → integer", frozenset({"smallint"}), _fixed("integer"), to_staging=_cast(pl.Int32)),
+    CastRule(
+        "mediumint → integer",
+        frozenset({"mediumint"}),
+        _fixed("integer"),
+        to_staging=_cast(pl.Int32),
+        note="signed and unsigned",
+    ),
+    CastRule(
+        "int → integer", frozenset({"int", "integer"}), _fixed("integer"), to_staging=_cast(pl.Int32), when=_signed
+    ),
+    CastRule("int unsigned → bigint", frozenset({"int", "integer"}), _fixed("bigint"), to_staging=_cast(pl.Int64)),
+    CastRule("bigint → bigint", frozenset({"bigint"}), _fixed("bigint"), to_staging=_cast(pl.Int64), when=_signed),
     # An AUTO_INCREMENT key never nears 2^63 in practice and must stay an integer to be an
     # identity; it travels as text so that a value beyond bigint is refused by PostgreSQL and
     # rejected with a reason, never wrapped around.
-    CastRule("bigint unsigned auto_increment → bigint", frozenset({"bigint"}), _fixed("bigint"),
-             to_staging=_cast(pl.String), when=lambda c: c.auto_increment),
+    CastRule(
+        "bigint unsigned auto_increment → bigint",
+        frozenset({"bigint"}),
+        _fixed("bigint"),
+        to_staging=_cast(pl.String),
+        when=lambda c: c.auto_increment,
+        note="an identity; a value past 2^63-1 is rejected with a reason",
+    ),
     # 2^64-1 does not fit in bigint; numeric(20) holds the whole unsigned range exactly.
-    CastRule("bigint unsigned → numeric(20)", frozenset({"bigint"}), _fixed("numeric(20)"),
-             to_staging=_cast(pl.String)),
-    CastRule("decimal(p,s) → numeric(p,s)", frozenset({"decimal", "numeric"}), _numeric,
-             read="CAST({col} AS CHAR)"),
+    CastRule(
+        "bigint unsigned → numeric(20)",
+        frozenset({"bigint"}),
+        _fixed("numeric(20)"),
+        to_staging=_cast(pl.String),
+        note="exact up to 18446744073709551615",
+    ),
+    CastRule(
+        "decimal(p,s) → numeric(p,s)",
+        frozenset({"decimal", "numeric"}),
+        _numeric,
+        read="CAST({col} AS CHAR)",
+        note="read as text: exact up to DECIMAL(65,30)",
+    ),
     CastRule("float → real", frozenset({"float"}), _fixed("real"), to_staging=_cast(pl.Float32)),
-    CastRule("double → double precision", frozenset({"double", "real"}), _fixed("double precision"),
-             to_staging=_cast(pl.Float64)),
-    CastRule("bit(1) → boolean", frozenset({"bit"}), _fixed("boolean"),
-             read="CAST({col} AS UNSIGNED)", to_staging=_cast(pl.Boolean),
-             when=lambda c: c.numeric_precision == 1),
-    CastRule("bit(n) → bit varying(n)", frozenset({"bit"}), _bit,
-             read="LPAD(BIN({col}), {width}, '0')"),
-    CastRule("char(n)/varchar(n) → varchar(n)", frozenset({"char", "varchar"}), _varchar),
-    CastRule("text → text", _TEXT_TYPES, _fixed("text")),
-    CastRule("enum → text", frozenset({"enum"}), _fixed("text")),
-    CastRule("set → text[]", frozenset({"set"}), _fixed("text[]"), to_staging=_set_to_list),
-    CastRule("json → jsonb", frozenset({"json"}), _fixed("jsonb")),
-    CastRule("binary/blob → bytea", _BINARY_TYPES, _fixed("bytea")),
-    CastRule("date → date", frozenset({"date"}), _fixed("date"), read=_ZERO_DATE_TO_NULL, **_ZERO_DATES),
-    CastRule("datetime → timestamp", frozenset({"datetime"}), _fixed("timestamp"), read=_ZERO_DATE_TO_NULL,
-             **_ZERO_DATES),
-    CastRule("timestamp → timestamptz", frozenset({"timestamp"}), _fixed("timestamptz"), read=_ZERO_DATE_TO_NULL,
-             to_staging=_time_zone_utc, **_ZERO_DATES),
+    CastRule(
+        "double → double precision",
+        frozenset({"double", "real"}),
+        _fixed("double precision"),
+        to_staging=_cast(pl.Float64),
+    ),
+    CastRule(
+        "bit(1) → boolean",
+        frozenset({"bit"}),
+        _fixed("boolean"),
+        read="CAST({col} AS UNSIGNED)",
+        to_staging=_cast(pl.Boolean),
+        when=lambda c: c.numeric_precision == 1,
+    ),
+    CastRule("bit(n) → bit varying(n)", frozenset({"bit"}), _bit, read="LPAD(BIN({col}), {width}, '0')"),
+    CastRule(
+        "char(n)/varchar(n) → varchar(n)",
+        frozenset({"char", "varchar"}),
+        _varchar,
+        note="NUL bytes removed and counted",
+    ),
+    CastRule("text → text", _TEXT_TYPES, _fixed("text"), note="TINYTEXT … LONGTEXT; NUL bytes removed and counted"),
+    CastRule(
+        "enum → text",
+        frozenset({"enum"}),
+        _fixed("text"),
+        note="with a CHECK of its values (option enum_check); '' (MySQL's invalid ENUM) is rejected",
+    ),
+    CastRule("set → text[]", frozenset({"set"}), _fixed("text[]"), to_staging=_set_to_list, note="the empty set is {}"),
+    CastRule(
+        "json → jsonb",
+        frozenset({"json"}),
+        _fixed("jsonb"),
+        note="MariaDB's JSON (LONGTEXT with json_valid) too; a \\u0000 escape is rejected: jsonb cannot hold it",
+    ),
+    CastRule("binary/blob → bytea", _BINARY_TYPES, _fixed("bytea"), note="BINARY, VARBINARY, TINYBLOB … LONGBLOB"),
+    CastRule(
+        "date → date",
+        frozenset({"date"}),
+        _fixed("date"),
+        read=_ZERO_DATE_TO_NULL,
+        **_ZERO_DATES,
+        note="zero dates ('0000-00-00', '2024-00-10') become NULL and are counted",
+    ),
+    CastRule(
+        "datetime → timestamp",
+        frozenset({"datetime"}),
+        _fixed("timestamp"),
+        read=_ZERO_DATE_TO_NULL,
+        **_ZERO_DATES,
+        note="zero dates become NULL and are counted",
+    ),
+    CastRule(
+        "timestamp → timestamptz",
+        frozenset({"timestamp"}),
+        _fixed("timestamptz"),
+        read=_ZERO_DATE_TO_NULL,
+        to_staging=_time_zone_utc,
+        **_ZERO_DATES,
+        note="read in UTC (session time_zone '+00:00'): the same instant whatever the server's zone",
+    ),
     # TIME spans -838:59:59 to 838:59:59: an interval, not a time of day.
-    CastRule("time → interval", frozenset({"time"}), _fixed("interval"), read="CAST({col} AS CHAR)"),
+    CastRule(
+        "time → interval",
+        frozenset({"time"}),
+        _fixed("interval"),
+        read="CAST({col} AS CHAR)",
+        note="-838:59:59 … 838:59:59 is a duration, not a time of day",
+    ),
     CastRule("year → smallint", frozenset({"year"}), _fixed("smallint"), to_staging=_cast(pl.Int16)),
-    CastRule("spatial → bytea (WKB)", _SPATIAL_TYPES, _fixed("bytea"), read="ST_AsBinary({col})"),
+    CastRule(
+        "spatial → bytea (WKB)",
+        _SPATIAL_TYPES,
+        _fixed("bytea"),
+        read="ST_AsBinary({col})",
+        note="ST_AsBinary: well-known binary",
+    ),
 )
 
-FALLBACK_RULE = CastRule("anything else → text", frozenset(), _fixed("text"), read="CAST({col} AS CHAR)")
+FALLBACK_RULE = CastRule(
+    "anything else → text",
+    data_types=frozenset(),
+    pg_type=_fixed("text"),
+    read="CAST({col} AS CHAR)",
+    note="CAST(... AS CHAR): MariaDB's UUID, INET6, ...",
+)
 
 
 def _same_type(a: str, b: str) -> bool:
@@ -248,3 +351,10 @@ def pg_default(column: MySQLColumn, pg_type: str) -> str | None:
     if target == "text[]":
         return pg_literal("{" + ",".join('"' + m.replace('"', '\\"') + '"' for m in value.split(",") if m) + "}")
     return None
+
+
+def rules_markdown() -> str:
+    """The casting table as the README shows it (a test keeps the two equal)."""
+    lines = ["| rule (MySQL → PostgreSQL) | notes |", "| --- | --- |"]
+    lines += [f"| {rule.name} | {rule.note} |" for rule in (*CASTING_RULES, FALLBACK_RULE)]
+    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m mysql_pg_assets.cli summary [--rows]``.
+"""Command line: ``python -m mysql_pg_assets.cli summary [--rows]`` and ``... rules``.
 
 ``summary`` prints, for every table the spec syncs, the row counts on both sides; ``--rows``
 also compares every value (use it on demo-sized data). Exits 1 when any table differs.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mysql_pg_assets.casting import rules_markdown
 from mysql_pg_assets.catalog import discover
 from mysql_pg_assets.parity import compare_rows, count_parity
 from mysql_pg_assets.settings import Settings
@@ -42,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     summary_parser = commands.add_parser("summary", help="row counts (and values) on both sides")
     summary_parser.add_argument("--rows", action="store_true", help="compare every row and value")
+    commands.add_parser("rules", help="print the casting rules as a Markdown table")
     args = parser.parse_args(argv)
+    if args.command == "rules":
+        print(rules_markdown())
+        return 0
     return summary(Settings.from_env(), rows=args.rows)
 
 

@@ -9,11 +9,11 @@ from decimal import Decimal
 
 import pytest
 
-from mysql_pg_assets.casting import MySQLColumn, rule_for
+from mysql_pg_assets.casting import MySQLColumn, rule_for, rules_markdown
 from mysql_pg_assets.catalog import TablePlan, discover, mysql_connection
 from mysql_pg_assets.parity import compare_rows, pg_connection
 from mysql_pg_assets.pipeline import sync_table
-from mysql_pg_assets.settings import DatabaseUrl
+from mysql_pg_assets.settings import PROJECT_ROOT, DatabaseUrl
 from mysql_pg_assets.spec import parse_spec
 from mysql_pg_assets.sql import pg_qualified
 
@@ -41,6 +41,10 @@ def test_rule_table_picks_the_smallest_type_that_holds_the_range(
 ) -> None:
     column = MySQLColumn("c", 1, data_type, column_type, True, numeric_precision=precision)
     assert rule_for(column).pg_type(column) == expected
+
+
+def test_the_readme_shows_the_rules_as_they_are() -> None:
+    assert rules_markdown() in (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
 
 
 FAMILIES: dict[str, tuple[str, list[str], dict[str, str]]] = {
