@@ -66,8 +66,14 @@ def materialization_metadata(table: TablePlan, result: LoadResult) -> dict[str, 
 
 
 def build_table_asset(table: TablePlan) -> AssetsDefinition:
+    parents = {
+        AssetKey([dagster_safe_name(table.target_schema), dagster_safe_name(key.referenced_target)])
+        for key in table.foreign_keys if key.referenced_table != table.source_table
+    }
+
     @asset(
         key=asset_key(table),
+        deps=sorted(parents, key=lambda k: k.path),  # MySQL's foreign keys, as lineage
         group_name=dagster_safe_name(table.source_database),
         kinds={"mysql", "postgres"},
         description=f"MySQL table `{table.source_label}` kept in PostgreSQL as `{table.target_label}`.",

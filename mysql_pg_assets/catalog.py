@@ -13,7 +13,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pymysql
 
@@ -42,6 +42,20 @@ class ColumnPlan:
 
 
 @dataclass(frozen=True)
+class ForeignKeyPlan:
+    """A MySQL foreign key between two synced tables, in target names."""
+
+    name: str
+    columns: tuple[str, ...]
+    referenced_table: str  # source table name
+    referenced_target: str  # target table name
+    referenced_columns: tuple[str, ...]
+    on_delete: str
+    on_update: str
+    references_unique_key: bool  # PostgreSQL needs a unique key on the referenced columns
+
+
+@dataclass(frozen=True)
 class IndexPlan:
     name: str  # MySQL's index name
     columns: tuple[str, ...]  # target column names
@@ -58,6 +72,9 @@ class TablePlan:
     primary_key: tuple[str, ...]  # target column names; empty: the table has no key
     cursor_column: str | None
     indexes: tuple[IndexPlan, ...] = ()
+    # Foreign keys to other synced tables: always lineage in Dagster; constraints only by option.
+    foreign_keys: tuple[ForeignKeyPlan, ...] = ()
+    create_foreign_keys: bool = False
 
     @property
     def asset_name(self) -> str:
@@ -115,6 +132,17 @@ WHERE TABLE_SCHEMA = %s AND TABLE_TYPE = 'BASE TABLE'
 ORDER BY TABLE_NAME
 """
 
+_FOREIGN_KEYS_SQL = """
+SELECT k.TABLE_NAME, k.CONSTRAINT_NAME, k.COLUMN_NAME, k.REFERENCED_TABLE_NAME, k.REFERENCED_COLUMN_NAME,
+       r.DELETE_RULE, r.UPDATE_RULE
+FROM information_schema.KEY_COLUMN_USAGE k
+JOIN information_schema.REFERENTIAL_CONSTRAINTS r
+  ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME
+ AND r.TABLE_NAME = k.TABLE_NAME
+WHERE k.TABLE_SCHEMA = %s AND k.REFERENCED_TABLE_SCHEMA = %s AND k.REFERENCED_TABLE_NAME IS NOT NULL
+ORDER BY k.TABLE_NAME, k.CONSTRAINT_NAME, k.ORDINAL_POSITION
+"""
+
 _INDEXES_SQL = """
 SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE, COLUMN_NAME, INDEX_TYPE FROM information_schema.STATISTICS
 WHERE TABLE_SCHEMA = %s
@@ -138,9 +166,27 @@ class _Index:
     kind: str
 
 
-def _read_information_schema(url: DatabaseUrl, database: str) -> tuple[
-    list[str], dict[str, list[MySQLColumn]], dict[str, dict[str, _Index]]
-]:
+@dataclass(frozen=True)
+class _ForeignKey:
+    name: str
+    columns: list[str]
+    referenced_table: str
+    referenced_columns: list[str]
+    on_delete: str
+    on_update: str
+
+
+@dataclass(frozen=True)
+class _Schema:
+    """information_schema for one database, read in a handful of queries."""
+
+    tables: list[str]
+    columns: dict[str, list[MySQLColumn]]
+    indexes: dict[str, dict[str, _Index]]
+    foreign_keys: dict[str, dict[str, _ForeignKey]]
+
+
+def _read_information_schema(url: DatabaseUrl, database: str) -> _Schema:
     with mysql_connection(url, database="information_schema") as connection, connection.cursor() as cur:
         try:
             cur.execute(_TABLES_SQL, (database,))
@@ -171,9 +217,15 @@ def _read_information_schema(url: DatabaseUrl, database: str) -> tuple[
             for table, index, non_unique, column, kind in cur.fetchall():
                 entry = indexes[table].setdefault(index, _Index(index, [], not int(non_unique), kind.upper()))
                 entry.columns.append(column)
+            cur.execute(_FOREIGN_KEYS_SQL, (database, database))
+            foreign_keys: dict[str, dict[str, _ForeignKey]] = defaultdict(dict)
+            for table, name, column, referenced, referenced_column, on_delete, on_update in cur.fetchall():
+                key = foreign_keys[table].setdefault(name, _ForeignKey(name, [], referenced, [], on_delete, on_update))
+                key.columns.append(column)
+                key.referenced_columns.append(referenced_column)
         except pymysql.MySQLError as exc:
             raise SourceUnavailable(f"reading information_schema for {database!r}: {redact(str(exc))}") from None
-    return tables, columns, indexes
+    return _Schema(tables, columns, indexes, foreign_keys)
 
 
 def select_tables(spec: SyncSpec, base_tables: list[str]) -> list[str]:
@@ -263,17 +315,40 @@ def _reject_collisions(where: str, names: list[tuple[str, str]], kind: str) -> N
         seen[folded] = source
 
 
+def _foreign_keys(tables: tuple[TablePlan, ...], schema: _Schema, create: bool) -> tuple[TablePlan, ...]:
+    """Attach the foreign keys whose two ends are both synced, in target names."""
+    by_source = {t.source_table: t for t in tables}
+    planned = []
+    for table in tables:
+        keys = []
+        for key in schema.foreign_keys.get(table.source_table, {}).values():
+            parent = by_source.get(key.referenced_table)
+            if parent is None:
+                continue
+            child_names = {c.source.name: c.target_name for c in table.columns}
+            parent_names = {c.source.name: c.target_name for c in parent.columns}
+            referenced = tuple(parent_names[c] for c in key.referenced_columns)
+            unique_keys = [parent.primary_key] + [i.columns for i in parent.indexes if i.unique]
+            keys.append(ForeignKeyPlan(
+                key.name, tuple(child_names[c] for c in key.columns), parent.source_table, parent.target_table,
+                referenced, key.on_delete, key.on_update, references_unique_key=referenced in unique_keys,
+            ))
+        planned.append(replace(table, foreign_keys=tuple(keys), create_foreign_keys=create))
+    return tuple(planned)
+
+
 def discover(spec: SyncSpec, mysql_url: DatabaseUrl) -> Catalog:
     database = spec.source.database or mysql_url.database
     if not database:
         raise SpecError("source.database: not set, and MYSQL_URL names no database")
     schema = spec.target.schema_name or database
-    base_tables, columns, indexes = _read_information_schema(mysql_url, database)
+    found = _read_information_schema(mysql_url, database)
     tables = tuple(
-        plan_table(database, schema, table, columns[table], indexes.get(table, {}),
+        plan_table(database, schema, table, found.columns[table], found.indexes.get(table, {}),
                    spec.tables.get(table, TableOverride()), spec.options)
-        for table in select_tables(spec, base_tables)
+        for table in select_tables(spec, found.tables)
     )
     _reject_collisions("tables", [(t.source_table, t.target_table) for t in tables], "table")
     _reject_collisions("tables", [(t.source_table, t.asset_name) for t in tables], "asset")
+    tables = _foreign_keys(tables, found, spec.options.foreign_keys)
     return Catalog(source_database=database, target_schema=schema, tables=tables)

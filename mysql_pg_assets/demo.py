@@ -30,26 +30,25 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from urllib.parse import unquote, urlsplit
 
 import pymysql
 import pymysql.cursors
-from pymysql.converters import escape_string
+
+from mysql_pg_assets.settings import DatabaseUrl, redact
+from mysql_pg_assets.sql import mysql_ident
 
 __all__ = [
     "ANCHOR",
     "TABLES",
-    "MySQLTarget",
     "SimulationStats",
     "connect",
     "create_schema",
     "main",
-    "parse_mysql_url",
     "seed",
     "simulate",
     "table_counts",
@@ -77,9 +76,9 @@ TABLES: tuple[str, ...] = (
     "inventory_events",
 )
 
-# The session is pinned so that TIMESTAMP values and string handling never depend on server
-# defaults: a UTC session makes TIMESTAMP read back exactly as written, and an explicit sql_mode
-# (without NO_BACKSLASH_ESCAPES) keeps our escaped literals valid.
+# The session is pinned so that TIMESTAMP values and data checks never depend on server
+# defaults: a UTC session makes TIMESTAMP read back exactly as written, and an explicit strict
+# sql_mode makes a generated value that does not fit its column an error, not a silent clamp.
 _SESSION_INIT = (
     "SET time_zone = '+00:00', sql_mode = 'STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,"
     "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'"
@@ -195,79 +194,39 @@ CREATE TABLE IF NOT EXISTS inventory_events (
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class MySQLTarget:
-    """Connection parameters parsed from a ``mysql://user:password@host:port/database`` URL."""
+def _database_url(conn_url: str) -> DatabaseUrl:
+    """Parse a ``mysql://user:password@host:port/database`` URL that names a database.
 
-    host: str
-    port: int
-    user: str
-    password: str = field(repr=False)  # never shown by repr(), so it cannot leak into logs
-    database: str | None
-
-    def masked_url(self) -> str:
-        """The URL with the password replaced by ``***``: safe to print or log."""
-        auth = self.user + (":***" if self.password else "")
-        return f"mysql://{auth}@{self.host}:{self.port}/{self.database or ''}"
-
-    def require_database(self) -> str:
-        """The database name; the demo refuses to guess one because it drops tables."""
-        if not self.database:
-            raise ValueError(f"MySQL URL names no database: {self.masked_url()}")
-        return self.database
-
-
-def parse_mysql_url(url: str) -> MySQLTarget:
-    """Parse ``mysql://user:password@host:port/database`` (user/password percent-decoded).
-
-    ``mariadb://`` and ``mysql+driver://`` schemes are accepted too, since the same URL is often
-    shared with SQLAlchemy-style tools. The port defaults to 3306.
+    The demo refuses to guess a database because it drops tables. ``mariadb://`` and
+    ``mysql+driver://`` schemes are accepted too, since the same URL is often shared with
+    SQLAlchemy-style tools; the port defaults to 3306 for all of them.
     """
-    parts = urlsplit(url)
-    scheme = parts.scheme.split("+", 1)[0].lower()
-    if scheme not in ("mysql", "mariadb"):
-        raise ValueError(f"not a mysql:// URL (scheme {parts.scheme!r})")
-    if not parts.hostname:
-        raise ValueError("MySQL URL has no host")
-    database = unquote(parts.path.lstrip("/")) or None
-    return MySQLTarget(
-        host=parts.hostname,
-        port=parts.port or 3306,
-        user=unquote(parts.username or "root"),
-        password=unquote(parts.password or ""),
-        database=database,
-    )
+    url = DatabaseUrl.parse(conn_url)
+    family = url.scheme.split("+", 1)[0].lower()
+    if family not in ("mysql", "mariadb"):
+        raise ValueError(f"not a mysql:// URL (scheme {url.scheme!r})")
+    if not url.database:
+        raise ValueError(f"MySQL URL names no database: {url}")
+    return url
 
 
-def connect(
-    target: MySQLTarget, *, with_database: bool = True, autocommit: bool = True
-) -> pymysql.connections.Connection:
+def connect(url: DatabaseUrl, *, with_database: bool = True, autocommit: bool = True) -> pymysql.Connection:
     """Open a PyMySQL connection with a pinned session (UTC time zone, utf8mb4, strict mode).
 
     ``with_database=False`` connects to the server only, which ``create_schema`` needs to create
-    a database that does not exist yet.
+    a database that does not exist yet. A URL without a user connects as ``root``.
     """
     return pymysql.connect(
-        host=target.host,
-        port=target.port,
-        user=target.user,
-        password=target.password,
-        database=target.database if with_database else None,
+        host=url.host,
+        port=url.port,
+        user=url.user or "root",
+        password=url.password,
+        database=(url.database or None) if with_database else None,
         charset="utf8mb4",
         autocommit=autocommit,
         init_command=_SESSION_INIT,
         connect_timeout=10,
     )
-
-
-def _quote_ident(name: str) -> str:
-    """Backtick-quote an identifier (database names come from user-supplied URLs)."""
-    return "`" + name.replace("`", "``") + "`"
-
-
-def _lit(value: str) -> str:
-    """A SQL string literal; safe because the session sql_mode keeps backslash escapes on."""
-    return "'" + escape_string(value) + "'"
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,26 +240,25 @@ def create_schema(conn_url: str, drop_existing: bool = True) -> None:
     With ``drop_existing`` the tables are dropped first, so a following ``seed`` produces exactly
     the canonical data; without it, existing tables and rows are kept.
     """
-    target = parse_mysql_url(conn_url)
-    database = target.require_database()
-    with connect(target, with_database=False) as conn, conn.cursor() as cur:
+    url = _database_url(conn_url)
+    with connect(url, with_database=False) as conn, conn.cursor() as cur:
         cur.execute(
-            f"CREATE DATABASE IF NOT EXISTS {_quote_ident(database)} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+            f"CREATE DATABASE IF NOT EXISTS {mysql_ident(url.database)}"
+            " CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
         )
-    with connect(target) as conn, conn.cursor() as cur:
+    with connect(url) as conn, conn.cursor() as cur:
         if drop_existing:
-            cur.execute("DROP TABLE IF EXISTS " + ", ".join(reversed(TABLES)))
+            cur.execute("DROP TABLE IF EXISTS " + ", ".join(map(mysql_ident, reversed(TABLES))))
         for table in TABLES:
             cur.execute(_DDL[table])
 
 
 def table_counts(conn_url: str) -> dict[str, int]:
     """Exact ``COUNT(*)`` per demo table (information_schema row counts are only estimates)."""
-    target = parse_mysql_url(conn_url)
-    with connect(target) as conn, conn.cursor() as cur:
+    with connect(_database_url(conn_url)) as conn, conn.cursor() as cur:
         counts: dict[str, int] = {}
         for table in TABLES:
-            cur.execute(f"SELECT COUNT(*) FROM {table}")
+            cur.execute(f"SELECT COUNT(*) FROM {mysql_ident(table)}")
             counts[table] = int(cur.fetchone()[0])
         return counts
 
@@ -309,20 +267,58 @@ def table_counts(conn_url: str) -> dict[str, int]:
 # Deterministic pseudo-random SQL expressions
 # --------------------------------------------------------------------------------------------
 
+#: A generated statement: SQL with ``%(name)s`` placeholders, and the values that fill them.
+_Statement = tuple[str, dict[str, object]]
+
+
+def _const_sql(value: int | datetime) -> str:
+    """Render a number or timestamp that the generator itself computed as SQL text.
+
+    Why this is safe: only ``int`` and ``datetime`` get through (anything else, strings included,
+    raises ``TypeError``), and their text holds nothing but digits, '-', ':' and spaces, so it
+    cannot end a literal or add a clause. It serves the shape of the generated expressions (hash
+    coefficients, moduli, weights, thresholds, the anchor) and SEQUENCE table names, which are
+    identifiers and cannot be bind parameters. Strings always travel as bind parameters
+    (:meth:`_Rand.bind`), and so do the numbers that come from the caller's arguments or the
+    database (row counts, id offsets) wherever SQL takes a parameter.
+    """
+    if type(value) is int:
+        return str(value)
+    if type(value) is datetime:
+        return f"TIMESTAMP'{value:%Y-%m-%d %H:%M:%S}'"
+    raise TypeError(f"only int and datetime constants are rendered into SQL, not {value!r}")
+
 
 class _Rand:
-    """Builds SQL expressions that are deterministic pseudo-random functions of a row key.
+    """Builds the expressions of one statement that are pseudo-random functions of a row key.
 
     Why ``CRC32(key * a + b)`` with per-column (a, b): CRC32 is fast enough for tens of millions
     of rows, but it is linear over GF(2), so ``CRC32(CONCAT(key, salt))`` for two salts of equal
     length differ by a constant XOR and would make columns correlated. Multiplying the key by a
     large per-column odd constant first scrambles the decimal digits non-linearly (carries), which
     makes columns independent in practice. ``key * a + b`` stays below 2**63 for keys < 2**32.
+
+    The coefficients depend only on (seed, table, salt), so two instances for the same table
+    build the same expressions. Each instance also collects its statement's bind parameters.
     """
 
     def __init__(self, seed: int, table: str) -> None:
         self._seed = seed
         self._table = table
+        self.params: dict[str, object] = {}
+
+    def bind(self, name: str, value: object) -> str:
+        """The ``%(name)s`` placeholder for ``value``; PyMySQL escapes the value when executing."""
+        if self.params.setdefault(name, value) != value:
+            raise ValueError(f"bind parameter {name!r} is already bound to another value")
+        return f"%({name})s"
+
+    def bind_each(self, name: str, values: Iterable[object]) -> list[str]:
+        """Placeholders ``%(name_0)s``, ``%(name_1)s``, ... for ``values``."""
+        return [self.bind(f"{name}_{i}", value) for i, value in enumerate(values)]
+
+    def statement(self, sql: str) -> _Statement:
+        return sql, self.params
 
     def _coeffs(self, salt: str) -> tuple[int, int]:
         digest = hashlib.blake2b(f"{self._seed}/{self._table}/{salt}".encode(), digest_size=8)
@@ -332,15 +328,15 @@ class _Rand:
     def u32(self, salt: str, key: str) -> str:
         """Uniform integer in [0, 2**32)."""
         a, b = self._coeffs(salt)
-        return f"CRC32(({key})*{a}+{b})"
+        return f"CRC32(({key})*{_const_sql(a)}+{_const_sql(b)})"
 
     def below(self, salt: str, key: str, n: int) -> str:
         """Uniform integer in [0, n)."""
-        return f"MOD({self.u32(salt, key)},{n})"
+        return f"MOD({self.u32(salt, key)},{_const_sql(n)})"
 
     def between(self, salt: str, key: str, lo: int, hi: int) -> str:
         """Uniform integer in [lo, hi]."""
-        return f"({lo}+MOD({self.u32(salt, key)},{hi - lo + 1}))"
+        return f"({_const_sql(lo)}+MOD({self.u32(salt, key)},{_const_sql(hi - lo + 1)}))"
 
     def frac(self, salt: str, key: str) -> str:
         """Uniform DOUBLE in [0, 1) (the ``e0`` literal forces floating point division)."""
@@ -348,7 +344,7 @@ class _Rand:
 
     def chance(self, salt: str, key: str, percent: float) -> str:
         """Boolean expression that is true for ``percent`` % of keys."""
-        return f"(MOD({self.u32(salt, key)},10000)<{round(percent * 100)})"
+        return f"(MOD({self.u32(salt, key)},10000)<{_const_sql(round(percent * 100))})"
 
     def index(self, salt: str, key: str, weights: Sequence[int]) -> str:
         """1-based index into ``weights``, chosen with the given relative weights."""
@@ -357,18 +353,18 @@ class _Rand:
         bounds, total = [], 0
         for w in weights[:-1]:
             total += w
-            bounds.append(str(total))
+            bounds.append(_const_sql(total))
         total += weights[-1]
-        return f"(INTERVAL(MOD({self.u32(salt, key)},{total}),{','.join(bounds)})+1)"
+        return f"(INTERVAL(MOD({self.u32(salt, key)},{_const_sql(total)}),{','.join(bounds)})+1)"
 
     def pick(self, salt: str, key: str, options: Sequence[str]) -> str:
-        """One of the string ``options``, uniformly."""
-        return f"ELT(1+{self.below(salt, key, len(options))},{','.join(map(_lit, options))})"
+        """One of the string ``options``, uniformly (the options are bound as ``%(salt_i)s``)."""
+        return _elt(f"1+{self.below(salt, key, len(options))}", self.bind_each(salt, options))
 
     def weighted(self, salt: str, key: str, options: Sequence[tuple[str, int]]) -> str:
         """One of the string options, with relative weights."""
         idx = self.index(salt, key, [w for _, w in options])
-        return f"ELT({idx},{','.join(_lit(o) for o, _ in options)})"
+        return _elt(idx, self.bind_each(salt, [o for o, _ in options]))
 
 
 def _elt(index_sql: str, values: Sequence[str]) -> str:
@@ -376,7 +372,8 @@ def _elt(index_sql: str, values: Sequence[str]) -> str:
     return f"ELT({index_sql},{','.join(values)})"
 
 
-_ANCHOR_SQL = f"TIMESTAMP'{ANCHOR}'"
+_ANCHOR_AT = datetime.fromisoformat(ANCHOR)
+_ANCHOR_SQL = _const_sql(_ANCHOR_AT)
 
 
 def _before_anchor(seconds_sql: str) -> str:
@@ -399,12 +396,12 @@ def _chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
 
 
 def _seq(lo: int, hi: int) -> str:
-    """A SEQUENCE-engine virtual table yielding lo..hi."""
-    return f"seq_{lo}_to_{hi}"
+    """A SEQUENCE-engine virtual table yielding lo..hi (a table name: no bind parameter here)."""
+    return f"seq_{_const_sql(lo)}_to_{_const_sql(hi)}"
 
 
 # --------------------------------------------------------------------------------------------
-# Seed data vocabularies (kept small: they are inlined into SQL via ELT)
+# Seed data vocabularies (kept small: they are bound into the SQL's ELT lists)
 # --------------------------------------------------------------------------------------------
 
 # (name, parent index into this list or None); ids are list position + 1.
@@ -543,8 +540,8 @@ def _status_sql(r: _Rand, key: str, age_seconds_sql: str) -> str:
     flip = r.below("status_flip", key, 2)
     return (
         f"CASE WHEN {roll}<4 THEN 'cancelled' WHEN {roll}<6 THEN 'refunded' "
-        f"WHEN ({age_seconds_sql})<{5 * 86_400} THEN ELT(1+{flip},'pending','paid') "
-        f"WHEN ({age_seconds_sql})<{20 * 86_400} THEN ELT(1+{flip},'paid','shipped') "
+        f"WHEN ({age_seconds_sql})<{_const_sql(5 * 86_400)} THEN ELT(1+{flip},'pending','paid') "
+        f"WHEN ({age_seconds_sql})<{_const_sql(20 * 86_400)} THEN ELT(1+{flip},'paid','shipped') "
         "ELSE 'delivered' END"
     )
 
@@ -609,22 +606,21 @@ def seed(
     if chunk_rows < 1000:
         raise ValueError("chunk_rows must be >= 1000")
     say = log or (lambda _msg: None)
-    target = parse_mysql_url(conn_url)
-    target.require_database()
+    url = _database_url(conn_url)
     inserted: Counter[str] = Counter()
     lock = threading.Lock()
     failed = threading.Event()
 
-    def run(cur: pymysql.cursors.Cursor, table: str, sql: str) -> None:
+    def run(cur: pymysql.cursors.Cursor, table: str, statement: _Statement) -> None:
         if failed.is_set():  # the other lane failed: stop between statements
             raise RuntimeError("seeding aborted")
         started = time.perf_counter()
-        cur.execute(sql)
+        cur.execute(*statement)
         with lock:
             inserted[table] += cur.rowcount
         say(f"  {table}: +{cur.rowcount} rows in {time.perf_counter() - started:.1f}s")
 
-    with connect(target) as conn, conn.cursor() as cur:
+    with connect(url) as conn, conn.cursor() as cur:
         _require_sequence_engine(cur)
         base = {table: _max_id(cur, table) for table in TABLES}
         plan = _Plan(
@@ -645,12 +641,11 @@ def seed(
     # more than chunk_rows rows. Orders and items compute the same per-item expressions, so
     # the order subtotal always equals the sum of its lines.
     order_chunks = list(_chunks(plan.orders, max(1, chunk_rows * 2 // 5)))
-    r_orders = _Rand(seed, "orders")
 
     def orders_lane(cur: pymysql.cursors.Cursor) -> None:
         # Payments read the orders chunk just written, while it is hot in the buffer pool.
         for lo, hi in order_chunks:
-            run(cur, "orders", _orders_sql(r_orders, plan, lo, hi))
+            run(cur, "orders", _orders_sql(_Rand(seed, "orders"), plan, lo, hi))
             payment_id = base["payments"] + inserted["payments"]
             run(cur, "payments", _payments_sql(_Rand(seed, "payments"), plan, lo, hi, payment_id))
 
@@ -659,7 +654,7 @@ def seed(
             run(cur, "customers", _customers_sql(_Rand(seed, "customers"), plan, lo, hi))
         for lo, hi in order_chunks:
             item_id = base["order_items"] + inserted["order_items"]
-            run(cur, "order_items", _order_items_sql(r_orders, plan, lo, hi, item_id))
+            run(cur, "order_items", _order_items_sql(_Rand(seed, "orders"), plan, lo, hi, item_id))
         for lo, hi in _chunks(plan.reviews, chunk_rows):
             run(cur, "reviews", _reviews_sql(_Rand(seed, "reviews"), plan, lo, hi))
         for lo, hi in _chunks(plan.inventory_events, chunk_rows):
@@ -667,7 +662,7 @@ def seed(
 
     def in_connection(lane: Callable[[pymysql.cursors.Cursor], None]) -> None:
         try:
-            with connect(target) as conn, conn.cursor() as cur:
+            with connect(url) as conn, conn.cursor() as cur:
                 lane(cur)
         except BaseException:
             failed.set()
@@ -684,21 +679,22 @@ def seed(
     return {table: inserted[table] for table in TABLES}
 
 
-def _categories_sql() -> str:
-    """The fixed category tree (three levels), created a year before the anchor."""
+def _categories_sql() -> _Statement:
+    """The fixed category tree (three levels), created a year before the anchor, an hour apart."""
+    params: dict[str, object] = {}
     rows = []
     for i, (name, parent) in enumerate(_CATEGORIES):
-        created = _before_anchor(str(SPAN_SECONDS - i * 3600))
-        parent_sql = "NULL" if parent is None else str(parent + 1)
-        rows.append(f"({i + 1},{_lit(name)},{parent_sql},{created},{created})")
-    return "INSERT INTO categories (id, name, parent_id, created_at, updated_at) VALUES " + ",".join(rows)
+        params[f"name_{i}"], params[f"parent_{i}"] = name, None if parent is None else parent + 1
+        created = _before_anchor(_const_sql(SPAN_SECONDS - i * 3600))
+        rows.append(f"({_const_sql(i + 1)},%(name_{i})s,%(parent_{i})s,{created},{created})")
+    return "INSERT INTO categories (id, name, parent_id, created_at, updated_at) VALUES " + ",".join(rows), params
 
 
-def _products_sql(r: _Rand, plan: _Plan, lo: int, hi: int) -> str:
+def _products_sql(r: _Rand, plan: _Plan, lo: int, hi: int) -> _Statement:
     k = "s.id"
     digital = r.chance("digital", k, 12)
     created = _before_anchor(r.below("created", k, SPAN_SECONDS))
-    category = _elt(f"1+{r.below('category', k, len(_LEAF_CATEGORY_IDS))}", [str(c) for c in _LEAF_CATEGORY_IDS])
+    category = _elt(f"1+{r.below('category', k, len(_LEAF_CATEGORY_IDS))}", list(map(_const_sql, _LEAF_CATEGORY_IDS)))
     attributes = (
         f"IF({r.chance('attrs_null', k, 20)}, NULL, JSON_OBJECT("
         f"'color', {r.pick('color', k, _COLORS)}, "
@@ -709,12 +705,12 @@ def _products_sql(r: _Rand, plan: _Plan, lo: int, hi: int) -> str:
         f"'eco', JSON_EXTRACT(IF({r.chance('eco', k, 30)}, 'true', 'false'), '$')))"
     )
     thumbnail = (
-        f"IF({r.chance('thumb_null', k, 30)}, NULL, CONCAT(UNHEX('{_PNG_HEADER_HEX}'), "
+        f"IF({r.chance('thumb_null', k, 30)}, NULL, CONCAT(UNHEX({r.bind('png_header', _PNG_HEADER_HEX)}), "
         f"LEFT(UNHEX(SHA2(CONCAT({k}, ':', {r.u32('thumb', k)}), 256)), "
         f"{r.between('thumb_len', k, 4, 32)})))"
     )
     stock = f"IF({r.chance('negative_stock', k, 1)}, -{r.between('stock_neg', k, 1, 20)}, {r.below('stock', k, 1000)})"
-    return f"""
+    return r.statement(f"""
 INSERT INTO products (id, sku, name, category_id, price, weight_kg, rating, attributes,
                       thumbnail, release_year, stock, is_digital, created_at, updated_at)
 SELECT s.id,
@@ -738,28 +734,28 @@ SELECT s.id,
             r.below("micros", k, 1_000_000),
         )
     }
-FROM (SELECT {plan.base["products"]} + seq AS id FROM {_seq(lo, hi)}) s"""
+FROM (SELECT {r.bind("id_base", plan.base["products"])} + seq AS id FROM {_seq(lo, hi)}) s""")
 
 
-def _customers_sql(r: _Rand, plan: _Plan, lo: int, hi: int) -> str:
+def _customers_sql(r: _Rand, plan: _Plan, lo: int, hi: int) -> _Statement:
     k = "s.id"
     first = f"1+{r.below('first', k, len(_FIRST_NAMES))}"
     last = f"1+{r.below('last', k, len(_LAST_NAMES))}"
     full_name = (
-        f"CONCAT({_elt(first, [_lit(d) for d, _ in _FIRST_NAMES])}, ' ', "
-        f"{_elt(last, [_lit(d) for d, _ in _LAST_NAMES])}, "
+        f"CONCAT({_elt(first, r.bind_each('first_name', [d for d, _ in _FIRST_NAMES]))}, ' ', "
+        f"{_elt(last, r.bind_each('last_name', [d for d, _ in _LAST_NAMES]))}, "
         f"IF({r.chance('emoji', k, 2)}, CONCAT(' ', {r.pick('emoji_pick', k, _EMOJI)}), ''))"
     )
     email = (
-        f"CONCAT({_elt(first, [_lit(a) for _, a in _FIRST_NAMES])}, '.', "
-        f"{_elt(last, [_lit(a) for _, a in _LAST_NAMES])}, s.id, '@', "
+        f"CONCAT({_elt(first, r.bind_each('first_ascii', [a for _, a in _FIRST_NAMES]))}, '.', "
+        f"{_elt(last, r.bind_each('last_ascii', [a for _, a in _LAST_NAMES]))}, s.id, '@', "
         f"{r.pick('domain', k, _EMAIL_DOMAINS)})"
     )
     created = _before_anchor(r.below("created", k, SPAN_SECONDS))
     loyalty = (
         f"IF({r.chance('loyalty_max', k, 0.5)}, 16777215, {r.below('loyalty', k, 100)} * {r.below('loyalty2', k, 100)})"
     )
-    return f"""
+    return r.statement(f"""
 INSERT INTO customers (id, email, full_name, country, birth_date, is_active, marketing_opt_in,
                        loyalty_points, notes, created_at, updated_at)
 SELECT s.id,
@@ -780,13 +776,14 @@ SELECT s.id,
             r.below("micros", k, 1_000_000),
         )
     }
-FROM (SELECT {plan.base["customers"]} + seq AS id FROM {_seq(lo, hi)}) s"""
+FROM (SELECT {r.bind("id_base", plan.base["customers"])} + seq AS id FROM {_seq(lo, hi)}) s""")
 
 
 def _order_age_sql(r: _Rand, plan: _Plan, idx: str) -> str:
     """Seconds before the anchor; grows with the order's position so ids follow time."""
-    jitter = r.below("age_jitter", f"{plan.base['orders']}+{idx}", 1800)
-    return f"(({plan.orders}-{idx})*{SPAN_SECONDS} DIV {plan.orders} + {jitter})"
+    jitter = r.below("age_jitter", f"{r.bind('order_base', plan.base['orders'])}+{idx}", 1800)
+    orders = r.bind("orders", plan.orders)
+    return f"(({orders}-{idx})*{_const_sql(SPAN_SECONDS)} DIV {orders} + {jitter})"
 
 
 def _item_parts(r: _Rand, order_id: str, kseq: str, max_product_id: int) -> tuple[str, str, str, str]:
@@ -797,7 +794,7 @@ def _item_parts(r: _Rand, order_id: str, kseq: str, max_product_id: int) -> tupl
     """
     item_key = f"({order_id})*4+{kseq}"
     n_items = f"(1+{r.below('n_items', order_id, 4)})"  # 1..4 items, 2.5 on average
-    product = f"(1+MOD({r.u32('item_product', item_key)}, {max_product_id}))"
+    product = f"(1+MOD({r.u32('item_product', item_key)}, {r.bind('max_product_id', max_product_id)}))"
     quantity = (
         f"IF({r.chance('bulk', item_key, 0.2)}, {r.between('bulk_qty', item_key, 100, 999)}, "
         f"CAST(ELT({r.index('qty', item_key, (55, 25, 10, 6, 4))}, 1, 2, 3, 4, 5) AS UNSIGNED))"
@@ -812,15 +809,15 @@ def _item_parts(r: _Rand, order_id: str, kseq: str, max_product_id: int) -> tupl
     return f"{kseq} <= {n_items}", product, quantity, discount
 
 
-def _orders_sql(r: _Rand, plan: _Plan, lo: int, hi: int) -> str:
-    order_id = f"({plan.base['orders']}+s.seq)"
+def _orders_sql(r: _Rand, plan: _Plan, lo: int, hi: int) -> _Statement:
+    order_id = f"({r.bind('order_base', plan.base['orders'])}+s.seq)"
     cond, product, quantity, discount = _item_parts(r, order_id, "k.seq", plan.max_product_id)
     line = f"ROUND({quantity} * p.price * (100 - COALESCE({discount}, 0)) / 100, 2)"
     k = "t.id"
     age = _order_age_sql(r, plan, "t.idx")
     ordered = _before_anchor(age)
     cur_idx = r.index("currency", k, _CURRENCY_WEIGHTS)
-    rate = f"CAST({_elt(cur_idx, list(map(_lit, _TAX_RATES)))} AS DECIMAL(4,3))"
+    rate = f"CAST({_elt(cur_idx, r.bind_each('tax_rate', _TAX_RATES))} AS DECIMAL(4,3))"
     tax = f"ROUND(t.subtotal * {rate}, 2)"
     address = (
         f"IF({r.chance('addr_null', k, 5)}, NULL, JSON_OBJECT("
@@ -830,14 +827,14 @@ def _orders_sql(r: _Rand, plan: _Plan, lo: int, hi: int) -> str:
         f"'city', {r.pick('city', k, _CITIES)}, "
         f"'country', {r.weighted('addr_country', k, _COUNTRIES)}))"
     )
-    delay = f"MOD({r.u32('updated', k)}, LEAST({age}, {14 * 86_400}) + 1)"
-    return f"""
+    delay = f"MOD({r.u32('updated', k)}, LEAST({age}, {_const_sql(14 * 86_400)}) + 1)"
+    return r.statement(f"""
 INSERT INTO orders (id, customer_id, status, currency, subtotal, tax, total, shipping_address,
                     coupon_code, ordered_at, created_at, updated_at)
 SELECT t.id,
-  1 + MOD({r.u32("customer", k)}, {plan.max_customer_id}),
+  1 + MOD({r.u32("customer", k)}, {r.bind("max_customer_id", plan.max_customer_id)}),
   {_status_sql(r, k, age)},
-  {_elt(cur_idx, list(map(_lit, _CURRENCIES)))},
+  {_elt(cur_idx, r.bind_each("currency", _CURRENCIES))},
   t.subtotal,
   {tax},
   t.subtotal + {tax},
@@ -852,28 +849,28 @@ FROM (
   JOIN seq_1_to_4 k ON {cond}
   JOIN products p ON p.id = {product}
   GROUP BY s.seq
-) t"""
+) t""")
 
 
-def _order_items_sql(r: _Rand, plan: _Plan, lo: int, hi: int, id_base: int) -> str:
-    order_id = f"({plan.base['orders']}+s.seq)"
+def _order_items_sql(r: _Rand, plan: _Plan, lo: int, hi: int, id_base: int) -> _Statement:
+    order_id = f"({r.bind('order_base', plan.base['orders'])}+s.seq)"
     cond, product, quantity, discount = _item_parts(r, order_id, "k.seq", plan.max_product_id)
     created = _before_anchor(_order_age_sql(r, plan, "s.seq"))
     micros = r.below("item_micros", f"{order_id}*4+k.seq", 1_000_000)
-    return f"""
+    return r.statement(f"""
 INSERT INTO order_items (id, order_id, product_id, quantity, unit_price, discount_pct,
                          created_at, updated_at)
-SELECT {id_base} + ROW_NUMBER() OVER (ORDER BY s.seq, k.seq),
+SELECT {r.bind("id_base", id_base)} + ROW_NUMBER() OVER (ORDER BY s.seq, k.seq),
   {order_id}, p.id, {quantity}, p.price, {discount}, {created},
   {_updated_at(created, "0", micros)}
 FROM {_seq(lo, hi)} s
 JOIN seq_1_to_4 k ON {cond}
-JOIN products p ON p.id = {product}"""
+JOIN products p ON p.id = {product}""")
 
 
-def _payments_sql(r: _Rand, plan: _Plan, lo: int, hi: int, id_base: int) -> str:
+def _payments_sql(r: _Rand, plan: _Plan, lo: int, hi: int, id_base: int) -> _Statement:
     """One payment per order; ~5% are split into a gift card part plus a second payment."""
-    first_id, last_id = plan.base["orders"] + lo, plan.base["orders"] + hi
+    first_id, last_id = r.bind("first_id", plan.base["orders"] + lo), r.bind("last_id", plan.base["orders"] + hi)
     gift = f"CAST(ELT(1+{r.below('gift', 'o.id', 3)}, 25, 50, 100) AS DECIMAL(12,2))"
     split = f"({r.chance('split', 'o.id', 5)} AND o.status <> 'pending' AND o.total > {gift})"
     pk = "o.id*2+k.seq"
@@ -894,13 +891,13 @@ def _payments_sql(r: _Rand, plan: _Plan, lo: int, hi: int, id_base: int) -> str:
     # Not authorized (yet) when still pending or when authorization would lie after the anchor.
     unauthorized = f"(t.status = 'pending' OR {authorized} > {_ANCHOR_SQL})"
     fee = (
-        f"CASE WHEN MOD(t.id, 1000) = 7 THEN {UINT64_MAX} "
+        f"CASE WHEN MOD(t.id, 1000) = 7 THEN {_const_sql(UINT64_MAX)} "
         f"WHEN {r.below('fee_big', key, 1000)} = 0 "
-        f"THEN {INT64_OVERFLOW} + {r.below('fee_big_v', key, 1_000_000_000)} "
+        f"THEN {_const_sql(INT64_OVERFLOW)} + {r.below('fee_big_v', key, 1_000_000_000)} "
         "WHEN t.method = 'gift_card' THEN 0 "
         "ELSE CAST(ROUND(t.amount * 29000) + 300000 AS UNSIGNED) END"
     )
-    return f"""
+    return r.statement(f"""
 INSERT INTO payments (id, order_id, method, amount, fee_micros, authorized_at, processing_time,
                       created_at, updated_at)
 SELECT t.id, t.order_id, t.method, t.amount, {fee},
@@ -910,15 +907,15 @@ SELECT t.id, t.order_id, t.method, t.amount, {fee},
   IF({unauthorized}, t.ordered_at + INTERVAL {r.below("micros", key, 1_000_000)} MICROSECOND,
      {authorized})
 FROM (
-  SELECT {id_base} + ROW_NUMBER() OVER (ORDER BY o.id, k.seq) AS id, o.id AS order_id,
+  SELECT {r.bind("id_base", id_base)} + ROW_NUMBER() OVER (ORDER BY o.id, k.seq) AS id, o.id AS order_id,
     {method} AS method, {amount} AS amount, o.status, o.ordered_at
   FROM orders o
   JOIN seq_1_to_2 k ON (k.seq = 1 OR {split})
   WHERE o.id BETWEEN {first_id} AND {last_id}
-) t"""
+) t""")
 
 
-def _reviews_sql(r: _Rand, plan: _Plan, lo: int, hi: int) -> str:
+def _reviews_sql(r: _Rand, plan: _Plan, lo: int, hi: int) -> _Statement:
     k = "s.id"
     created = _before_anchor(r.below("created", k, SPAN_SECONDS))
     body = (
@@ -926,11 +923,11 @@ def _reviews_sql(r: _Rand, plan: _Plan, lo: int, hi: int) -> str:
         f"{r.pick('open', k, _REVIEW_OPENERS)}, {r.pick('mid', k, _REVIEW_MIDDLES)}, "
         f"{r.pick('close', k, _REVIEW_CLOSERS)}))"
     )
-    return f"""
+    return r.statement(f"""
 INSERT INTO reviews (id, product_id, customer_id, stars, title, body, created_at, updated_at)
 SELECT s.id,
-  1 + MOD({r.u32("product", k)}, {plan.max_product_id}),
-  1 + MOD({r.u32("customer", k)}, {plan.max_customer_id}),
+  1 + MOD({r.u32("product", k)}, {r.bind("max_product_id", plan.max_product_id)}),
+  1 + MOD({r.u32("customer", k)}, {r.bind("max_customer_id", plan.max_customer_id)}),
   ELT({r.index("stars", k, (5, 7, 13, 30, 45))}, 1, 2, 3, 4, 5),
   IF({r.chance("title_null", k, 30)}, NULL, {r.pick("title", k, _REVIEW_TITLES)}),
   {body},
@@ -942,10 +939,10 @@ SELECT s.id,
             r.below("micros", k, 1_000_000),
         )
     }
-FROM (SELECT {plan.base["reviews"]} + seq AS id FROM {_seq(lo, hi)}) s"""
+FROM (SELECT {r.bind("id_base", plan.base["reviews"])} + seq AS id FROM {_seq(lo, hi)}) s""")
 
 
-def _inventory_sql(r: _Rand, plan: _Plan, lo: int, hi: int) -> str:
+def _inventory_sql(r: _Rand, plan: _Plan, lo: int, hi: int) -> _Statement:
     k = "s.id"
     reason_idx = r.index("reason", k, [w for _, w in _INVENTORY_REASONS])
     # Deltas per reason, aligned with _INVENTORY_REASONS.
@@ -958,16 +955,16 @@ def _inventory_sql(r: _Rand, plan: _Plan, lo: int, hi: int) -> str:
         f"-{r.between('d_transfer', k, 50, 100000)}",
     )
     created = _before_anchor(r.below("created", k, SPAN_SECONDS))
-    return f"""
+    return r.statement(f"""
 INSERT INTO inventory_events (id, product_id, delta, reason, flags, created_at, updated_at)
 SELECT s.id,
-  1 + MOD({r.u32("product", k)}, {plan.max_product_id}),
+  1 + MOD({r.u32("product", k)}, {r.bind("max_product_id", plan.max_product_id)}),
   {_elt(reason_idx, [f"({d})" for d in deltas])},
-  {_elt(reason_idx, [_lit(n) for n, _ in _INVENTORY_REASONS])},
+  {_elt(reason_idx, r.bind_each("reason", [n for n, _ in _INVENTORY_REASONS]))},
   IF({r.chance("flags_null", k, 30)}, NULL, {r.below("flags", k, 256)}),
   {created},
   {_updated_at(created, "0", r.below("micros", k, 1_000_000))}
-FROM (SELECT {plan.base["inventory_events"]} + seq AS id FROM {_seq(lo, hi)}) s"""
+FROM (SELECT {r.bind("id_base", plan.base["inventory_events"])} + seq AS id FROM {_seq(lo, hi)}) s""")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1032,7 +1029,7 @@ def _sample_from(cur: pymysql.cursors.Cursor, sql: str, start: int, limit: int) 
 
 
 def _max_id(cur: pymysql.cursors.Cursor, table: str) -> int:
-    cur.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}")
+    cur.execute(f"SELECT COALESCE(MAX(id), 0) FROM {mysql_ident(table)}")
     return int(cur.fetchone()[0])
 
 
@@ -1205,10 +1202,10 @@ def simulate(
     still the real current time, since that is what a CDC consumer sees).
     """
     rng = random.Random(seed)
-    target = parse_mysql_url(conn_url)
+    url = _database_url(conn_url)
     total = SimulationStats()
     emit = out or (lambda _line: None)
-    with connect(target, autocommit=False) as conn:
+    with connect(url, autocommit=False) as conn:
         try:
             tick = 0
             while iterations is None or tick < iterations:
@@ -1269,12 +1266,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not url:
         parser.error("no database: set MYSQL_URL or pass --mysql-url")
     try:
-        target = parse_mysql_url(url)
+        target = _database_url(url)
     except ValueError as exc:
         parser.error(str(exc))
     try:
         if args.command == "seed":
-            print(f"seeding {target.masked_url()} with {args.orders} orders (seed {args.seed})")
+            print(f"seeding {target} with {args.orders} orders (seed {args.seed})")
             started = time.perf_counter()
             create_schema(url, drop_existing=not args.keep)
             seed(
@@ -1289,7 +1286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for table, count in table_counts(url).items():
                 print(f"  {table:<17} {count:>12,}")
         else:
-            print(f"simulating changes on {target.masked_url()} (Ctrl-C to stop)", flush=True)
+            print(f"simulating changes on {target} (Ctrl-C to stop)", flush=True)
             simulate(
                 url,
                 args.interval,
@@ -1298,7 +1295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 out=lambda line: print(line, flush=True),
             )
     except pymysql.MySQLError as exc:
-        print(f"error ({target.masked_url()}): {exc}", file=sys.stderr)
+        print(f"error ({target}): {redact(str(exc))}", file=sys.stderr)
         return 1
     return 0
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import adbc_driver_postgresql.dbapi as adbc
 import psycopg
 
-from mysql_pg_assets.catalog import ColumnPlan, IndexPlan, TablePlan
+from mysql_pg_assets.catalog import ColumnPlan, TablePlan
 from mysql_pg_assets.extract import staging_name
 from mysql_pg_assets.settings import DatabaseUrl, redact
 from mysql_pg_assets.sql import pg_ident, pg_idents, pg_literal, pg_qualified, pg_type
@@ -162,9 +162,9 @@ def create_table_sql(table: TablePlan) -> str:
     return f"CREATE TABLE IF NOT EXISTS {pg_qualified(table.target_schema, table.target_table)} (\n  {body}\n)"
 
 
-def index_name(table: TablePlan, index: IndexPlan) -> str:
-    """``<table>_<index>``, shortened with a hash where PostgreSQL's 63-byte limit requires."""
-    name = f"{table.target_table}_{index.name}"
+def object_name(table: TablePlan, name: str) -> str:
+    """``<table>_<name>`` for an index or constraint, hashed short where PostgreSQL's 63 bytes require."""
+    name = f"{table.target_table}_{name}"
     if len(name.encode()) <= 63:
         return name
     digest = hashlib.sha1(name.encode()).hexdigest()[:8]
@@ -174,10 +174,41 @@ def index_name(table: TablePlan, index: IndexPlan) -> str:
 def create_indexes_sql(table: TablePlan) -> list[str]:
     target = pg_qualified(table.target_schema, table.target_table)
     return [
-        f"CREATE {'UNIQUE ' if index.unique else ''}INDEX IF NOT EXISTS {pg_ident(index_name(table, index))} "
+        f"CREATE {'UNIQUE ' if index.unique else ''}INDEX IF NOT EXISTS {pg_ident(object_name(table, index.name))} "
         f"ON {target} ({pg_idents(index.columns)})"
         for index in table.indexes
     ]
+
+
+# RESTRICT cannot be deferred in PostgreSQL; NO ACTION is RESTRICT checked at commit.
+_REFERENTIAL_ACTIONS = {"CASCADE": "CASCADE", "SET NULL": "SET NULL", "SET DEFAULT": "SET DEFAULT",
+                        "RESTRICT": "NO ACTION", "NO ACTION": "NO ACTION"}
+
+
+def _add_foreign_keys(connection: psycopg.Connection, table: TablePlan) -> None:
+    """MySQL's foreign keys between synced tables, once both tables exist (option foreign_keys).
+
+    DEFERRABLE INITIALLY DEFERRED: checked at commit, so a load's order of rows does not matter.
+    NOT VALID: rows already there are not re-checked when the constraint is added.
+    """
+    if not table.create_foreign_keys:
+        return
+    target = pg_qualified(table.target_schema, table.target_table)
+    for key in table.foreign_keys:
+        name = object_name(table, key.name)
+        parent = pg_qualified(table.target_schema, key.referenced_target)
+        present, parent_exists = connection.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = %s::regclass AND conname = %s),"
+            " to_regclass(%s) IS NOT NULL", (target, name, parent),
+        ).fetchone()
+        if present or not parent_exists or not key.references_unique_key:
+            continue
+        connection.execute(
+            f"ALTER TABLE {target} ADD CONSTRAINT {pg_ident(name)} FOREIGN KEY ({pg_idents(key.columns)}) "
+            f"REFERENCES {parent} ({pg_idents(key.referenced_columns)}) "
+            f"ON DELETE {_REFERENTIAL_ACTIONS[key.on_delete]} ON UPDATE {_REFERENTIAL_ACTIONS[key.on_update]} "
+            f"DEFERRABLE INITIALLY DEFERRED NOT VALID"
+        )
 
 
 def _follow_identities(connection: psycopg.Connection, table: TablePlan) -> None:
@@ -366,6 +397,7 @@ def load_table(
                 _check_existing_columns(connection, table)
                 for statement in create_indexes_sql(table):
                     connection.execute(statement)
+                _add_foreign_keys(connection, table)
                 if not staged:
                     deleted = connection.execute(f"DELETE FROM {target}").rowcount
                 elif table.primary_key:

@@ -46,7 +46,7 @@ class DatabaseUrl:
         parts = urlsplit(url)
         if not parts.scheme or not parts.hostname:
             raise ValueError(f"not a database URL: {redact(url)!r} (expected scheme://user:password@host:port/database)")
-        default_port = 3306 if parts.scheme.startswith("mysql") else 5432
+        default_port = 3306 if parts.scheme.startswith(("mysql", "mariadb")) else 5432
         return cls(
             scheme=parts.scheme,
             user=unquote(parts.username or ""),

@@ -17,6 +17,7 @@ Example::
       naming: keep            # or snake_case
       enum_check: true        # ENUM → text with a CHECK of its values
       indexes: false          # true: also MySQL's unique and secondary indexes
+      foreign_keys: false     # true: also foreign keys between synced tables
       casts:                  # per-type overrides, first match wins
         - {match: "tinyint(1)", pg_type: smallint}
     tables:
@@ -83,6 +84,9 @@ class Options(_Strict):
     )
     enum_check: bool = Field(True, description="ENUM columns get a CHECK of their values")
     indexes: bool = Field(False, description="also create MySQL's unique and secondary indexes")
+    foreign_keys: bool = Field(
+        False, description="also create MySQL's foreign keys between synced tables (DEFERRABLE, NOT VALID)"
+    )
     casts: list[CastOverride] = Field(default_factory=list, description="per-type overrides, first match wins")
 
 

@@ -1,92 +1,90 @@
 """Tests of the demo shop generator against a real MariaDB.
 
-They need a server: the one in ``MYSQL_URL`` (its database part is ignored) or, when unset, a
-local ``mysql://root:@127.0.0.1:3306/``. Each test module works in a throwaway database that the
-``mysql_demo_url`` fixture creates and drops, so the real demo database is never touched.
+They run on the server in ``MYSQL_URL``, in a database of their own that the session fixture
+``make_mysql_database`` creates and drops, so the real demo database is never touched.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import uuid
-from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Callable
 
 import pytest
 
 from mysql_pg_assets import demo
+from mysql_pg_assets.settings import DatabaseUrl
 
-_DEFAULT_SERVER_URL = "mysql://root:@127.0.0.1:3306/"
+
+@pytest.fixture(scope="module")
+def demo_db(make_mysql_database: Callable[[str], DatabaseUrl]) -> DatabaseUrl:
+    """A scratch database for this module's tests, on the MYSQL_URL server."""
+    return make_mysql_database("demo1")
 
 
-def _query(url: str, sql: str, args: object = None) -> list[tuple[object, ...]]:
-    with demo.connect(demo.parse_mysql_url(url)) as conn, conn.cursor() as cur:
+def _query(url: DatabaseUrl, sql: str, args: object = None) -> list[tuple[object, ...]]:
+    with demo.connect(url) as conn, conn.cursor() as cur:
         cur.execute(sql, args)
         return list(cur.fetchall())
 
 
-@pytest.fixture(scope="module")
-def mysql_demo_url() -> Iterator[str]:
-    """URL of a scratch database on the MYSQL_URL server, dropped after the module."""
-    server_url = os.environ.get("MYSQL_URL") or _DEFAULT_SERVER_URL
-    target = demo.parse_mysql_url(server_url)
-    database = f"mpa_test_demo_{uuid.uuid4().hex[:10]}"
-    with demo.connect(target, with_database=False) as conn, conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
-    parts = urlsplit(server_url)
-    try:
-        yield urlunsplit(parts._replace(path=f"/{database}", query="", fragment=""))
-    finally:
-        with demo.connect(target, with_database=False) as conn, conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
-
-
-def _checksums(url: str) -> dict[str, int]:
+def _checksums(url: DatabaseUrl) -> dict[str, int]:
     rows = _query(url, "CHECKSUM TABLE " + ", ".join(demo.TABLES))
     return {str(name).rsplit(".", 1)[1]: int(value) for name, value in rows}  # type: ignore[arg-type]
 
 
-def _fresh(url: str, orders: int, seed: int = 42, **kwargs: object) -> dict[str, int]:
-    demo.create_schema(url, drop_existing=True)
-    return demo.seed(url, orders=orders, seed=seed, **kwargs)  # type: ignore[arg-type]
+def _fresh(url: DatabaseUrl, orders: int, seed: int = 42, **kwargs: object) -> dict[str, int]:
+    demo.create_schema(url.secret, drop_existing=True)
+    return demo.seed(url.secret, orders=orders, seed=seed, **kwargs)  # type: ignore[arg-type]
 
 
-def test_parse_url_masks_password() -> None:
-    target = demo.parse_mysql_url("mysql://shop%40user:p%3Ass@db.example:33061/shop")
-    assert (target.user, target.password, target.host, target.port, target.database) == (
-        "shop@user",
-        "p:ss",
-        "db.example",
-        33061,
-        "shop",
+def test_urls_are_checked_without_showing_the_password(capsys: pytest.CaptureFixture[str]) -> None:
+    # Nothing here reaches a server: every URL is rejected before connecting.
+    with pytest.raises(ValueError, match="not a mysql:// URL"):
+        demo.create_schema("postgresql://shop:s3cr%40t@db.example/shop")
+    # The demo drops tables, so it refuses to guess a database; the error masks the password.
+    with pytest.raises(ValueError, match="names no database") as no_database:
+        demo.seed("mysql://shop:s3cr%40t@db.example:33061/")
+    assert "s3cr" not in str(no_database.value) and ":***@db.example:33061" in str(no_database.value)
+    with pytest.raises(SystemExit) as usage_error:
+        demo.main(["simulate", "--mysql-url", "mysql://shop:s3cr%40t@db.example:33061"])
+    assert usage_error.value.code == 2
+    err = capsys.readouterr().err
+    assert "names no database" in err and "s3cr" not in err
+    # mariadb:// and mysql+driver:// are MySQL URLs too, with MySQL's default port.
+    assert demo._database_url("mariadb://shop@db.example/shop").port == 3306
+    assert demo._database_url("mysql+pymysql://shop@db.example/shop").port == 3306
+
+
+def test_generated_sql_binds_strings_and_renders_only_numbers() -> None:
+    plan = demo._Plan(
+        orders=1_000, customers=100, products=50, reviews=200, inventory_events=500, base=dict.fromkeys(demo.TABLES, 0)
     )
-    assert target.masked_url() == "mysql://shop@user:***@db.example:33061/shop"
-    assert "p:ss" not in repr(target)
-    assert demo.parse_mysql_url("mysql://u@h/db").port == 3306
-    with pytest.raises(ValueError):
-        demo.parse_mysql_url("postgresql://u@h/db")
+    sql, params = demo._customers_sql(demo._Rand(1, "customers"), plan, 1, 100)
+    for tricky in ("O'Brien", "Back\\slash and 'quotes'", "Дмитрий"):  # quotes, backslash, non-ASCII
+        assert tricky in params.values() and tricky not in sql, tricky
+    with pytest.raises(TypeError):
+        demo._const_sql("1; DROP TABLE orders")  # type: ignore[arg-type]
 
 
-def test_seed_is_deterministic(mysql_demo_url: str) -> None:
-    inserted = _fresh(mysql_demo_url, orders=2_000, seed=7)
-    first = _checksums(mysql_demo_url)
-    assert inserted == demo.table_counts(mysql_demo_url)
+def test_seed_is_deterministic(demo_db: DatabaseUrl) -> None:
+    inserted = _fresh(demo_db, orders=2_000, seed=7)
+    first = _checksums(demo_db)
+    assert inserted == demo.table_counts(demo_db.secret)
     # Same seed again, this time on one connection: lanes must not influence the data.
-    _fresh(mysql_demo_url, orders=2_000, seed=7, parallel=False)
-    assert _checksums(mysql_demo_url) == first
+    _fresh(demo_db, orders=2_000, seed=7, parallel=False)
+    assert _checksums(demo_db) == first
     # A different seed gives different data (and not just different ids).
-    _fresh(mysql_demo_url, orders=2_000, seed=8)
-    other = _checksums(mysql_demo_url)
+    _fresh(demo_db, orders=2_000, seed=8)
+    other = _checksums(demo_db)
     assert other["categories"] == first["categories"]  # the category tree is fixed
     for table in set(demo.TABLES) - {"categories"}:
         assert other[table] != first[table], table
 
 
-def test_row_counts_and_data_follow_the_spec(mysql_demo_url: str) -> None:
+def test_row_counts_and_data_follow_the_spec(demo_db: DatabaseUrl) -> None:
     orders = 4_000
-    _fresh(mysql_demo_url, orders=orders, chunk_rows=1_000)  # small chunks: many statements
-    counts = demo.table_counts(mysql_demo_url)
+    _fresh(demo_db, orders=orders, chunk_rows=1_000)  # small chunks: many statements
+    counts = demo.table_counts(demo_db.secret)
     assert counts["orders"] == orders
     assert counts["customers"] == max(100, orders // 10)
     assert counts["products"] == max(50, min(orders // 20, 20_000))
@@ -97,7 +95,7 @@ def test_row_counts_and_data_follow_the_spec(mysql_demo_url: str) -> None:
     assert counts["inventory_events"] == orders // 2
 
     def one(sql: str) -> object:
-        return _query(mysql_demo_url, sql)[0][0]
+        return _query(demo_db, sql)[0][0]
 
     # Ids are dense, so chunking did not leave gaps or overlaps.
     for table in demo.TABLES:
@@ -105,7 +103,7 @@ def test_row_counts_and_data_follow_the_spec(mysql_demo_url: str) -> None:
     # Timestamps: within the year before the anchor, updated_at never before created_at.
     for table in demo.TABLES:
         row = _query(
-            mysql_demo_url,
+            demo_db,
             f"SELECT MIN(created_at), MAX(updated_at), SUM(updated_at < created_at) FROM {table}",
         )[0]
         assert str(row[0]) >= "2025-10-31", table
@@ -154,9 +152,7 @@ def test_row_counts_and_data_follow_the_spec(mysql_demo_url: str) -> None:
         ("order_items", "discount_pct"), ("payments", "authorized_at"), ("reviews", "title"),
         ("reviews", "body"), ("inventory_events", "flags"),
     ]:  # fmt: skip
-        nulls, non_nulls = _query(
-            mysql_demo_url, f"SELECT SUM({column} IS NULL), SUM({column} IS NOT NULL) FROM {table}"
-        )[0]
+        nulls, non_nulls = _query(demo_db, f"SELECT SUM({column} IS NULL), SUM({column} IS NOT NULL) FROM {table}")[0]
         assert nulls and non_nulls, f"{table}.{column} should mix NULLs and values"
 
 
@@ -220,11 +216,11 @@ def _column_type(column_type: str, nullable: str, json_columns: set[str], name: 
     return f"{kind} {'null' if nullable == 'YES' else 'not null'}"
 
 
-def test_schema_has_the_promised_types(mysql_demo_url: str) -> None:
-    demo.create_schema(mysql_demo_url, drop_existing=True)
-    database = demo.parse_mysql_url(mysql_demo_url).database
+def test_schema_has_the_promised_types(demo_db: DatabaseUrl) -> None:
+    demo.create_schema(demo_db.secret, drop_existing=True)
+    database = demo_db.database
     tables = _query(
-        mysql_demo_url,
+        demo_db,
         "SELECT TABLE_NAME, ENGINE, TABLE_COLLATION FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
         (database,),
     )
@@ -233,14 +229,14 @@ def test_schema_has_the_promised_types(mysql_demo_url: str) -> None:
         assert engine == "InnoDB", table
         assert str(collation).startswith("utf8mb4_"), table
     json_checks = _query(
-        mysql_demo_url,
+        demo_db,
         "SELECT TABLE_NAME, CONSTRAINT_NAME FROM information_schema.CHECK_CONSTRAINTS"
         " WHERE CONSTRAINT_SCHEMA = %s AND CHECK_CLAUSE LIKE '%%json_valid%%'",
         (database,),
     )
     json_columns = {f"{t}.{c}" for t, c in json_checks}
     columns = _query(
-        mysql_demo_url,
+        demo_db,
         "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_KEY, EXTRA,"
         " COLUMN_DEFAULT FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s"
         " ORDER BY TABLE_NAME, ORDINAL_POSITION",
@@ -274,7 +270,7 @@ def test_schema_has_the_promised_types(mysql_demo_url: str) -> None:
         "datetime", "year", "bit",
     }  # fmt: skip
     indexes = _query(
-        mysql_demo_url,
+        demo_db,
         "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.STATISTICS"
         " WHERE TABLE_SCHEMA = %s AND INDEX_NAME <> 'PRIMARY'",
         (database,),
@@ -283,22 +279,22 @@ def test_schema_has_the_promised_types(mysql_demo_url: str) -> None:
             ("customers", "email")} <= {(str(t), str(c)) for t, c in indexes}  # fmt: skip
 
 
-def _snapshot(url: str, table: str, columns: str) -> dict[int, tuple[object, ...]]:
+def _snapshot(url: DatabaseUrl, table: str, columns: str) -> dict[int, tuple[object, ...]]:
     return {int(row[0]): row[1:] for row in _query(url, f"SELECT id, {columns} FROM {table}")}  # type: ignore[arg-type]
 
 
-def test_simulate_changes_rows(mysql_demo_url: str) -> None:
-    _fresh(mysql_demo_url, orders=1_000)
-    before_counts = demo.table_counts(mysql_demo_url)
-    before_orders = _snapshot(mysql_demo_url, "orders", "status, total, updated_at")
-    before_customers = _snapshot(mysql_demo_url, "customers", "updated_at")
+def test_simulate_changes_rows(demo_db: DatabaseUrl) -> None:
+    _fresh(demo_db, orders=1_000)
+    before_counts = demo.table_counts(demo_db.secret)
+    before_orders = _snapshot(demo_db, "orders", "status, total, updated_at")
+    before_customers = _snapshot(demo_db, "customers", "updated_at")
     lines: list[str] = []
 
-    stats = demo.simulate(mysql_demo_url, interval=0, iterations=3, seed=1, out=lines.append)
+    stats = demo.simulate(demo_db.secret, interval=0, iterations=3, seed=1, out=lines.append)
 
     assert stats.ticks == 3 and len(lines) == 3
     assert all(re.search(r"tick \d+: .*\+\d+ orders", line) for line in lines), lines
-    after_counts = demo.table_counts(mysql_demo_url)
+    after_counts = demo.table_counts(demo_db.secret)
     for table in demo.TABLES:
         expected = before_counts[table] + stats.inserted[table] - stats.deleted[table]
         assert after_counts[table] == expected, table
@@ -306,23 +302,30 @@ def test_simulate_changes_rows(mysql_demo_url: str) -> None:
     assert after_counts["payments"] > before_counts["payments"]
     assert stats.deleted["reviews"] + stats.deleted["order_items"] > 0
 
-    after_orders = _snapshot(mysql_demo_url, "orders", "status, total, updated_at")
+    after_orders = _snapshot(demo_db, "orders", "status, total, updated_at")
     changed = [i for i, row in before_orders.items() if after_orders[i] != row]
     assert 0 < len(changed) <= stats.updated["orders"]
     for order_id in changed:  # status moved on, and ON UPDATE bumped updated_at
         assert after_orders[order_id][0] != before_orders[order_id][0]
         assert after_orders[order_id][2] > before_orders[order_id][2]
-    after_customers = _snapshot(mysql_demo_url, "customers", "updated_at")
+    after_customers = _snapshot(demo_db, "customers", "updated_at")
     assert any(after_customers[i] != row for i, row in before_customers.items())
     assert len(set(after_orders) - set(before_orders)) == stats.inserted["orders"]
 
 
-def test_cli_seed_prints_counts_without_password(mysql_demo_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert demo.main(["seed", "--orders", "500", "--seed", "3", "--mysql-url", mysql_demo_url]) == 0
-    out = capsys.readouterr().out
+def test_cli_seed_prints_counts_without_password(demo_db: DatabaseUrl, capsys: pytest.CaptureFixture[str]) -> None:
+    assert demo.main(["seed", "--orders", "500", "--seed", "3", "--mysql-url", demo_db.secret]) == 0
+    captured = capsys.readouterr()
+    out = captured.out
     for table in demo.TABLES:
         assert re.search(rf"^\s+{table}\s+[\d,]+$", out, re.MULTILINE), table
-    password = demo.parse_mysql_url(mysql_demo_url).password
-    if password:
-        assert password not in out
-    assert _query(mysql_demo_url, "SELECT COUNT(*) FROM orders") == [(500,)]
+    # The URL is shown, masked; the password is not (not matched as a bare substring: a short
+    # password such as the local "mpa" also occurs in the database name).
+    assert f"seeding {demo_db} with 500 orders" in out
+    for text in (out, captured.err):
+        assert demo_db.secret not in text
+        if demo_db.password:
+            assert f":{demo_db.password}@" not in text
+    if demo_db.password:
+        assert ":***@" in out
+    assert _query(demo_db, "SELECT COUNT(*) FROM orders") == [(500,)]

@@ -6,7 +6,9 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+from dagster import AssetKey
 
+from mysql_pg_assets.assets import build_table_assets
 from mysql_pg_assets.catalog import SourceUnavailable, TablePlan, discover, mysql_connection
 from mysql_pg_assets.extract import read_batches
 from mysql_pg_assets.load import TargetError, load_table
@@ -132,3 +134,33 @@ def test_keys_defaults_checks_identities_and_indexes_are_carried_over(
         assert new_id == 42
         with pytest.raises(psycopg.errors.CheckViolation):
             connection.execute("INSERT INTO ddl.tickets (code, status) VALUES ('w', 'reopened')")
+
+
+def test_foreign_keys_become_lineage_and_by_option_constraints(
+    make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database: Callable[[str], DatabaseUrl]
+) -> None:
+    source, target = make_mysql_database("fk"), make_pg_database("fk")
+    with mysql_connection(source) as connection, connection.cursor() as cur:
+        cur.execute("CREATE TABLE authors (id INT PRIMARY KEY, name VARCHAR(20))")
+        cur.execute("CREATE TABLE books (id INT PRIMARY KEY, author_id INT, title VARCHAR(20),"
+                    " CONSTRAINT written_by FOREIGN KEY (author_id) REFERENCES authors (id) ON DELETE CASCADE)")
+        cur.execute("INSERT INTO authors VALUES (1, 'Le Guin'), (2, 'Lem')")
+        cur.execute("INSERT INTO books VALUES (10, 1, 'Earthsea'), (11, 2, 'Solaris'), (12, 2, 'Eden')")
+    catalog = discover(parse_spec({"target": {"schema": "lib"}, "options": {"foreign_keys": True}}), source)
+    authors, books = catalog.tables
+    (book_asset,) = [a for a in build_table_assets(catalog) if AssetKey(["lib", "books"]) in a.keys]
+    assert AssetKey(["lib", "authors"]) in book_asset.asset_deps[AssetKey(["lib", "books"])]
+
+    for table in (authors, books):
+        sync_table(table, source, target)
+    with pg_connection(target) as connection:
+        (definition,) = connection.execute(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'books_written_by'").fetchone()
+    assert definition == ("FOREIGN KEY (author_id) REFERENCES lib.authors(id) ON DELETE CASCADE "
+                          "DEFERRABLE INITIALLY DEFERRED NOT VALID")
+
+    with mysql_connection(source) as connection, connection.cursor() as cur:
+        cur.execute("DELETE FROM authors WHERE id = 2")  # MySQL cascades to Solaris and Eden
+    assert sync_table(authors, source, target).deleted == 1
+    for table in (authors, books):
+        assert compare_rows(source, target, table).equal
