@@ -11,7 +11,7 @@ TOOLS := $(CURDIR)/.local/tools
 UV := $(or $(shell command -v uv 2>/dev/null),$(TOOLS)/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help install db db-stop db-reset seed materialize summary ui demo simulate test lint
+.PHONY: help install db db-stop db-reset seed materialize summary ui demo simulate test lint samples
 
 help:
 	@echo "make demo     local databases, demo data, every asset materialized, then the Dagster UI (UI=0: stop before the UI)"
@@ -37,6 +37,10 @@ db-stop:
 
 db-reset:
 	scripts/db.sh reset
+
+# Real-world sample schemas (MariaDB's world and TPC-H, ZoneMinder) from Debian packages, for the tests.
+samples:
+	scripts/sample_schemas.sh
 
 seed: install db
 	$(ENV) $(RUN) python -m mysql_pg_assets.demo seed --orders $(ORDERS)

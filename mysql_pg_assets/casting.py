@@ -145,7 +145,9 @@ CASTING_RULES: tuple[CastRule, ...] = (
         _fixed("boolean"),
         to_staging=_cast(pl.Boolean),
         when=lambda c: c.display_width == 1,
-        note="MySQL's boolean idiom; any non-zero value is true",
+        converted="({col} NOT IN (0, 1))",
+        converted_as="non-0/1 value → true",
+        note="MySQL's boolean idiom; a value other than 0 and 1 becomes true and is counted",
     ),
     CastRule(
         "tinyint → smallint",

@@ -106,3 +106,18 @@ def test_a_rejected_row_keeps_its_previous_version(
     finally:
         with mysql_connection(bad_source) as connection, connection.cursor() as cur:
             cur.execute("UPDATE bad SET ref = '0b4e5b36-33c1-4b43-9cc1-7e0a3f8f1d11', note = 'fine' WHERE id = 1")
+
+
+def test_a_tinyint1_beyond_0_and_1_becomes_true_and_is_counted(
+    make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database: Callable[[str], DatabaseUrl]
+) -> None:
+    source, target = make_mysql_database("flags"), make_pg_database("flags")
+    with mysql_connection(source) as connection, connection.cursor() as cur:
+        cur.execute("CREATE TABLE flags (id INT PRIMARY KEY, on_off TINYINT(1))")
+        cur.execute("INSERT INTO flags VALUES (1, 0), (2, 1), (3, 2), (4, -1), (5, NULL)")
+    (table,) = discover(parse_spec({"target": {"schema": "flags"}}), source).tables
+    result = sync_table(table, source, target)
+    assert result.conversions.as_metadata() == {"on_off: non-0/1 value → true": 2}
+    with pg_connection(target) as connection:
+        values = connection.execute("SELECT on_off FROM flags.flags ORDER BY id").fetchall()
+    assert [v for (v,) in values] == [False, True, True, True, None]
