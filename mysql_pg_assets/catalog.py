@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 import pymysql
 
@@ -62,6 +63,20 @@ class IndexPlan:
     unique: bool
 
 
+TEMPORAL_TYPES = frozenset({"date", "datetime", "timestamp"})
+CURSOR_TYPES = TEMPORAL_TYPES | {"tinyint", "smallint", "mediumint", "int", "integer", "bigint"}
+TOMBSTONE_COLUMN = "_deleted_at"
+
+
+@dataclass(frozen=True)
+class PartitionPlan:
+    column: str  # target name
+    source_column: str
+    granularity: str  # hourly | daily | weekly | monthly
+    start: datetime
+    end_offset: int
+
+
 @dataclass(frozen=True)
 class TablePlan:
     source_database: str
@@ -75,6 +90,18 @@ class TablePlan:
     # Foreign keys to other synced tables: always lineage in Dagster; constraints only by option.
     foreign_keys: tuple[ForeignKeyPlan, ...] = ()
     create_foreign_keys: bool = False
+    partition: PartitionPlan | None = None
+    tombstones: bool = False  # rows gone from MySQL keep a _deleted_at instead of being deleted
+
+    @property
+    def cursor(self) -> ColumnPlan | None:
+        return next((c for c in self.columns if c.target_name == self.cursor_column), None)
+
+    @property
+    def partition_column(self) -> ColumnPlan | None:
+        if self.partition is None:
+            return None
+        return next(c for c in self.columns if c.target_name == self.partition.column)
 
     @property
     def asset_name(self) -> str:
@@ -283,11 +310,24 @@ def plan_table(
     plans = [_plan_column(c, override.columns.get(c.name), options) for c in columns]
     _reject_collisions(where, [(p.source.name, p.target_name) for p in plans], "column")
     by_source = {p.source.name: p.target_name for p in plans}
+    partition_source = override.partition.column if override.partition else None
     for option, names in (("primary_key", override.primary_key or []),
-                          ("cursor_column", [override.cursor_column] if override.cursor_column else [])):
+                          ("cursor_column", [override.cursor_column] if override.cursor_column else []),
+                          ("partition.column", [partition_source] if partition_source else [])):
         for name in names:
             if name not in by_source:
                 raise SpecError(f"{where}.{option}: no column {name!r} in MySQL table {database}.{table}")
+    data_types = {c.name: c.data_type for c in columns}
+    if partition_source and data_types[partition_source] not in TEMPORAL_TYPES:
+        raise SpecError(f"{where}.partition.column: {partition_source!r} is {data_types[partition_source]}; "
+                        f"time partitions need a DATE, DATETIME or TIMESTAMP column")
+    if override.cursor_column and data_types[override.cursor_column] not in CURSOR_TYPES:
+        raise SpecError(f"{where}.cursor_column: {override.cursor_column!r} is {data_types[override.cursor_column]};"
+                        f" a cursor must be an integer, DATE, DATETIME or TIMESTAMP column")
+    if override.deletes == "tombstone" and not (override.primary_key or "PRIMARY" in indexes):
+        raise SpecError(f"{where}.deletes: tombstones need a primary key to recognise a row")
+    if override.deletes == "tombstone" and TOMBSTONE_COLUMN in by_source.values():
+        raise SpecError(f"{where}.deletes: tombstones need a column {TOMBSTONE_COLUMN!r}, which the table has")
     primary = indexes.get("PRIMARY")
     key = override.primary_key or (primary.columns if primary else [])
     secondary = tuple(
@@ -302,6 +342,11 @@ def plan_table(
         primary_key=tuple(by_source[name] for name in key),
         cursor_column=by_source[override.cursor_column] if override.cursor_column else None,
         indexes=secondary,
+        partition=PartitionPlan(
+            by_source[override.partition.column], override.partition.column, override.partition.granularity,
+            override.partition.start, override.partition.end_offset,
+        ) if override.partition else None,
+        tombstones=override.deletes == "tombstone",
     )
 
 

@@ -8,6 +8,8 @@ MySQL identifier, however odd, reaches connectorx or the staging table. The sess
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
 import connectorx as cx
 import pyarrow as pa
@@ -21,6 +23,60 @@ DEFAULT_BATCH_ROWS = 100_000
 SESSION_SETUP = ["SET time_zone = '+00:00'"]
 
 
+@dataclass(frozen=True)
+class Window:
+    """A partition's rows: the partition column in [start, end), in UTC."""
+
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class Since:
+    """An incremental load's rows: the cursor at or past ``value``, the last load's newest.
+
+    Inclusive, so rows that share the newest cursor value of the last load are read again; the
+    upsert makes that harmless, and a row written in the same second is never skipped.
+    """
+
+    value: datetime | int
+
+
+Scope = Window | Since | None  # None: the whole table
+
+
+def mysql_literal(value: datetime | date | int) -> str:
+    """A partition bound or watermark as a MySQL literal.
+
+    connectorx takes no bind parameters, so the bounds of a read are rendered into its SQL. Only
+    typed values the project computes itself (partition windows, watermarks from the ledger)
+    come here, and they are rendered from their type, never from text.
+    """
+    if isinstance(value, bool):
+        raise TypeError("a boolean is not a bound")
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)  # the session runs in UTC
+        return "'" + value.strftime("%Y-%m-%d %H:%M:%S.%f") + "'"
+    if isinstance(value, date):
+        return "'" + value.isoformat() + "'"
+    raise TypeError(f"not a bound: {value!r}")
+
+
+def where_sql(table: TablePlan, scope: Scope) -> str:
+    if isinstance(scope, Window):
+        assert table.partition is not None, table.target_label
+        column = mysql_ident(table.partition.source_column)
+        return f" WHERE {column} >= {mysql_literal(scope.start)} AND {column} < {mysql_literal(scope.end)}"
+    if isinstance(scope, Since):
+        cursor = table.cursor
+        assert cursor is not None, table.target_label
+        return f" WHERE {mysql_ident(cursor.source.name)} >= {mysql_literal(scope.value)}"
+    return ""
+
+
 def staging_name(index: int) -> str:
     return f"c{index}"
 
@@ -30,7 +86,7 @@ def converted_flag_name(index: int) -> str:
     return f"converted{index}"
 
 
-def select_sql(table: TablePlan) -> str:
+def select_sql(table: TablePlan, scope: Scope = None) -> str:
     expressions = []
     for i, column in enumerate(table.columns):
         quoted = mysql_ident(column.source.name)
@@ -38,6 +94,16 @@ def select_sql(table: TablePlan) -> str:
         flag = converted_expression(column.rule, quoted)
         if flag:
             expressions.append(f"{flag} AS {converted_flag_name(i)}")
+    source = mysql_qualified(table.source_database, table.source_table)
+    return f"SELECT {', '.join(expressions)} FROM {source}{where_sql(table, scope)}"
+
+
+def keys_sql(table: TablePlan) -> str:
+    """Every primary key of the table: what an incremental load compares to find deletes."""
+    expressions = [
+        f"{read_expression(c.rule, mysql_ident(c.source.name), c.source)} AS {staging_name(i)}"
+        for i, c in enumerate(table.columns) if c.target_name in table.primary_key
+    ]
     return f"SELECT {', '.join(expressions)} FROM {mysql_qualified(table.source_database, table.source_table)}"
 
 
@@ -46,9 +112,10 @@ def _is_fatal(exc: BaseException) -> bool:
 
 
 def read_batches(
-    mysql_url: DatabaseUrl, table: TablePlan, batch_rows: int = DEFAULT_BATCH_ROWS
+    mysql_url: DatabaseUrl, table: TablePlan, batch_rows: int = DEFAULT_BATCH_ROWS, scope: Scope = None,
+    sql: str | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """Yield the table's rows in batches of at most ``batch_rows``.
+    """Yield the scope's rows (or ``sql``'s) in batches of at most ``batch_rows``.
 
     connectorx raises Rust panics as ``BaseException`` subclasses; they are turned into
     :class:`SourceUnavailable` with the table named and any password masked.
@@ -56,7 +123,7 @@ def read_batches(
     url = mysql_url.with_database(table.source_database)
     try:
         reader = cx.read_sql(
-            url.secret, select_sql(table), return_type="arrow_stream", batch_size=batch_rows,
+            url.secret, sql or select_sql(table, scope), return_type="arrow_stream", batch_size=batch_rows,
             pre_execution_queries=SESSION_SETUP,
         )
         yield from reader

@@ -31,12 +31,14 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import adbc_driver_postgresql.dbapi as adbc
+import polars as pl
 import psycopg
 
-from mysql_pg_assets.catalog import ColumnPlan, TablePlan
-from mysql_pg_assets.extract import staging_name
+from mysql_pg_assets.catalog import TOMBSTONE_COLUMN, ColumnPlan, TablePlan
+from mysql_pg_assets.extract import Scope, Since, Window, staging_name
 from mysql_pg_assets.settings import DatabaseUrl, redact
 from mysql_pg_assets.sql import pg_ident, pg_idents, pg_literal, pg_qualified, pg_type
 from mysql_pg_assets.transform import Conversions
@@ -55,6 +57,29 @@ _REJECTS_DDL = f"""CREATE TABLE IF NOT EXISTS {REJECTS} (
   column_name text NOT NULL,
   value text,
   reason text NOT NULL
+)"""
+
+LEDGER = pg_qualified(META_SCHEMA, "loads")
+_LEDGER_DDL = f"""CREATE TABLE IF NOT EXISTS {LEDGER} (
+  id bigserial PRIMARY KEY,
+  loaded_at timestamptz NOT NULL DEFAULT now(),
+  run_id text,
+  source_table text NOT NULL,
+  target_table text NOT NULL,
+  partition text,
+  scope text NOT NULL,
+  window_start timestamptz,
+  window_end timestamptz,
+  watermark_from text,
+  watermark_to text,
+  newest_source_value timestamptz,
+  rows_read bigint NOT NULL,
+  rows_inserted bigint NOT NULL,
+  rows_updated bigint NOT NULL,
+  rows_deleted bigint NOT NULL,
+  rows_rejected bigint NOT NULL,
+  values_converted bigint NOT NULL,
+  seconds double precision NOT NULL
 )"""
 
 # Tries one cast and returns PostgreSQL's error message, or NULL when the value is accepted.
@@ -90,6 +115,14 @@ class Staging:
         return f"{self.prefix}_rows", f"{self.prefix}_rejects", f"{self.prefix}_rejected_keys"
 
     @property
+    def keys_name(self) -> str:
+        return f"{self.prefix}_keys"
+
+    @property
+    def keys(self) -> str:
+        return pg_qualified(META_SCHEMA, self.keys_name)
+
+    @property
     def rows(self) -> str:
         return pg_qualified(META_SCHEMA, self.names[0])
 
@@ -116,6 +149,8 @@ class LoadResult:
     rejected_values: int
     seconds: float
     conversions: Conversions = field(default_factory=Conversions)
+    watermark: str | None = None  # the newest cursor value loaded, for the next incremental load
+    newest_source_value: datetime | None = None  # the newest cursor or partition timestamp: lag
 
     @property
     def rows_loaded(self) -> int:
@@ -156,6 +191,8 @@ def _column_sql(column: ColumnPlan) -> str:
 
 def create_table_sql(table: TablePlan) -> str:
     columns = [_column_sql(c) for c in table.columns]
+    if table.tombstones:
+        columns.append(f"{pg_ident(TOMBSTONE_COLUMN)} timestamptz")
     if table.primary_key:
         columns.append(f"PRIMARY KEY ({pg_idents(table.primary_key)})")
     body = ",\n  ".join(columns)
@@ -233,8 +270,11 @@ _COUNT_WRITTEN = "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHER
 def upsert_sql(table: TablePlan, staging: Staging) -> str:
     target = pg_qualified(table.target_schema, table.target_table)
     names = [c.target_name for c in table.columns]
-    values = ", ".join(_staged_values(table).values())
-    insert = f"INSERT INTO {target} AS t ({pg_idents(names)})\n  SELECT {values} FROM {staging.rows} s"
+    values = list(_staged_values(table).values())
+    if table.tombstones:  # a row MySQL has again is alive again
+        names.append(TOMBSTONE_COLUMN)
+        values.append("NULL::timestamptz")
+    insert = f"INSERT INTO {target} AS t ({pg_idents(names)})\n  SELECT {', '.join(values)} FROM {staging.rows} s"
     if not table.primary_key:
         return f"WITH written AS ({insert}\n  RETURNING true AS inserted)\n" + _COUNT_WRITTEN
     others = [n for n in names if n not in table.primary_key]
@@ -250,13 +290,42 @@ def upsert_sql(table: TablePlan, staging: Staging) -> str:
             f"  RETURNING (t.xmax = 0) AS inserted)\n" + _COUNT_WRITTEN)
 
 
-def delete_missing_sql(table: TablePlan, staging: Staging) -> str:
-    """Delete target rows whose key is neither among the staged rows nor among the rejected ones."""
+def _window_bound(table: TablePlan, value: datetime) -> datetime:
+    """A window bound typed like the target column: aware for timestamptz, naive UTC otherwise."""
+    column = table.partition_column
+    assert column is not None
+    utc = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    return utc if column.pg_type == "timestamptz" else utc.replace(tzinfo=None)
+
+
+def delete_missing_sql(
+    table: TablePlan, staging: Staging, scope: Scope, rows_staged: bool, keys_staged: bool
+) -> tuple[str, list[object]]:
+    """Remove target rows of the scope that MySQL no longer has (delete, or set _deleted_at).
+
+    Full load: every row whose key is neither staged nor rejected. Partition: the same, within
+    the window. Incremental: every row whose key is not among MySQL's current keys.
+    """
     target = pg_qualified(table.target_schema, table.target_table)
-    staged = _staged_values(table)
-    matches = " AND ".join(f"{staged[k]} = t.{pg_ident(k)}" for k in table.primary_key)
-    return (f"DELETE FROM {target} t WHERE NOT EXISTS (SELECT 1 FROM {staging.rows} s WHERE {matches})\n"
-            f"  AND NOT EXISTS (SELECT 1 FROM {staging.rejected_keys} s WHERE {matches})")
+    conditions: list[str] = []
+    params: list[object] = []
+    if isinstance(scope, Window):
+        column = pg_ident(table.partition.column)  # type: ignore[union-attr]
+        conditions.append(f"t.{column} >= %s AND t.{column} < %s")
+        params += [_window_bound(table, scope.start), _window_bound(table, scope.end)]
+    if table.primary_key:
+        staged = _staged_values(table)
+        matches = " AND ".join(f"{staged[k]} = t.{pg_ident(k)}" for k in table.primary_key)
+        if isinstance(scope, Since):
+            sources = [staging.keys] if keys_staged else []
+        else:
+            sources = [staging.rows, staging.rejected_keys] if rows_staged else []
+        conditions += [f"NOT EXISTS (SELECT 1 FROM {source} s WHERE {matches})" for source in sources]
+    if table.tombstones:
+        tombstone = pg_ident(TOMBSTONE_COLUMN)
+        conditions.append(f"t.{tombstone} IS NULL")
+        return f"UPDATE {target} t SET {tombstone} = now() WHERE {' AND '.join(conditions)}", params
+    return f"DELETE FROM {target} t" + (f" WHERE {' AND '.join(conditions)}" if conditions else ""), params
 
 
 def _check_existing_columns(connection: psycopg.Connection, table: TablePlan) -> None:
@@ -265,7 +334,7 @@ def _check_existing_columns(connection: psycopg.Connection, table: TablePlan) ->
         "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
         (table.target_schema, table.target_table),
     )]
-    expected = [c.target_name for c in table.columns]
+    expected = [c.target_name for c in table.columns] + ([TOMBSTONE_COLUMN] if table.tombstones else [])
     if set(existing) != set(expected):
         raise TargetError(
             f"{table.target_label} exists with columns {existing}, but the mapping of "
@@ -336,6 +405,7 @@ def _table_lock(postgres_url: DatabaseUrl, table: TablePlan) -> Iterator[psycopg
             for schema in (table.target_schema, META_SCHEMA):
                 connection.execute(f"CREATE SCHEMA IF NOT EXISTS {pg_ident(schema)}")
             connection.execute(_REJECTS_DDL)
+            connection.execute(_LEDGER_DDL)
         connection.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", ("table " + table.target_label,))
         yield connection
     finally:
@@ -351,46 +421,102 @@ def _drop_staging(connection: psycopg.Connection, prefix: str) -> None:
         connection.execute(f"DROP TABLE IF EXISTS {pg_qualified(META_SCHEMA, name)}")
 
 
+def _ingest(cursor: adbc.Cursor, name: str, frame: pl.DataFrame, first: bool) -> None:
+    if first:  # created empty and UNLOGGED: staging needs no WAL
+        cursor.adbc_ingest(name, frame.clear().to_arrow(), mode="create", db_schema_name=META_SCHEMA)
+        cursor.execute(f"ALTER TABLE {pg_qualified(META_SCHEMA, name)} SET UNLOGGED")
+    cursor.adbc_ingest(name, frame.to_arrow(), mode="append", db_schema_name=META_SCHEMA)
+
+
 def _stage(
     postgres_url: DatabaseUrl, table: TablePlan, staging: Staging, batches: Iterable[ValidatedBatch],
-    totals: dict[str, int], conversions: Conversions,
-) -> bool:
-    """COPY every batch into the staging tables; returns whether any batch arrived."""
+    keys: Iterable[pl.DataFrame], totals: dict[str, int], conversions: Conversions,
+) -> tuple[bool, bool]:
+    """COPY every batch (and every source key) into the staging tables; returns what arrived."""
     connection = _adbc_connect(postgres_url)
-    staged = False
+    rows_staged = keys_staged = False
     try:
         with connection.cursor() as cursor:
             for batch in batches:
                 parts = [batch.rows, batch.rejects] + ([batch.rejected_keys] if table.primary_key else [])
                 for name, frame in zip(staging.names, parts, strict=False):
-                    if not staged:  # created empty and UNLOGGED: staging needs no WAL
-                        cursor.adbc_ingest(name, frame.clear().to_arrow(), mode="create", db_schema_name=META_SCHEMA)
-                        cursor.execute(f"ALTER TABLE {pg_qualified(META_SCHEMA, name)} SET UNLOGGED")
-                    cursor.adbc_ingest(name, frame.to_arrow(), mode="append", db_schema_name=META_SCHEMA)
-                staged = True
+                    _ingest(cursor, name, frame, first=not rows_staged)
+                rows_staged = True
                 totals["rows_read"] += batch.rows.height + batch.rejected_rows
                 totals["rejected_rows"] += batch.rejected_rows
                 conversions.add(batch.conversions)
+            for frame in keys:
+                _ingest(cursor, staging.keys_name, frame, first=not keys_staged)
+                keys_staged = True
     except adbc.Error as exc:
         raise TargetError(f"staging {table.target_label}: {redact(str(exc))}") from None
     finally:
         connection.close()
-    return staged
+    return rows_staged, keys_staged
+
+
+def _newest(table: TablePlan, staging: Staging) -> tuple[str, str] | None:
+    """SQL for the newest staged cursor value (as text) and the newest timestamp (for lag)."""
+    cursor, partition = table.cursor, table.partition_column
+    if cursor is None and partition is None:
+        return None
+    values = _staged_values(table)
+
+    def as_utc(column: ColumnPlan) -> str:
+        expression = f"max({values[column.target_name]})"
+        if column.pg_type == "timestamptz":
+            return expression
+        if column.pg_type in ("timestamp", "date"):
+            return f"({expression})::timestamp AT TIME ZONE 'UTC'"
+        return "NULL::timestamptz"
+
+    watermark = "NULL::text"
+    if cursor is not None:
+        if cursor.pg_type in ("timestamptz", "timestamp", "date"):
+            watermark = f"to_char({as_utc(cursor)} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
+        else:
+            watermark = f"max({values[cursor.target_name]})::text"
+    temporal = cursor if cursor is not None and cursor.pg_type in ("timestamptz", "timestamp", "date") else partition
+    return watermark, as_utc(temporal) if temporal is not None else "NULL::timestamptz"
+
+
+def last_watermark(postgres_url: DatabaseUrl, table: TablePlan) -> str | None:
+    """The newest cursor value the last load of this table recorded, if the table still exists."""
+    target = pg_qualified(table.target_schema, table.target_table)
+    with pg_connect(postgres_url, autocommit=True) as connection:
+        exists = connection.execute(
+            "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL", (target, LEDGER)
+        ).fetchone()[0]
+        if not exists:
+            return None
+        row = connection.execute(
+            f"SELECT watermark_to FROM {LEDGER} WHERE target_table = %s AND watermark_to IS NOT NULL "
+            f"ORDER BY id DESC LIMIT 1", (table.target_label,),
+        ).fetchone()
+        return row[0] if row else None
+
+
+def _scope_label(scope: Scope) -> str:
+    return {Window: "partition", Since: "incremental"}.get(type(scope), "full")
 
 
 def load_table(
-    table: TablePlan, batches: Iterable[ValidatedBatch], postgres_url: DatabaseUrl, run_id: str | None = None
+    table: TablePlan, batches: Iterable[ValidatedBatch], postgres_url: DatabaseUrl, run_id: str | None = None,
+    scope: Scope = None, source_keys: Iterable[pl.DataFrame] = (), partition: str | None = None,
 ) -> LoadResult:
+    """Merge the scope's rows into the target in one transaction; see the module docstring."""
     started = time.perf_counter()
-    target = pg_qualified(table.target_schema, table.target_table)
     staging = Staging.for_table(table)
     totals = {"rows_read": 0, "rejected_rows": 0}
     conversions = Conversions()
+    watermark_from = scope.value if isinstance(scope, Since) else None
     with _table_lock(postgres_url, table) as connection:
         _drop_staging(connection, staging.table_prefix)  # left by a killed run of this table
         try:
-            staged = _stage(postgres_url, table, staging, batches, totals, conversions)
+            rows_staged, keys_staged = _stage(postgres_url, table, staging, batches, source_keys, totals, conversions)
             inserted = updated = refused = rejected_values = 0
+            watermark: str | None = None
+            newest: datetime | None = None
             with connection.transaction():
                 connection.execute("SET LOCAL TimeZone = 'UTC'")
                 connection.execute(create_table_sql(table))
@@ -398,25 +524,51 @@ def load_table(
                 for statement in create_indexes_sql(table):
                     connection.execute(statement)
                 _add_foreign_keys(connection, table)
-                if not staged:
-                    deleted = connection.execute(f"DELETE FROM {target}").rowcount
-                elif table.primary_key:
+                if not table.primary_key:  # nothing to merge on: the scope is replaced
+                    deleted = connection.execute(*delete_missing_sql(table, staging, scope, False, False)).rowcount
+                if rows_staged:
                     inserted, updated, refused = _merge(connection, table, staging)
-                    deleted = connection.execute(delete_missing_sql(table, staging)).rowcount
-                else:
-                    deleted = connection.execute(f"DELETE FROM {target}").rowcount
-                    inserted, updated, refused = _merge(connection, table, staging)
+                if table.primary_key:
+                    sql, params = delete_missing_sql(table, staging, scope, rows_staged, keys_staged)
+                    deleted = connection.execute(sql, params).rowcount
                 _follow_identities(connection, table)
-                if staged:
+                newest_sql = _newest(table, staging) if rows_staged else None
+                if newest_sql:
+                    watermark, newest = connection.execute(
+                        f"SELECT {newest_sql[0]}, {newest_sql[1]} FROM {staging.rows} s").fetchone()
+                if rows_staged:
                     rejected_values = connection.execute(
                         f"INSERT INTO {REJECTS} (run_id, source_table, target_table, primary_key, column_name, value,"
                         f" reason) SELECT %s, %s, %s, primary_key::jsonb, column_name, value, reason"
                         f" FROM {staging.rejects}",
                         (run_id, table.source_label, table.target_label),
                     ).rowcount
+                result = LoadResult(
+                    totals["rows_read"], inserted, updated, deleted, totals["rejected_rows"] + refused,
+                    rejected_values, time.perf_counter() - started, conversions,
+                    watermark or (str(watermark_from) if watermark_from is not None else None), newest,
+                )
+                _record(connection, table, result, run_id, scope, partition, watermark_from)
         except psycopg.Error as exc:
             raise TargetError(f"loading {table.target_label}: {redact(str(exc))}") from exc
         finally:
             _drop_staging(connection, staging.prefix)
-    return LoadResult(totals["rows_read"], inserted, updated, deleted, totals["rejected_rows"] + refused,
-                      rejected_values, time.perf_counter() - started, conversions)
+    return result
+
+
+def _record(
+    connection: psycopg.Connection, table: TablePlan, result: LoadResult, run_id: str | None, scope: Scope,
+    partition: str | None, watermark_from: object,
+) -> None:
+    """One ledger row per load, written in the load's own transaction."""
+    window = (scope.start, scope.end) if isinstance(scope, Window) else (None, None)
+    connection.execute(
+        f"INSERT INTO {LEDGER} (run_id, source_table, target_table, partition, scope, window_start, window_end,"
+        f" watermark_from, watermark_to, newest_source_value, rows_read, rows_inserted, rows_updated, rows_deleted,"
+        f" rows_rejected, values_converted, seconds) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+        f" %s, %s, %s)",
+        (run_id, table.source_label, table.target_label, partition, _scope_label(scope), *window,
+         None if watermark_from is None else str(watermark_from), result.watermark, result.newest_source_value,
+         result.rows_read, result.inserted, result.updated, result.deleted, result.rejected_rows,
+         result.conversions.total, result.seconds),
+    )

@@ -1,16 +1,26 @@
-"""One table, end to end: extract → transform → validate → load. Knows nothing of Dagster."""
+"""One table, end to end: extract → transform → validate → load. Knows nothing of Dagster.
+
+What a load reads (its scope):
+
+- a partition's time window, when the caller gives one (``window``);
+- otherwise, for a table with a ``cursor_column`` and a primary key, the rows whose cursor is at
+  or past the last load's newest (a high-watermark from the ledger), plus every primary key, so
+  deletes are seen too;
+- otherwise the whole table.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 
 import pyarrow as pa
 
 from mysql_pg_assets.catalog import TablePlan
-from mysql_pg_assets.extract import DEFAULT_BATCH_ROWS, read_batches
-from mysql_pg_assets.load import LoadResult, load_table
+from mysql_pg_assets.extract import DEFAULT_BATCH_ROWS, Scope, Since, Window, keys_sql, read_batches
+from mysql_pg_assets.load import LoadResult, last_watermark, load_table
 from mysql_pg_assets.settings import DatabaseUrl
-from mysql_pg_assets.transform import to_staging
+from mysql_pg_assets.transform import keys_to_staging, to_staging
 from mysql_pg_assets.validate import ValidatedBatch, schema_for, validate
 
 
@@ -22,9 +32,37 @@ def validated_batches(batches: Iterable[pa.RecordBatch], table: TablePlan) -> It
             yield validate(frame, conversions, table, schema)
 
 
+def parse_watermark(table: TablePlan, text: str) -> datetime | int:
+    cursor = table.cursor
+    assert cursor is not None
+    if cursor.pg_type in ("timestamptz", "timestamp", "date"):
+        return datetime.fromisoformat(text)
+    return int(text)
+
+
+def scope_for(table: TablePlan, postgres_url: DatabaseUrl, window: Window | None) -> Scope:
+    if window is not None:
+        if table.partition is None:
+            raise ValueError(f"{table.target_label} has no partition column: it cannot load a window")
+        return window
+    if table.cursor is not None and table.primary_key:
+        watermark = last_watermark(postgres_url, table)
+        if watermark is not None:
+            return Since(parse_watermark(table, watermark))
+    return None
+
+
 def sync_table(
     table: TablePlan, mysql_url: DatabaseUrl, postgres_url: DatabaseUrl,
     batch_rows: int = DEFAULT_BATCH_ROWS, run_id: str | None = None,
+    window: Window | tuple[datetime, datetime] | None = None, partition: str | None = None,
 ) -> LoadResult:
-    batches = read_batches(mysql_url, table, batch_rows)
-    return load_table(table, validated_batches(batches, table), postgres_url, run_id)
+    """Load one table (or one window of it) from MySQL into PostgreSQL; see the module docstring."""
+    if isinstance(window, tuple):
+        window = Window(*window)
+    scope = scope_for(table, postgres_url, window)
+    batches = read_batches(mysql_url, table, batch_rows, scope)
+    keys: Iterable = ()
+    if isinstance(scope, Since):
+        keys = (keys_to_staging(b, table) for b in read_batches(mysql_url, table, batch_rows, sql=keys_sql(table)))
+    return load_table(table, validated_batches(batches, table), postgres_url, run_id, scope, keys, partition)

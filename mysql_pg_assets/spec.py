@@ -23,13 +23,17 @@ Example::
     tables:
       orders:
         primary_key: [id]     # default: the table's PRIMARY KEY
-        cursor_column: updated_at
+        partition: {column: ordered_at, granularity: daily, start: 2025-01-01}
+        deletes: delete       # or tombstone: keep the row, set _deleted_at
+      customers:
+        cursor_column: updated_at   # unpartitioned, incremental by high-watermark
         columns:
           coupon_code: {pg_type: text, rename: coupon}
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -59,9 +63,24 @@ class ColumnOverride(_Strict):
         return None if value is None else pg_type(value)
 
 
+class Partitioning(_Strict):
+    """Time-window partitions on a DATE, DATETIME or TIMESTAMP column, in UTC."""
+
+    column: NonEmpty
+    granularity: Literal["hourly", "daily", "weekly", "monthly"] = "daily"
+    start: datetime = Field(description="first partition's start, e.g. 2025-01-01")
+    end_offset: int = Field(1, ge=0, description="1 includes the current, still open, period")
+
+
 class TableOverride(_Strict):
     primary_key: list[NonEmpty] | None = Field(None, min_length=1)
-    cursor_column: NonEmpty | None = None
+    cursor_column: NonEmpty | None = Field(
+        None, description="unpartitioned incremental loads read rows whose cursor is at or past the last load's"
+    )
+    partition: Partitioning | None = None
+    deletes: Literal["delete", "tombstone"] = Field(
+        "delete", description="rows gone from MySQL: deleted, or kept with _deleted_at set"
+    )
     rename: NonEmpty | None = Field(None, description="name of the table in PostgreSQL")
     columns: dict[str, ColumnOverride] = Field(default_factory=dict)
 

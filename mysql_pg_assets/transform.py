@@ -74,3 +74,13 @@ def to_staging(batch: pa.RecordBatch | pa.Table, table: TablePlan) -> tuple[pl.D
                 index, kind = key.split("\t")
                 conversions.counts[(table.columns[int(index)].target_name, kind)] += int(count)
     return frame.select(expressions), conversions
+
+
+def keys_to_staging(batch: pa.RecordBatch, table: TablePlan) -> pl.DataFrame:
+    """The primary-key columns of a keys-only read, typed like the same columns of a full batch."""
+    frame = pl.from_arrow(batch)
+    assert isinstance(frame, pl.DataFrame)
+    return frame.select(
+        column.rule.to_staging(pl.col(staging_name(i))).alias(staging_name(i))
+        for i, column in enumerate(table.columns) if column.target_name in table.primary_key
+    )

@@ -77,12 +77,12 @@ def test_discovery_fills_keys_types_and_globs(small_source: DatabaseUrl) -> None
 
 def test_overrides_rename_retype_and_rekey(small_source: DatabaseUrl) -> None:
     spec = parse_spec({"include": ["orders"], "tables": {"orders": {
-        "rename": "sales_orders", "primary_key": ["code"], "cursor_column": "amount",
+        "rename": "sales_orders", "primary_key": ["code"], "cursor_column": "id",
         "columns": {"code": {"rename": "order_code", "pg_type": "text"}}}}})
     (orders,) = discover(spec, small_source).tables
     assert orders.target_table == "sales_orders"
     assert orders.primary_key == ("order_code",)
-    assert orders.cursor_column == "amount"
+    assert orders.cursor_column == "id"
     assert [(c.target_name, c.pg_type) for c in orders.columns][1] == ("order_code", "text")
 
 
