@@ -42,11 +42,13 @@ db-reset:
 samples:
 	scripts/sample_schemas.sh
 
+# A fresh demo shop in MySQL, and a fresh target in PostgreSQL to sync it into.
 seed: install db
 	$(ENV) $(RUN) python -m mysql_pg_assets.demo seed --orders $(ORDERS)
+	$(ENV) $(RUN) python -m mysql_pg_assets.cli reset-target --yes
 
 materialize: install db
-	$(ENV) $(RUN) dagster asset materialize -m mysql_pg_assets.definitions --select '*'
+	$(ENV) $(RUN) python -m mysql_pg_assets.cli materialize
 
 summary: install db
 	$(ENV) $(RUN) python -m mysql_pg_assets.cli summary --rows
@@ -65,3 +67,9 @@ test: install db
 
 lint: install
 	$(RUN) ruff check mysql_pg_assets mysql_pg_assets_tests
+
+# Benchmark (not a test): full load of the demo orders vs pgloader, incremental partition, peak RSS.
+#   make bench ARGS="--orders 200000 --repeat 1"      (default: 5,000,000 orders, 3 rounds)
+.PHONY: bench
+bench: install db
+	$(ENV) $(RUN) python bench/run.py $(ARGS)

@@ -7,20 +7,28 @@ inserted, updated, deleted, duration and rows/s.
 """
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
+    BackfillPolicy,
+    DailyPartitionsDefinition,
+    HourlyPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
+    MonthlyPartitionsDefinition,
     TableColumn,
     TableColumnConstraints,
     TableSchema,
+    TimeWindowPartitionsDefinition,
+    WeeklyPartitionsDefinition,
     asset,
 )
 
 from mysql_pg_assets.catalog import Catalog, TablePlan, dagster_safe_name
+from mysql_pg_assets.extract import Window
 from mysql_pg_assets.load import META_SCHEMA, LoadResult
 from mysql_pg_assets.pipeline import sync_table
 from mysql_pg_assets.resources import MySQLSource, PostgresTarget
@@ -48,7 +56,7 @@ def asset_key(table: TablePlan) -> AssetKey:
 
 
 def materialization_metadata(table: TablePlan, result: LoadResult) -> dict[str, object]:
-    return {
+    metadata: dict[str, object] = {
         "dagster/row_count": result.rows_loaded,
         "rows_read": result.rows_read,
         "rows_inserted": result.inserted,
@@ -63,6 +71,41 @@ def materialization_metadata(table: TablePlan, result: LoadResult) -> dict[str, 
         "rows_per_s": MetadataValue.float(round(result.rows_read / result.seconds, 1) if result.seconds else 0.0),
         "dagster/column_schema": column_schema(table),
     }
+    if result.watermark is not None:
+        metadata["watermark"] = MetadataValue.text(result.watermark)
+    if result.newest_source_value is not None:
+        metadata["newest_source_value"] = MetadataValue.timestamp(result.newest_source_value)
+        lag = datetime.now(UTC) - result.newest_source_value
+        metadata["lag_s"] = MetadataValue.float(round(lag.total_seconds(), 1))
+    return metadata
+
+
+_PARTITIONS: dict[str, type[TimeWindowPartitionsDefinition]] = {
+    "hourly": HourlyPartitionsDefinition,
+    "daily": DailyPartitionsDefinition,
+    "weekly": WeeklyPartitionsDefinition,
+    "monthly": MonthlyPartitionsDefinition,
+}
+
+
+def partitions_for(table: TablePlan) -> TimeWindowPartitionsDefinition | None:
+    if table.partition is None:
+        return None
+    start = table.partition.start
+    return _PARTITIONS[table.partition.granularity](
+        start_date=start if table.partition.granularity == "hourly" else start.date().isoformat(),
+        end_offset=table.partition.end_offset, timezone="UTC",
+    )
+
+
+def _scope(context: AssetExecutionContext, table: TablePlan) -> tuple[Window | None, str | None]:
+    """The run's time window (one partition, or a whole range in a single-run backfill)."""
+    if table.partition is None:
+        return None, None
+    window = context.partition_time_window
+    keys = context.partition_key_range
+    label = keys.start if keys.start == keys.end else f"{keys.start}...{keys.end}"
+    return Window(window.start, window.end), label
 
 
 def build_table_asset(table: TablePlan) -> AssetsDefinition:
@@ -70,6 +113,7 @@ def build_table_asset(table: TablePlan) -> AssetsDefinition:
         AssetKey([dagster_safe_name(table.target_schema), dagster_safe_name(key.referenced_target)])
         for key in table.foreign_keys if key.referenced_table != table.source_table
     }
+    partitions = partitions_for(table)
 
     @asset(
         key=asset_key(table),
@@ -77,29 +121,48 @@ def build_table_asset(table: TablePlan) -> AssetsDefinition:
         group_name=dagster_safe_name(table.source_database),
         kinds={"mysql", "postgres"},
         description=f"MySQL table `{table.source_label}` kept in PostgreSQL as `{table.target_label}`.",
+        partitions_def=partitions,
+        # A backfill of any range is one run that loads the whole window in one transaction.
+        backfill_policy=BackfillPolicy.single_run() if partitions else None,
+        # Runs reading one MySQL server share a pool, whose limit dagster.yaml sets.
+        pool=f"mysql_{dagster_safe_name(table.source_database)}",
         metadata={
             "dagster/column_schema": column_schema(table),
             "dagster/table_name": table.target_label,
             "source_table": table.source_label,
             "primary_key": ", ".join(table.primary_key) or "(none: each load replaces the table)",
+            "load": _load_description(table),
         },
     )
     def _sync(context: AssetExecutionContext, mysql: MySQLSource, postgres: PostgresTarget) -> MaterializeResult:
-        result = sync_table(table, mysql.database_url, postgres.database_url, run_id=context.run.run_id)
+        window, partition = _scope(context, table)
+        run_id = context.run.run_id
+        result = sync_table(table, mysql.database_url, postgres.database_url, run_id=run_id,
+                            window=window, partition=partition)
         context.log.info(
-            f"{table.source_label} → {table.target_label}: {result.rows_read} rows read, "
-            f"{result.inserted} inserted, {result.updated} updated, {result.deleted} deleted, "
-            f"{result.rejected_rows} rejected, {result.conversions.total} values converted "
-            f"in {result.seconds:.2f}s"
+            f"{table.source_label} → {table.target_label}{f' [{partition}]' if partition else ''}: "
+            f"{result.rows_read} rows read, {result.inserted} inserted, {result.updated} updated, "
+            f"{result.deleted} deleted, {result.rejected_rows} rejected, {result.conversions.total} values "
+            f"converted in {result.seconds:.2f}s"
         )
         if result.rejected_rows:
             context.log.warning(
                 f"{result.rejected_rows} rows of {table.source_label} were rejected: see "
-                f"{REJECTS_TABLE} WHERE run_id = '{context.run_id}'"
+                f"{REJECTS_TABLE} WHERE run_id = '{run_id}'"
             )
         return MaterializeResult(metadata=materialization_metadata(table, result))
 
     return _sync
+
+
+def _load_description(table: TablePlan) -> str:
+    if table.partition is not None:
+        return (f"{table.partition.granularity} partitions on {table.partition.column}; each run upserts its window "
+                f"and {'tombstones' if table.tombstones else 'deletes'} rows gone from MySQL in it")
+    if table.cursor_column and table.primary_key:
+        return (f"incremental: rows with {table.cursor_column} at or past the last load's newest, "
+                f"deletes found by comparing keys")
+    return "full: every row, rows gone from MySQL deleted"
 
 
 def build_table_assets(catalog: Catalog) -> Sequence[AssetsDefinition]:

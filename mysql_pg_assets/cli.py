@@ -1,4 +1,4 @@
-"""Command line: ``python -m mysql_pg_assets.cli summary [--rows]`` and ``... rules``.
+"""Command line: ``python -m mysql_pg_assets.cli summary [--rows] | materialize | reset-target --yes | rules``.
 
 ``summary`` prints, for every table the spec syncs, the row counts on both sides; ``--rows``
 also compares every value (use it on demo-sized data). Exits 1 when any table differs.
@@ -7,13 +7,16 @@ also compares every value (use it on demo-sized data). Exits 1 when any table di
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 
 from mysql_pg_assets.casting import rules_markdown
 from mysql_pg_assets.catalog import discover
+from mysql_pg_assets.load import LEDGER, REJECTS, pg_connect
 from mysql_pg_assets.parity import compare_rows, count_parity
 from mysql_pg_assets.settings import Settings
 from mysql_pg_assets.spec import load_spec
+from mysql_pg_assets.sql import pg_ident
 
 
 def summary(settings: Settings, rows: bool) -> int:
@@ -38,16 +41,63 @@ def summary(settings: Settings, rows: bool) -> int:
     return 1 if failures else 0
 
 
+def materialize_all(settings: Settings) -> int:
+    """Materialize every asset with the dagster CLI: unpartitioned ones in one run, and each set
+    of partitioned ones over all its partitions in one run (their backfill policy is single-run)."""
+    from mysql_pg_assets.assets import asset_key, partitions_for
+
+    catalog = discover(load_spec(settings.sync_config), settings.mysql_url)
+    groups: dict[tuple[str, str], list[str]] = {}
+    plain: list[str] = []
+    for table in catalog.tables:
+        key = asset_key(table).to_user_string()
+        partitions = partitions_for(table)
+        if partitions is None:
+            plain.append(key)
+        else:
+            keys = partitions.get_partition_keys()
+            groups.setdefault((keys[0], keys[-1]), []).append(key)
+    dagster = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "mysql_pg_assets.definitions"]
+    commands = [[*dagster, "--select", ",".join(plain)]] if plain else []
+    commands += [[*dagster, "--select", ",".join(keys), "--partition-range", f"{first}...{last}"]
+                 for (first, last), keys in groups.items()]
+    for command in commands:
+        print("$", " ".join(command[2:]), flush=True)
+        if subprocess.run(command, check=False).returncode:
+            return 1
+    return 0
+
+
+def reset_target(settings: Settings) -> int:
+    """Drop the spec's target schema and forget its loads: the next materialization starts over."""
+    catalog = discover(load_spec(settings.sync_config), settings.mysql_url)
+    with pg_connect(settings.postgres_url, autocommit=True) as connection, connection.transaction():
+        connection.execute(f"DROP SCHEMA IF EXISTS {pg_ident(catalog.target_schema)} CASCADE")
+        for ledger in (LEDGER, REJECTS):
+            if connection.execute("SELECT to_regclass(%s)", (ledger,)).fetchone()[0]:
+                connection.execute(f"DELETE FROM {ledger} WHERE target_table = ANY(%s)",
+                                   ([t.target_label for t in catalog.tables],))
+    print(f"dropped PostgreSQL schema {catalog.target_schema!r} and its load history")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mysql_pg_assets.cli")
     commands = parser.add_subparsers(dest="command", required=True)
     summary_parser = commands.add_parser("summary", help="row counts (and values) on both sides")
     summary_parser.add_argument("--rows", action="store_true", help="compare every row and value")
     commands.add_parser("rules", help="print the casting rules as a Markdown table")
+    commands.add_parser("materialize", help="materialize every asset, all partitions, with the dagster CLI")
+    reset = commands.add_parser("reset-target", help="drop the target schema and its load history")
+    reset.add_argument("--yes", action="store_true", required=True, help="really drop it")
     args = parser.parse_args(argv)
     if args.command == "rules":
         print(rules_markdown())
         return 0
+    if args.command == "materialize":
+        return materialize_all(Settings.from_env())
+    if args.command == "reset-target":
+        return reset_target(Settings.from_env())
     return summary(Settings.from_env(), rows=args.rows)
 
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import psycopg
 
-from mysql_pg_assets.catalog import ColumnPlan, TablePlan, mysql_connection
+from mysql_pg_assets.catalog import TOMBSTONE_COLUMN, ColumnPlan, TablePlan, mysql_connection
 from mysql_pg_assets.settings import DatabaseUrl
-from mysql_pg_assets.sql import mysql_ident, mysql_qualified, pg_idents, pg_qualified
+from mysql_pg_assets.sql import mysql_ident, mysql_qualified, pg_ident, pg_idents, pg_qualified
 
 
 @contextmanager
@@ -52,6 +52,11 @@ def mysql_row_count(url: DatabaseUrl, table: TablePlan) -> int:
         return int(cur.fetchone()[0])
 
 
+def _alive(table: TablePlan) -> str:
+    """Rows MySQL still has: a tombstoned row is kept in PostgreSQL but is not MySQL's any more."""
+    return f" WHERE {pg_ident(TOMBSTONE_COLUMN)} IS NULL" if table.tombstones else ""
+
+
 def postgres_row_count(url: DatabaseUrl, table: TablePlan) -> int | None:
     with pg_connection(url) as connection:
         exists = connection.execute(
@@ -60,7 +65,7 @@ def postgres_row_count(url: DatabaseUrl, table: TablePlan) -> int | None:
         if not exists:
             return None
         return int(connection.execute(
-            f"SELECT count(*) FROM {pg_qualified(table.target_schema, table.target_table)}"
+            f"SELECT count(*) FROM {pg_qualified(table.target_schema, table.target_table)}{_alive(table)}"
         ).fetchone()[0])
 
 
@@ -152,7 +157,7 @@ def compare_rows(
         with pg_connection(postgres_url) as connection:
             target_rows = connection.execute(
                 f"SELECT {pg_idents(c.target_name for c in table.columns)} "
-                f"FROM {pg_qualified(table.target_schema, table.target_table)}"
+                f"FROM {pg_qualified(table.target_schema, table.target_table)}{_alive(table)}"
             ).fetchall()
     expected = sorted(_normalized(source_rows, [_normalizer(c, "mysql") for c in table.columns]), key=_sort_key)
     actual = sorted(_normalized(target_rows, [_normalizer(c, "postgres") for c in table.columns]), key=_sort_key)

@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import yaml
+from dagster import DagsterInstance, Definitions, ExecuteInProcessResult, materialize
 
 from mysql_pg_assets import demo
 from mysql_pg_assets.catalog import mysql_connection
@@ -112,3 +113,20 @@ def demo_settings(
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+def materialize_everything(defs: Definitions, instance: DagsterInstance) -> list[ExecuteInProcessResult]:
+    """What `python -m mysql_pg_assets.cli materialize` does, in process: unpartitioned assets in one
+    run, partitioned ones over their whole range in one single-run backfill each."""
+    assets = list(defs.assets or [])
+    plain = [a for a in assets if a.partitions_def is None]
+    by_range: dict[tuple[str, str], list] = {}
+    for asset in assets:
+        if asset.partitions_def is not None:
+            keys = asset.partitions_def.get_partition_keys()
+            by_range.setdefault((keys[0], keys[-1]), []).append(asset)
+    results = [materialize(plain, instance=instance, resources=defs.resources)] if plain else []
+    for (first, last), group in by_range.items():
+        tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+        results.append(materialize(group, instance=instance, resources=defs.resources, tags=tags))
+    return results

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, DagsterInstance, materialize
+from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
 
 from mysql_pg_assets import demo
 from mysql_pg_assets.catalog import discover, mysql_connection
@@ -17,7 +17,7 @@ from mysql_pg_assets.definitions import build_definitions
 from mysql_pg_assets.parity import compare_rows
 from mysql_pg_assets.settings import PROJECT_ROOT, DatabaseUrl, Settings
 from mysql_pg_assets.spec import load_spec
-from mysql_pg_assets_tests.conftest import write_spec
+from mysql_pg_assets_tests.conftest import materialize_everything, write_spec
 
 DEMO_TABLES = {"categories", "customers", "products", "orders", "order_items", "payments", "reviews",
                "inventory_events"}
@@ -31,6 +31,11 @@ def _assert_every_table_equal(settings: Settings) -> None:
         assert parity.equal, (table.source_label, parity.postgres_rows, parity.differences)
 
 
+def _materializations(results: list[ExecuteInProcessResult], node: str) -> list:
+    ran = [r for r in results if node in {n.name for n in r.job_def.nodes}]
+    return [m for r in ran for m in r.asset_materializations_for_node(node)]
+
+
 def test_every_demo_asset_materializes_equal_to_mysql(demo_settings: Settings) -> None:
     defs = build_definitions(demo_settings)
     assets = list(defs.assets or [])
@@ -38,11 +43,11 @@ def test_every_demo_asset_materializes_equal_to_mysql(demo_settings: Settings) -
     assert keys == {AssetKey(["shop", name]) for name in DEMO_TABLES}
 
     with DagsterInstance.ephemeral() as instance:
-        result = materialize(assets, instance=instance, resources=defs.resources)
-        assert result.success
+        results = materialize_everything(defs, instance)
+        assert all(r.success for r in results)
         _assert_every_table_equal(demo_settings)
 
-        orders = result.asset_materializations_for_node("shop__orders")[0].metadata
+        orders = _materializations(results, "shop__orders")[-1].metadata
         assert orders["rows_read"].value == orders["rows_inserted"].value > 0
         schema = {c.name: c for c in orders["dagster/column_schema"].schema.columns}
         assert schema["id"].type == "bigint"  # BIGINT UNSIGNED AUTO_INCREMENT: an identity
@@ -51,11 +56,11 @@ def test_every_demo_asset_materializes_equal_to_mysql(demo_settings: Settings) -
 
         # The shop keeps changing: inserts, updates and deletes all reach PostgreSQL.
         demo.simulate(demo_settings.mysql_url.secret, interval=0, iterations=5, seed=7, out=None)
-        again = materialize(assets, instance=instance, resources=defs.resources)
-        assert again.success
+        again = materialize_everything(defs, instance)
+        assert all(r.success for r in again)
         _assert_every_table_equal(demo_settings)
         changed = [m.metadata for n in ("shop__orders", "shop__order_items", "shop__reviews")
-                   for m in again.asset_materializations_for_node(n)]
+                   for m in _materializations(again, n)]
         assert sum(m["rows_inserted"].value + m["rows_updated"].value for m in changed) > 0
         assert sum(m["rows_deleted"].value for m in changed) > 0
 

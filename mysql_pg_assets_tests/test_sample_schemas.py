@@ -170,7 +170,7 @@ def test_sample_schema_syncs_completely(
 
     defs = build_definitions(settings)
     with DagsterInstance.ephemeral() as instance:
-        result = materialize(list(defs.assets or []), instance=instance, resources=defs.resources)
+        result = materialize(list(defs.assets or []), instance=instance, resources=defs.resources)  # no partitions
     assert result.success
     materializations: dict[AssetKey, AssetMaterialization] = {}
     for event in result.get_asset_materialization_events():

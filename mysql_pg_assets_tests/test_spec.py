@@ -92,8 +92,10 @@ def test_overrides_rename_retype_and_rekey(small_source: DatabaseUrl) -> None:
         ({"tables": {"missing": {}}}, "tables: missing configured but not among the synced base tables"),
         ({"tables": {"orders": {"columns": {"nope": {"rename": "x"}}}}}, "tables.orders.columns.nope"),
         ({"tables": {"orders": {"primary_key": ["nope"]}}}, "tables.orders.primary_key"),
-        ({"tables": {"orders": {"columns": {"code": {"rename": "amount"}}}}}, "columns 'code' and 'amount' would both be named 'amount'"),
-        ({"tables": {"orders": {"rename": "order_lines"}}}, "tables 'order_lines' and 'orders' would both be named 'order_lines'"),
+        ({"tables": {"orders": {"columns": {"code": {"rename": "amount"}}}}},
+         "columns 'code' and 'amount' would both be named 'amount'"),
+        ({"tables": {"orders": {"rename": "order_lines"}}},
+         "tables 'order_lines' and 'orders' would both be named 'order_lines'"),
     ],
 )
 def test_spec_errors_found_against_mysql(small_source: DatabaseUrl, spec: dict, message: str) -> None:
@@ -110,7 +112,8 @@ def test_source_database_defaults_to_the_url(small_source: DatabaseUrl) -> None:
 def test_snake_case_naming_and_its_collisions(make_mysql_database: Callable[[str], DatabaseUrl]) -> None:
     url = make_mysql_database("naming")
     with mysql_connection(url) as connection, connection.cursor() as cur:
-        cur.execute("CREATE TABLE `OrderDetails` (`OrderID` INT PRIMARY KEY, `Unit Price` DECIMAL(6,2), `HTTPCode` INT)")
+        cur.execute("CREATE TABLE `OrderDetails` (`OrderID` INT PRIMARY KEY, `Unit Price` DECIMAL(6,2),"
+                    " `HTTPCode` INT)")
     (table,) = discover(parse_spec({"options": {"naming": "snake_case"}}), url).tables
     assert table.target_table == "order_details"
     assert [c.target_name for c in table.columns] == ["order_id", "unit_price", "http_code"]
