@@ -15,7 +15,6 @@ from mysql_pg_assets.resources import MySQLSource, PostgresTarget
 from mysql_pg_assets.settings import Settings, export_local_defaults
 from mysql_pg_assets.spec import load_spec
 
-
 # backfill_policy is marked beta; single-run backfills are what partitioned loads are built on.
 warnings.filterwarnings("ignore", category=BetaWarning, message=".*backfill_policy.*")
 
