@@ -1,0 +1,207 @@
+"""Partitioned and incremental loads: windows, watermarks, deletes, reruns and killed runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+import pytest
+from dagster import AssetKey, DagsterInstance, materialize
+
+from mysql_pg_assets.assets import build_table_assets
+from mysql_pg_assets.catalog import Catalog, TablePlan, discover, mysql_connection
+from mysql_pg_assets.load import LEDGER
+from mysql_pg_assets.parity import compare_rows, pg_connection
+from mysql_pg_assets.pipeline import sync_table
+from mysql_pg_assets.resources import MySQLSource, PostgresTarget
+from mysql_pg_assets.settings import DatabaseUrl
+from mysql_pg_assets.spec import parse_spec
+from mysql_pg_assets.sql import pg_qualified
+
+EVENTS = """CREATE TABLE events (
+  id INT PRIMARY KEY, happened_at DATETIME(3) NOT NULL, kind VARCHAR(10), updated_at TIMESTAMP(6) NOT NULL
+  DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6))"""
+
+
+def _spec(**tables: dict) -> dict:
+    return {"target": {"schema": "flow"}, "tables": tables}
+
+
+@pytest.fixture()
+def events_source(make_mysql_database: Callable[[str], DatabaseUrl], request: pytest.FixtureRequest) -> DatabaseUrl:
+    url = make_mysql_database(f"events_{request.node.name[-20:].strip('_[]')}")
+    with mysql_connection(url) as connection, connection.cursor() as cur:
+        cur.execute(EVENTS)
+        rows = [(i, datetime(2026, 3, 1 + i % 3, i % 24), f"k{i % 5}", datetime(2026, 3, 4, 0, 0, i % 60, i))
+                for i in range(1, 301)]
+        cur.executemany("INSERT INTO events (id, happened_at, kind, updated_at) VALUES (%s, %s, %s, %s)", rows)
+    return url
+
+
+def _catalog(url: DatabaseUrl, **table: dict) -> tuple[Catalog, TablePlan]:
+    catalog = discover(parse_spec(_spec(events=table)), url)
+    return catalog, catalog.tables[0]
+
+
+def _mysql(url: DatabaseUrl, *statements: tuple[str, tuple]) -> None:
+    with mysql_connection(url) as connection, connection.cursor() as cur:
+        for sql, params in statements:
+            cur.execute(sql, params)
+
+
+def _ledger(pg: DatabaseUrl) -> list[tuple]:
+    with pg_connection(pg) as connection:
+        return connection.execute(
+            f"SELECT partition, scope, rows_read, rows_inserted, rows_updated, rows_deleted, watermark_to FROM {LEDGER}"
+            " ORDER BY id").fetchall()
+
+
+DAILY = {"partition": {"column": "happened_at", "granularity": "daily", "start": "2026-03-01", "end_offset": 0}}
+
+
+def test_a_backfill_is_one_run_and_reruns_converge(
+    events_source: DatabaseUrl, make_pg_database: Callable[[str], DatabaseUrl], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pg = make_pg_database("backfill")
+    catalog, table = _catalog(events_source, **DAILY)
+    (asset,) = build_table_assets(catalog)
+    resources = {"mysql": MySQLSource(url=events_source.secret), "postgres": PostgresTarget(url=pg.secret)}
+    with DagsterInstance.ephemeral() as instance:
+        # A backfill of three days through Dagster: a single run over the whole range.
+        result = materialize([asset], instance=instance, resources=resources, tags={
+            "dagster/asset_partition_range_start": "2026-03-01", "dagster/asset_partition_range_end": "2026-03-03"})
+        assert result.success
+        materializations = result.asset_materializations_for_node("flow__events")
+        assert sorted(m.partition for m in materializations) == ["2026-03-01", "2026-03-02", "2026-03-03"]
+        assert compare_rows(events_source, pg, table).equal
+        assert _ledger(pg)[-1][:4] == ("2026-03-01...2026-03-03", "partition", 300, 300)
+
+        # Insert, update, move a row to another day, delete: then rerun the days.
+        # Row i is on day 1 + i % 3: row 3 is day 1's, rows 4 and 7 day 2's, row 8 day 3's.
+        new_row = (1000, datetime(2026, 3, 2, 5), "new")
+        _mysql(events_source,
+               ("INSERT INTO events (id, happened_at, kind) VALUES (%s, %s, %s)", new_row),
+               ("UPDATE events SET kind = %s WHERE id = %s", ("edited", 4)),
+               ("UPDATE events SET happened_at = %s WHERE id = %s", (datetime(2026, 3, 3, 1), 3)),  # day 1 → day 3
+               ("DELETE FROM events WHERE id IN (%s, %s)", (7, 8)))
+        day1 = materialize([asset], instance=instance, resources=resources, partition_key="2026-03-01")
+        assert day1.success
+        # Day 1 lost row 3 to day 3: it leaves PostgreSQL until day 3 loads it, never twice.
+        assert _ledger(pg)[-1][:6] == ("2026-03-01", "partition", 99, 0, 0, 1)
+        for day in ("2026-03-02", "2026-03-03"):
+            assert materialize([asset], instance=instance, resources=resources, partition_key=day).success
+        assert compare_rows(events_source, pg, table).equal
+
+        # The same partition twice: nothing changes the second time.
+        materialize([asset], instance=instance, resources=resources, partition_key="2026-03-02")
+        assert _ledger(pg)[-1][3:6] == (0, 0, 0)
+        assert compare_rows(events_source, pg, table).equal
+
+
+def test_incremental_loads_follow_the_watermark_and_see_deletes(
+    events_source: DatabaseUrl, make_pg_database: Callable[[str], DatabaseUrl]
+) -> None:
+    pg = make_pg_database("incremental")
+    _, table = _catalog(events_source, cursor_column="updated_at")
+    first = sync_table(table, events_source, pg)
+    assert first.rows_read == 300 and first.watermark is not None
+    time.sleep(0.01)
+    _mysql(events_source,
+           ("UPDATE events SET kind = %s WHERE id <= %s", ("late", 5)),
+           ("INSERT INTO events (id, happened_at, kind) VALUES (%s, %s, %s)", (2000, datetime(2026, 3, 9), "new")),
+           ("DELETE FROM events WHERE id = %s", (200,)))
+    second = sync_table(table, events_source, pg)
+    # Only what changed since the watermark is read (plus the row holding the watermark's instant).
+    assert second.rows_read == 7
+    assert (second.inserted, second.updated, second.deleted) == (1, 5, 1)
+    assert _ledger(pg)[-1][1] == "incremental"
+    assert compare_rows(events_source, pg, table).equal
+
+
+def test_tombstones_keep_deleted_rows(
+    events_source: DatabaseUrl, make_pg_database: Callable[[str], DatabaseUrl]
+) -> None:
+    pg = make_pg_database("tombstones")
+    _, table = _catalog(events_source, **DAILY, deletes="tombstone")
+    window = (datetime(2026, 3, 1), datetime(2026, 3, 4))
+    sync_table(table, events_source, pg, window=window)
+    _mysql(events_source, ("DELETE FROM events WHERE id = %s", (9,)))
+    assert sync_table(table, events_source, pg, window=window).deleted == 1
+    with pg_connection(pg) as connection:
+        (deleted_at,) = connection.execute(
+            f"SELECT _deleted_at FROM {pg_qualified('flow', 'events')} WHERE id = 9").fetchone()
+    assert deleted_at is not None
+    assert compare_rows(events_source, pg, table).equal  # parity counts live rows only
+    _mysql(events_source, ("INSERT INTO events (id, happened_at, kind) VALUES (%s, %s, %s)",
+                           (9, datetime(2026, 3, 1, 9), "back")))
+    sync_table(table, events_source, pg, window=window)
+    with pg_connection(pg) as connection:
+        assert connection.execute(f"SELECT _deleted_at FROM {pg_qualified('flow', 'events')} WHERE id = 9"
+                                  ).fetchone() == (None,)
+
+
+KILLABLE = """
+import sys
+from mysql_pg_assets.catalog import discover
+from mysql_pg_assets.pipeline import sync_table
+from mysql_pg_assets.settings import DatabaseUrl
+from mysql_pg_assets.spec import parse_spec
+mysql, pg = DatabaseUrl.parse(sys.argv[1]), DatabaseUrl.parse(sys.argv[2])
+(table,) = discover(parse_spec({"target": {"schema": "flow"}, "include": ["big"]}), mysql).tables
+sync_table(table, mysql, pg, batch_rows=5000)
+"""
+
+
+@pytest.mark.parametrize("moment", ["staging", "merge"])
+def test_a_killed_load_leaves_the_previous_state(
+    moment: str, make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database: Callable[[str], DatabaseUrl]
+) -> None:
+    mysql, pg = make_mysql_database(f"kill_{moment}"), make_pg_database(f"kill_{moment}")
+    with mysql_connection(mysql) as connection, connection.cursor() as cur:
+        cur.execute("CREATE TABLE big (id INT PRIMARY KEY, note VARCHAR(40), amount DECIMAL(12,2))")
+        cur.execute("INSERT INTO big SELECT seq, CONCAT('row ', seq), seq / 7 FROM seq_1_to_300000")
+    (table,) = discover(parse_spec({"target": {"schema": "flow"}, "include": ["big"]}), mysql).tables
+    sync_table(table, mysql, pg)
+    with mysql_connection(mysql) as connection, connection.cursor() as cur:
+        cur.execute("UPDATE big SET note = 'changed' WHERE id % 2 = 0")
+        cur.execute("DELETE FROM big WHERE id > 290000")
+    with pg_connection(pg) as connection:
+        before = connection.execute("SELECT md5(string_agg(id || note || amount, ',' ORDER BY id)) FROM flow.big"
+                                    ).fetchone()
+
+    process = subprocess.Popen([sys.executable, "-c", KILLABLE, mysql.secret, pg.secret], env=os.environ)
+    marker = ("SELECT count(*) FROM pg_tables WHERE schemaname = 'mysql_pg_assets' AND tablename LIKE 'stage%%'"
+              if moment == "staging" else
+              "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'WITH written AS%%' AND state = 'active'")
+    with pg_connection(pg) as connection:
+        deadline = time.monotonic() + 120
+        while not connection.execute(marker).fetchone()[0]:
+            assert process.poll() is None, "the load finished before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    with pg_connection(pg) as connection:
+        after = connection.execute("SELECT md5(string_agg(id || note || amount, ',' ORDER BY id)) FROM flow.big"
+                                   ).fetchone()
+    assert after == before
+    rerun = sync_table(table, mysql, pg)
+    assert (rerun.updated, rerun.deleted) == (145000, 10000)
+    assert compare_rows(mysql, pg, table).equal
+    with pg_connection(pg) as connection:  # the killed run's staging tables are gone too
+        assert connection.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'mysql_pg_assets'"
+                                  " AND tablename LIKE 'stage%%'").fetchone() == (0,)
+
+
+def test_partitioned_assets_declare_single_run_backfills(events_source: DatabaseUrl) -> None:
+    catalog, _ = _catalog(events_source, **DAILY)
+    (asset,) = build_table_assets(catalog)
+    assert asset.backfill_policy is not None and asset.backfill_policy.max_partitions_per_run is None
+    assert asset.partitions_def.get_partition_keys()[:3] == ["2026-03-01", "2026-03-02", "2026-03-03"]
+    assert asset.keys == {AssetKey(["flow", "events"])}
