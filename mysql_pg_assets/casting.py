@@ -79,6 +79,10 @@ class CastRule:
     # the server (a zero date made NULL): each such value is counted as ``converted``.
     converted: str | None = None
     converted_as: str = ""
+    # A MySQL condition, read beside the value, that is true where MySQL holds a value it should
+    # not have let in (an invalid ENUM): such a row is rejected with ``invalid_as`` as the reason.
+    invalid: str | None = None
+    invalid_as: str = ""
     note: str = ""  # shown in the README's casting table
 
 
@@ -225,6 +229,9 @@ CASTING_RULES: tuple[CastRule, ...] = (
         "enum → text",
         frozenset({"enum"}),
         _fixed("text"),
+        # MySQL stores a value outside the list as '' with index 0, whatever the list holds.
+        invalid="({col} + 0 = 0)",
+        invalid_as="not one of the ENUM's values (MySQL's invalid-ENUM marker '')",
         note="with a CHECK of its values (option enum_check); '' (MySQL's invalid ENUM) is rejected",
     ),
     CastRule("set → text[]", frozenset({"set"}), _fixed("text[]"), to_staging=_set_to_list, note="the empty set is {}"),
@@ -313,10 +320,22 @@ def converted_expression(rule: CastRule, quoted_column: str) -> str | None:
     return rule.converted.format(col=quoted_column) if rule.converted else None
 
 
+def invalid_expression(rule: CastRule, quoted_column: str) -> str | None:
+    return rule.invalid.format(col=quoted_column) if rule.invalid else None
+
+
+_MEMBER_ESCAPES = {"\\\\": "\\", "\\n": "\n", "\\r": "\r", "\\0": "\x00", "\\t": "\t", "\\Z": "\x1a", "''": "'"}
+
+
 def enum_values(column_type: str) -> list[str]:
-    """The members of ``enum('a','it''s')``, unquoted."""
+    """The members of ``enum('a','it''s','a\\nb')``, unquoted and unescaped as MySQL wrote them.
+
+    information_schema shows members in utf8mb3: a character beyond the BMP comes back as '?',
+    so these are good for a CHECK only when none holds a '?' (see ``ColumnPlan.allowed_values``).
+    """
     body = column_type[column_type.index("(") + 1 : column_type.rindex(")")]
-    return [m.replace("''", "'").replace("\\\\", "\\") for m in re.findall(r"'((?:[^']|'')*)'", body)]
+    members = re.findall(r"'((?:[^'\\]|''|\\.)*)'", body)
+    return [re.sub(r"\\\\|\\n|\\r|\\0|\\t|\\Z|''", lambda m: _MEMBER_ESCAPES[m.group(0)], m) for m in members]
 
 
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")

@@ -21,6 +21,7 @@ import pymysql
 from mysql_pg_assets.casting import CastRule, MySQLColumn, enum_values, pg_default, rule_for
 from mysql_pg_assets.settings import DatabaseUrl, redact
 from mysql_pg_assets.spec import ColumnOverride, Options, SpecError, SyncSpec, TableOverride
+from mysql_pg_assets.sql import pg_fit_name
 
 
 class SourceUnavailable(RuntimeError):
@@ -287,14 +288,18 @@ def _plan_column(column: MySQLColumn, override: ColumnOverride | None, options: 
     chosen_type = (override and override.pg_type) or _type_override(column, options)
     rule = rule_for(column, chosen_type)
     pg_type = chosen_type or rule.pg_type(column)
-    default_name = snake_case(column.name) if options.naming == "snake_case" else column.name
+    default_name = pg_fit_name(snake_case(column.name) if options.naming == "snake_case" else column.name)
     name = (override and override.rename) or default_name
     is_enum_text = column.data_type == "enum" and pg_type == "text"
+    members = enum_values(column.column_type) if is_enum_text else []
+    # A '?' may stand for a member information_schema could not show (beyond the BMP), and a
+    # member with NUL loses it on the way: no CHECK can be trusted for such a list.
+    checkable = is_enum_text and options.enum_check and not any("?" in m or "\x00" in m for m in members)
     return ColumnPlan(
         source=column, target_name=name, pg_type=pg_type, rule=rule,
         default_sql=pg_default(column, pg_type),
         identity=column.auto_increment and pg_type in ("smallint", "integer", "bigint"),
-        allowed_values=tuple(enum_values(column.column_type)) if is_enum_text and options.enum_check else None,
+        allowed_values=tuple(members) if checkable else None,
     )
 
 
@@ -335,7 +340,7 @@ def plan_table(
         for index in indexes.values()
         if options.indexes and index.name != "PRIMARY" and index.kind == "BTREE"
     )
-    target_table = override.rename or (snake_case(table) if options.naming == "snake_case" else table)
+    target_table = override.rename or pg_fit_name(snake_case(table) if options.naming == "snake_case" else table)
     return TablePlan(
         source_database=database, source_table=table, target_schema=schema,
         target_table=target_table, columns=tuple(plans),
@@ -386,7 +391,7 @@ def discover(spec: SyncSpec, mysql_url: DatabaseUrl) -> Catalog:
     database = spec.source.database or mysql_url.database
     if not database:
         raise SpecError("source.database: not set, and MYSQL_URL names no database")
-    schema = spec.target.schema_name or database
+    schema = spec.target.schema_name or pg_fit_name(database)
     found = _read_information_schema(mysql_url, database)
     tables = tuple(
         plan_table(database, schema, table, found.columns[table], found.indexes.get(table, {}),

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime
 import connectorx as cx
 import pyarrow as pa
 
-from mysql_pg_assets.casting import converted_expression, read_expression
+from mysql_pg_assets.casting import converted_expression, invalid_expression, read_expression
 from mysql_pg_assets.catalog import SourceUnavailable, TablePlan
 from mysql_pg_assets.settings import DatabaseUrl, redact
 from mysql_pg_assets.sql import mysql_ident, mysql_qualified
@@ -86,6 +86,11 @@ def converted_flag_name(index: int) -> str:
     return f"converted{index}"
 
 
+def invalid_flag_name(index: int) -> str:
+    """The column that is true where column ``index`` holds a value MySQL should have refused."""
+    return f"invalid{index}"
+
+
 def select_sql(table: TablePlan, scope: Scope = None) -> str:
     expressions = []
     for i, column in enumerate(table.columns):
@@ -94,6 +99,9 @@ def select_sql(table: TablePlan, scope: Scope = None) -> str:
         flag = converted_expression(column.rule, quoted)
         if flag:
             expressions.append(f"{flag} AS {converted_flag_name(i)}")
+        invalid = invalid_expression(column.rule, quoted)
+        if invalid:
+            expressions.append(f"{invalid} AS {invalid_flag_name(i)}")
     source = mysql_qualified(table.source_database, table.source_table)
     return f"SELECT {', '.join(expressions)} FROM {source}{where_sql(table, scope)}"
 

@@ -40,7 +40,7 @@ import psycopg
 from mysql_pg_assets.catalog import TOMBSTONE_COLUMN, ColumnPlan, TablePlan
 from mysql_pg_assets.extract import Scope, Since, Window, staging_name
 from mysql_pg_assets.settings import DatabaseUrl, redact
-from mysql_pg_assets.sql import pg_ident, pg_idents, pg_literal, pg_qualified, pg_type
+from mysql_pg_assets.sql import pg_fit_name, pg_ident, pg_idents, pg_literal, pg_qualified, pg_type
 from mysql_pg_assets.transform import Conversions
 from mysql_pg_assets.validate import ValidatedBatch
 
@@ -200,12 +200,8 @@ def create_table_sql(table: TablePlan) -> str:
 
 
 def object_name(table: TablePlan, name: str) -> str:
-    """``<table>_<name>`` for an index or constraint, hashed short where PostgreSQL's 63 bytes require."""
-    name = f"{table.target_table}_{name}"
-    if len(name.encode()) <= 63:
-        return name
-    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
-    return name.encode()[:54].decode(errors="ignore") + "_" + digest
+    """``<table>_<name>`` for an index or constraint, fitted to PostgreSQL's 63 bytes."""
+    return pg_fit_name(f"{table.target_table}_{name}")
 
 
 def create_indexes_sql(table: TablePlan) -> list[str]:

@@ -38,11 +38,20 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
-from mysql_pg_assets.sql import pg_type
+from mysql_pg_assets.sql import PG_NAME_BYTES, pg_type
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+
+
+def _fits_postgresql(name: str | None) -> str | None:
+    if name is not None and len(name.encode()) > PG_NAME_BYTES:
+        raise ValueError(f"{name!r} is longer than PostgreSQL's {PG_NAME_BYTES} bytes")
+    return name
+
+
+PgName = Annotated[NonEmpty, AfterValidator(_fits_postgresql)]
 
 
 class SpecError(ValueError):
@@ -55,7 +64,7 @@ class _Strict(BaseModel):
 
 class ColumnOverride(_Strict):
     pg_type: str | None = Field(None, description="PostgreSQL type to use instead of the casting rule's")
-    rename: NonEmpty | None = Field(None, description="name of the column in PostgreSQL")
+    rename: PgName | None = Field(None, description="name of the column in PostgreSQL")
 
     @field_validator("pg_type")
     @classmethod
@@ -81,7 +90,7 @@ class TableOverride(_Strict):
     deletes: Literal["delete", "tombstone"] = Field(
         "delete", description="rows gone from MySQL: deleted, or kept with _deleted_at set"
     )
-    rename: NonEmpty | None = Field(None, description="name of the table in PostgreSQL")
+    rename: PgName | None = Field(None, description="name of the table in PostgreSQL")
     columns: dict[str, ColumnOverride] = Field(default_factory=dict)
 
 
@@ -114,7 +123,7 @@ class Source(_Strict):
 
 
 class Target(_Strict):
-    schema_name: NonEmpty | None = Field(
+    schema_name: PgName | None = Field(
         None, alias="schema", description="PostgreSQL schema; default: the source database's name"
     )
 

@@ -6,6 +6,7 @@ here) and PostgreSQL type names, which the spec validates against :data:`PG_TYPE
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 
@@ -55,3 +56,19 @@ def pg_literal(text: str) -> str:
     if "\x00" in text:
         raise ValueError(f"literal contains a NUL byte: {text!r}")
     return "'" + text.replace("'", "''") + "'"
+
+
+PG_NAME_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL silently truncates longer identifiers
+
+
+def pg_fit_name(name: str) -> str:
+    """``name``, or, past PostgreSQL's 63 bytes, its first 54 bytes plus a hash of the whole.
+
+    MySQL allows 64 characters (up to 256 bytes in UTF-8); PostgreSQL would truncate them, and
+    two long names sharing a prefix would collide. The hash keeps them apart and stable.
+    """
+    encoded = name.encode()
+    if len(encoded) <= PG_NAME_BYTES:
+        return name
+    digest = hashlib.sha1(encoded).hexdigest()[:8]
+    return encoded[:54].decode(errors="ignore") + "_" + digest

@@ -2,7 +2,7 @@
 
 The output frame has the staging columns ``c0 … cN`` in the plan's order, typed so that the
 load can COPY them and PostgreSQL can cast each to its target type, plus the ``converted<i>``
-flags the extract read beside converted values, which validation uses to explain a reject.
+and ``invalid<i>`` flags the extract read beside the values, which validation uses.
 
 Conversions are counted per column and kind, never silent:
 
@@ -19,7 +19,7 @@ import polars as pl
 import pyarrow as pa
 
 from mysql_pg_assets.catalog import TablePlan
-from mysql_pg_assets.extract import converted_flag_name, staging_name
+from mysql_pg_assets.extract import converted_flag_name, invalid_flag_name, staging_name
 
 NUL_REMOVED = "NUL bytes removed"
 
@@ -64,6 +64,8 @@ def to_staging(batch: pa.RecordBatch | pa.Table, table: TablePlan) -> tuple[pl.D
         if flag in frame.columns:
             count_expressions.append(pl.col(flag).cast(pl.Boolean).sum().alias(f"{i}\t{column.rule.converted_as}"))
             expressions.append(pl.col(flag).cast(pl.Boolean).fill_null(False))
+        if invalid_flag_name(i) in frame.columns:
+            expressions.append(pl.col(invalid_flag_name(i)).cast(pl.Boolean).fill_null(False))
         if _strips_nul(frame, name, column.pg_type):
             count_expressions.append(value.str.contains("\x00", literal=True).sum().alias(f"{i}\t{NUL_REMOVED}"))
             value = value.str.replace_all("\x00", "", literal=True)

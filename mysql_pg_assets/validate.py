@@ -5,7 +5,9 @@ reason; the rest of the batch loads. The schema holds what PostgreSQL would refu
 MySQL should never have let in:
 
 - nullability: a NULL in a NOT NULL column (typically a zero date made NULL);
-- ENUM values: MySQL stores an invalid ENUM value as '' outside strict mode;
+- ENUM values: outside strict mode MySQL stores an invalid ENUM value as '' (index 0), which the
+  extract flags; the flag, not the member list, decides, since information_schema cannot show
+  members beyond the BMP;
 - integer ranges of the MySQL type, so the PostgreSQL type chosen always holds the value;
 - JSON with the escape ``\\u0000``, which ``jsonb`` cannot store.
 
@@ -20,9 +22,8 @@ import pandera.errors
 import pandera.polars as pa
 import polars as pl
 
-from mysql_pg_assets.casting import enum_values
 from mysql_pg_assets.catalog import ColumnPlan, TablePlan
-from mysql_pg_assets.extract import converted_flag_name, staging_name
+from mysql_pg_assets.extract import converted_flag_name, invalid_flag_name, staging_name
 from mysql_pg_assets.transform import Conversions
 
 REJECT_SCHEMA = {"primary_key": pl.String, "column_name": pl.String, "value": pl.String, "reason": pl.String}
@@ -39,7 +40,6 @@ _INTEGER_DTYPES = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, p
 
 _REASONS = {
     "not_nullable": "NULL in a NOT NULL column",
-    "isin": "not one of the ENUM's values",
     "in_range": "outside the MySQL type's range",
 }
 
@@ -48,15 +48,24 @@ class ValidationFailed(RuntimeError):
     """The batch does not have the shape the mapping promises: a defect, not bad data."""
 
 
+# \u0000 escaped in JSON text: an odd run of backslashes before u0000 (an even one is a backslash).
+_JSON_NUL_ESCAPE = r"(^|[^\\])(\\\\)*\\u0000"
+
+
 def _no_nul_escape(data: pa.PolarsData) -> pl.LazyFrame:
-    return data.lazyframe.select(~pl.col(data.key).str.contains("\\u0000", literal=True).fill_null(False))
+    return data.lazyframe.select(~pl.col(data.key).str.contains(_JSON_NUL_ESCAPE).fill_null(False))
 
 
-def _checks(column: ColumnPlan) -> list[pa.Check]:
+def _flag_check(index: int, reason: str) -> pa.Check:
+    """Passes where MySQL's own flag, read beside the value, says the value is valid."""
+    return pa.Check(lambda data: data.lazyframe.select(~pl.col(invalid_flag_name(index))), name=reason)
+
+
+def _checks(index: int, column: ColumnPlan) -> list[pa.Check]:
     source = column.source
     checks: list[pa.Check] = []
-    if source.data_type == "enum":
-        checks.append(pa.Check.isin(enum_values(source.column_type)))
+    if column.rule.invalid:
+        checks.append(_flag_check(index, column.rule.invalid_as))
     if column.pg_type == "jsonb":
         checks.append(pa.Check(_no_nul_escape, name="jsonb cannot hold \\u0000"))
     bounds = _INTEGER_RANGES.get((source.data_type, source.unsigned))
@@ -67,7 +76,8 @@ def _checks(column: ColumnPlan) -> list[pa.Check]:
 
 def schema_for(table: TablePlan) -> pa.DataFrameSchema:
     return pa.DataFrameSchema(
-        {staging_name(i): pa.Column(None, nullable=c.nullable, checks=_checks(c)) for i, c in enumerate(table.columns)},
+        {staging_name(i): pa.Column(None, nullable=c.nullable, checks=_checks(i, c))
+         for i, c in enumerate(table.columns)},
         name=table.target_label,
     )
 
