@@ -1,0 +1,138 @@
+"""One load of one table by this project, in a process of its own; prints one JSON result line.
+
+Why a separate process: ``bench/run.py`` measures each contender's peak RSS with the kernel's
+high-water mark of the process (``wait4``'s ``ru_maxrss``), and a high-water mark only means
+something for a fresh process that did nothing but this one load. It also makes the timing
+fair to pgloader, which is a process of its own too: both pay for their start-up.
+
+The connection URLs come from ``MYSQL_URL`` and ``POSTGRES_URL`` (set by ``run.py`` to the
+benchmark's databases), never from the command line, where ``ps`` would show the passwords.
+
+Modes:
+
+* full load (default): ``sync_table(plan, mysql_url, pg_url)``;
+* ``--window START END``: one partition, ``sync_table(..., window=(START, END))``, if this version
+  of ``sync_table`` has a ``window`` parameter; otherwise the result says it is unavailable;
+* ``--probe``: only says whether windows are available, loads nothing.
+
+The result is the last line starting with ``BENCH_RESULT `` on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mysql_pg_assets.spec import SyncSpec
+
+MARK = "BENCH_RESULT "
+_RESULT_FIELDS = ("rows_read", "inserted", "updated", "deleted", "rejected_rows", "rejected_values", "seconds")
+
+
+def emit(payload: dict[str, Any]) -> None:
+    """Print the result line that run.py parses; everything else on stdout is only logged."""
+    print(MARK + json.dumps(payload, default=str), flush=True)
+
+
+def window_support() -> tuple[bool, str]:
+    """Whether ``sync_table`` takes a ``window``: the partition API is being built while this bench exists."""
+    from mysql_pg_assets.pipeline import sync_table
+
+    if "window" not in inspect.signature(sync_table).parameters:
+        return False, "sync_table has no window parameter"
+    return True, ""
+
+
+def partition_spec_supported() -> bool:
+    """Whether the spec knows ``tables.<name>.partition`` (a window needs the plan to name its column)."""
+    from mysql_pg_assets.spec import TableOverride
+
+    return "partition" in getattr(TableOverride, "model_fields", {})
+
+
+def window_argument(start: datetime, end: datetime) -> object:
+    """``(start, end)`` as the brief says, unless the parameter is annotated with the pipeline's ``Window`` only."""
+    from mysql_pg_assets.pipeline import sync_table
+
+    annotation = str(inspect.signature(sync_table).parameters["window"].annotation)
+    if "Window" in annotation and "tuple" not in annotation.lower():
+        from mysql_pg_assets.extract import Window  # type: ignore[attr-defined]
+
+        return Window(start, end)
+    return (start, end)
+
+
+def build_spec(
+    database: str, schema: str, table: str, partition_column: str | None, partition_start: datetime | None,
+) -> SyncSpec:
+    """The bench's spec: one table; with a partition only for windowed loads (the target table is the same)."""
+    from mysql_pg_assets.spec import parse_spec
+
+    data: dict[str, Any] = {"source": {"database": database}, "target": {"schema": schema}, "include": [table]}
+    if partition_column and partition_start is not None and partition_spec_supported():
+        data["tables"] = {table: {"partition": {"column": partition_column, "granularity": "daily",
+                                                "start": partition_start}}}
+    return parse_spec(data, "bench")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database", required=True, help="MySQL database of the table")
+    parser.add_argument("--schema", required=True, help="PostgreSQL schema to load into")
+    parser.add_argument("--table", required=True)
+    parser.add_argument("--window", nargs=2, metavar=("START", "END"), type=datetime.fromisoformat,
+                        help="naive datetimes bounding one partition: [START, END)")
+    parser.add_argument("--partition-column", default=None, help="the partition column, for --window")
+    parser.add_argument("--partition-start", type=datetime.fromisoformat, default=None,
+                        help="the first partition's start, for --window")
+    parser.add_argument("--probe", action="store_true", help="only report whether windows are available")
+    args = parser.parse_args(argv)
+
+    from mysql_pg_assets.settings import DatabaseUrl, redact
+
+    try:
+        available, reason = window_support()
+        if args.probe:
+            emit({"status": "ok", "window": available, "reason": reason,
+                  "partition_spec": partition_spec_supported()})
+            return 0
+        if args.window and not available:
+            emit({"status": "unavailable", "reason": reason})
+            return 0
+
+        from mysql_pg_assets.catalog import discover
+        from mysql_pg_assets.pipeline import sync_table
+
+        mysql_url = DatabaseUrl.parse(os.environ["MYSQL_URL"])
+        postgres_url = DatabaseUrl.parse(os.environ["POSTGRES_URL"])
+        started = time.perf_counter()
+        spec = build_spec(args.database, args.schema, args.table, args.partition_column,
+                          args.partition_start if args.window else None)
+        plans = [t for t in discover(spec, mysql_url).tables if t.source_table == args.table]
+        if not plans:
+            raise LookupError(f"no table {args.table!r} in MySQL database {args.database!r}")
+        planned = time.perf_counter()
+        extra: dict[str, object] = {}
+        if args.window:
+            extra["window"] = window_argument(args.window[0], args.window[1])
+        result = sync_table(plans[0], mysql_url, postgres_url, **extra)
+        finished = time.perf_counter()
+        payload: dict[str, Any] = {name: getattr(result, name, None) for name in _RESULT_FIELDS}
+        payload.update(status="ok", plan_seconds=planned - started, sync_seconds=finished - planned,
+                       window_form=type(extra["window"]).__name__ if args.window else None)
+        emit(payload)
+        return 0
+    except Exception as exc:  # reported, not raised: run.py shows it as this contender's failure
+        emit({"status": "error", "error": redact(f"{type(exc).__name__}: {exc}")})
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
