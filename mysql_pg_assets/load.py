@@ -189,11 +189,11 @@ def _column_sql(column: ColumnPlan) -> str:
     return " ".join(parts)
 
 
-def create_table_sql(table: TablePlan) -> str:
+def create_table_sql(table: TablePlan, with_key: bool = True) -> str:
     columns = [_column_sql(c) for c in table.columns]
     if table.tombstones:
         columns.append(f"{pg_ident(TOMBSTONE_COLUMN)} timestamptz")
-    if table.primary_key:
+    if table.primary_key and with_key:
         columns.append(f"PRIMARY KEY ({pg_idents(table.primary_key)})")
     body = ",\n  ".join(columns)
     return f"CREATE TABLE IF NOT EXISTS {pg_qualified(table.target_schema, table.target_table)} (\n  {body}\n)"
@@ -261,6 +261,14 @@ def _staged_values(table: TablePlan, alias: str = "s") -> dict[str, str]:
 
 
 _COUNT_WRITTEN = "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"
+
+
+def insert_sql(table: TablePlan, staging: Staging) -> str:
+    """A plain INSERT of every staged row: for a table created by this load, still without a key."""
+    target = pg_qualified(table.target_schema, table.target_table)
+    values = ", ".join(_staged_values(table).values())
+    names = pg_idents(c.target_name for c in table.columns)
+    return f"INSERT INTO {target} ({names}) SELECT {values} FROM {staging.rows} s"
 
 
 def upsert_sql(table: TablePlan, staging: Staging) -> str:
@@ -377,17 +385,24 @@ def _reject_refused_values(connection: psycopg.Connection, table: TablePlan, sta
         f"DELETE FROM {staging.rows} s WHERE s.ctid IN (SELECT row_id FROM pg_temp.mpa_refused)").rowcount
 
 
-def _merge(connection: psycopg.Connection, table: TablePlan, staging: Staging) -> tuple[int, int, int]:
+def _write(connection: psycopg.Connection, table: TablePlan, staging: Staging, new_table: bool) -> tuple[int, int]:
+    if new_table:
+        return connection.execute(insert_sql(table, staging)).rowcount, 0
+    inserted, updated = connection.execute(upsert_sql(table, staging)).fetchone()
+    return int(inserted), int(updated)
+
+
+def _merge(
+    connection: psycopg.Connection, table: TablePlan, staging: Staging, new_table: bool
+) -> tuple[int, int, int]:
     """Upsert the staged rows; returns (inserted, updated, rows rejected by PostgreSQL)."""
     try:
         with connection.transaction():  # a savepoint: a refused value undoes only this statement
-            inserted, updated = connection.execute(upsert_sql(table, staging)).fetchone()
-        return int(inserted), int(updated), 0
+            return (*_write(connection, table, staging, new_table), 0)
     except psycopg.DataError:  # SQLSTATE class 22: a value PostgreSQL cannot take
         pass
     refused = _reject_refused_values(connection, table, staging)
-    inserted, updated = connection.execute(upsert_sql(table, staging)).fetchone()  # now any error propagates
-    return int(inserted), int(updated), refused
+    return (*_write(connection, table, staging, new_table), refused)  # now any error propagates
 
 
 @contextmanager
@@ -515,18 +530,25 @@ def load_table(
             newest: datetime | None = None
             with connection.transaction():
                 connection.execute("SET LOCAL TimeZone = 'UTC'")
-                connection.execute(create_table_sql(table))
+                # A table this load creates is filled first and keyed and indexed after: one index
+                # build instead of one insertion per row, and no conflicts to look for.
+                target = pg_qualified(table.target_schema, table.target_table)
+                new_table = connection.execute("SELECT to_regclass(%s) IS NULL", (target,)).fetchone()[0]
+                connection.execute(create_table_sql(table, with_key=not new_table))
                 _check_existing_columns(connection, table)
+                deleted = 0
+                if not table.primary_key and not new_table:  # nothing to merge on: the scope is replaced
+                    deleted = connection.execute(*delete_missing_sql(table, staging, scope, False, False)).rowcount
+                if rows_staged:
+                    inserted, updated, refused = _merge(connection, table, staging, new_table)
+                if table.primary_key and new_table:
+                    connection.execute(f"ALTER TABLE {target} ADD PRIMARY KEY ({pg_idents(table.primary_key)})")
+                elif table.primary_key:
+                    sql, params = delete_missing_sql(table, staging, scope, rows_staged, keys_staged)
+                    deleted = connection.execute(sql, params).rowcount
                 for statement in create_indexes_sql(table):
                     connection.execute(statement)
                 _add_foreign_keys(connection, table)
-                if not table.primary_key:  # nothing to merge on: the scope is replaced
-                    deleted = connection.execute(*delete_missing_sql(table, staging, scope, False, False)).rowcount
-                if rows_staged:
-                    inserted, updated, refused = _merge(connection, table, staging)
-                if table.primary_key:
-                    sql, params = delete_missing_sql(table, staging, scope, rows_staged, keys_staged)
-                    deleted = connection.execute(sql, params).rowcount
                 _follow_identities(connection, table)
                 newest_sql = _newest(table, staging) if rows_staged else None
                 if newest_sql:

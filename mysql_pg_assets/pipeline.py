@@ -65,4 +65,5 @@ def sync_table(
     keys: Iterable = ()
     if isinstance(scope, Since):
         keys = (keys_to_staging(b, table) for b in read_batches(mysql_url, table, batch_rows, sql=keys_sql(table)))
-    return load_table(table, validated_batches(batches, table), postgres_url, run_id, scope, keys, partition)
+    rows = validated_batches(batches, table)
+    return load_table(table, rows, postgres_url, run_id, scope, keys, partition)
