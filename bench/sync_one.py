@@ -11,9 +11,7 @@ benchmark's databases), never from the command line, where ``ps`` would show the
 Modes:
 
 * full load (default): ``sync_table(plan, mysql_url, pg_url)``;
-* ``--window START END``: one partition, ``sync_table(..., window=(START, END))``, if this version
-  of ``sync_table`` has a ``window`` parameter; otherwise the result says it is unavailable;
-* ``--probe``: only says whether windows are available, loads nothing.
+* ``--window START END``: one partition, ``sync_table(..., window=(START, END))``.
 
 The result is the last line starting with ``BENCH_RESULT `` on stdout.
 """
@@ -21,7 +19,6 @@ The result is the last line starting with ``BENCH_RESULT `` on stdout.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
@@ -41,34 +38,6 @@ def emit(payload: dict[str, Any]) -> None:
     print(MARK + json.dumps(payload, default=str), flush=True)
 
 
-def window_support() -> tuple[bool, str]:
-    """Whether ``sync_table`` takes a ``window``: the partition API is being built while this bench exists."""
-    from mysql_pg_assets.pipeline import sync_table
-
-    if "window" not in inspect.signature(sync_table).parameters:
-        return False, "sync_table has no window parameter"
-    return True, ""
-
-
-def partition_spec_supported() -> bool:
-    """Whether the spec knows ``tables.<name>.partition`` (a window needs the plan to name its column)."""
-    from mysql_pg_assets.spec import TableOverride
-
-    return "partition" in getattr(TableOverride, "model_fields", {})
-
-
-def window_argument(start: datetime, end: datetime) -> object:
-    """``(start, end)`` as the brief says, unless the parameter is annotated with the pipeline's ``Window`` only."""
-    from mysql_pg_assets.pipeline import sync_table
-
-    annotation = str(inspect.signature(sync_table).parameters["window"].annotation)
-    if "Window" in annotation and "tuple" not in annotation.lower():
-        from mysql_pg_assets.extract import Window  # type: ignore[attr-defined]
-
-        return Window(start, end)
-    return (start, end)
-
-
 def build_spec(
     database: str, schema: str, table: str, partition_column: str | None, partition_start: datetime | None,
 ) -> SyncSpec:
@@ -76,7 +45,7 @@ def build_spec(
     from mysql_pg_assets.spec import parse_spec
 
     data: dict[str, Any] = {"source": {"database": database}, "target": {"schema": schema}, "include": [table]}
-    if partition_column and partition_start is not None and partition_spec_supported():
+    if partition_column and partition_start is not None:
         data["tables"] = {table: {"partition": {"column": partition_column, "granularity": "daily",
                                                 "start": partition_start}}}
     return parse_spec(data, "bench")
@@ -92,21 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partition-column", default=None, help="the partition column, for --window")
     parser.add_argument("--partition-start", type=datetime.fromisoformat, default=None,
                         help="the first partition's start, for --window")
-    parser.add_argument("--probe", action="store_true", help="only report whether windows are available")
     args = parser.parse_args(argv)
 
     from mysql_pg_assets.settings import DatabaseUrl, redact
 
     try:
-        available, reason = window_support()
-        if args.probe:
-            emit({"status": "ok", "window": available, "reason": reason,
-                  "partition_spec": partition_spec_supported()})
-            return 0
-        if args.window and not available:
-            emit({"status": "unavailable", "reason": reason})
-            return 0
-
         from mysql_pg_assets.catalog import discover
         from mysql_pg_assets.pipeline import sync_table
 
@@ -119,14 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         if not plans:
             raise LookupError(f"no table {args.table!r} in MySQL database {args.database!r}")
         planned = time.perf_counter()
-        extra: dict[str, object] = {}
-        if args.window:
-            extra["window"] = window_argument(args.window[0], args.window[1])
-        result = sync_table(plans[0], mysql_url, postgres_url, **extra)
+        window = (args.window[0], args.window[1]) if args.window else None
+        result = sync_table(plans[0], mysql_url, postgres_url, window=window)
         finished = time.perf_counter()
         payload: dict[str, Any] = {name: getattr(result, name, None) for name in _RESULT_FIELDS}
-        payload.update(status="ok", plan_seconds=planned - started, sync_seconds=finished - planned,
-                       window_form=type(extra["window"]).__name__ if args.window else None)
+        payload.update(status="ok", plan_seconds=planned - started, sync_seconds=finished - planned)
         emit(payload)
         return 0
     except Exception as exc:  # reported, not raised: run.py shows it as this contender's failure
