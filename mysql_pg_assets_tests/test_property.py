@@ -2,7 +2,7 @@
 
 Each example creates a fresh MySQL table, ``id INT PRIMARY KEY`` plus 1–6 columns drawn from a
 broad menu of types (each NULL or NOT NULL), inserts rows MySQL accepts (type limits, NULLs, empty
-strings, NUL characters, non-BMP and latin1 text, zero dates, invalid ENUM '', JSON with U+0000)
+strings, NUL characters, non-BMP and latin1 text, zero dates, invalid ENUMs, JSON with U+0000)
 by bind parameters, syncs the table in batches of random size and checks it against an oracle
 computed from what MySQL holds, read back with PyMySQL rather than through the sync:
 
@@ -171,9 +171,9 @@ def _binaries(draw: st.DrawFn) -> ColumnType:
     return ColumnType("bytes", name if length is None else f"{name}({length})", values)
 
 
-# ENUM members with U+0000 lose it on the way (NUL is removed from text), so the member list is
-# drawn without it; line feeds and characters beyond the BMP are drawn (regressions at the end).
-_ENUM_MEMBER_CHARS = st.characters(codec="utf-8", exclude_characters="\x00")
+# ENUM members draw from all of Unicode: line feeds and characters beyond the BMP (regressions at
+# the end), U+0000 too, which is removed and counted as in any text.
+_ENUM_MEMBER_CHARS = st.characters(codec="utf-8")
 _SET_MEMBER_CHARS = st.characters(codec="utf-8", exclude_characters=",")
 
 
@@ -193,8 +193,9 @@ def _enum(draw: st.DrawFn) -> ColumnType:
     members = _members(draw, _ENUM_MEMBER_CHARS)
     if draw(st.booleans()):
         members.insert(draw(st.integers(0, len(members))), "")  # '' may be a member of its own
-    # Outside strict mode MySQL stores any other value as '', its invalid ENUM value: drawn as ''.
-    values = st.sampled_from([*members, ""])
+    # Outside strict mode MySQL stores a value outside the list as '' (index 0), its invalid ENUM
+    # value: '' when '' is no member, or anything starting with 'z', which no member does.
+    values = st.one_of(st.sampled_from([*members, ""]), st.text(max_size=3).map(lambda t: "z" + t))
     return ColumnType("enum", f"ENUM({', '.join(map(_sql_string, members))})", values, tuple(members))
 
 
@@ -344,14 +345,25 @@ def _json_holds_nul(text: str) -> bool:
     return any("\x00" in s for s in _json_strings(json.loads(text)))
 
 
-def expected_rejects(column: Column, value: Any) -> str | None:
-    """The reason (or a fragment of it) the sync must give for this value, None if it must load."""
+def _invalid_enum(column: Column, inserted: Any) -> bool:
+    """Whether MySQL stored ``inserted`` as its invalid ENUM value ('' with index 0)."""
+    if not isinstance(inserted, str):
+        return False
+    return inserted.startswith("z") or (inserted == "" and "" not in column.type.members)
+
+
+def expected_rejects(column: Column, value: Any, inserted: Any) -> str | None:
+    """The reason (or a fragment of it) the sync must give for ``value``, None if it must load.
+
+    ``value`` is what MySQL holds, ``inserted`` what the INSERT bound: MySQL's invalid ENUM value
+    reads back as '', as does a member ''.
+    """
     kind = column.type.kind
     if value is None:
         return None
     if _is_zero_date(kind, value) and not column.nullable:
         return NOT_NULL
-    if kind == "enum" and value == "" and "" not in column.type.members:
+    if kind == "enum" and _invalid_enum(column, inserted):
         return NOT_AN_ENUM_VALUE
     if kind == "json" and _json_holds_nul(value):
         return JSON_NUL
@@ -523,9 +535,10 @@ def check_every_row(source: DatabaseUrl, target: DatabaseUrl, name: str, case: C
 
     must_reject: dict[Any, dict[str, str]] = {}
     conversions: Counter[str] = Counter()
+    inserted = {row[0]: row for row in case.rows}
     for row in held:
-        for column, value in zip(case.columns, row[1:], strict=True):
-            reason = expected_rejects(column, value)
+        for column, value, bound in zip(case.columns, row[1:], inserted[row[0]][1:], strict=True):
+            reason = expected_rejects(column, value, bound)
             if reason:
                 must_reject.setdefault(row[0], {})[column.name] = reason
             conversion = expected_conversion(column, value)
