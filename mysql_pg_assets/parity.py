@@ -140,6 +140,12 @@ def _sort_key(row: tuple) -> tuple:
     return tuple((v is None, repr(v)) for v in row)
 
 
+def _mysql_read(column: ColumnPlan) -> str:
+    # The text protocol prints a FLOAT with 6 significant digits; as a DOUBLE it is exact.
+    quoted = mysql_ident(column.source.name)
+    return f"CAST({quoted} AS DOUBLE)" if column.rule.name.startswith("float") else quoted
+
+
 def compare_rows(
     mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, table: TablePlan, max_differences: int = 10
 ) -> TableParity:
@@ -147,7 +153,7 @@ def compare_rows(
     with mysql_connection(mysql_url) as connection, connection.cursor() as cur:
         cur.execute("SET time_zone = '+00:00'")
         cur.execute(
-            f"SELECT {', '.join(mysql_ident(c.source.name) for c in table.columns)} "
+            f"SELECT {', '.join(_mysql_read(c) for c in table.columns)} "
             f"FROM {mysql_qualified(table.source_database, table.source_table)}"
         )
         source_rows = list(cur.fetchall())

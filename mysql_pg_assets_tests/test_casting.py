@@ -65,7 +65,8 @@ FAMILIES: dict[str, tuple[str, list[str], dict[str, str]]] = {
          "(2, -99999999999999999999999999999999999.999999999999999999999999999999, 99999999.99, 1.17549e-38,"
          " 2.2250738585072014e-308)",
          "(3, 0.000000000000000000000000000001, NULL, 0.1, 0.1)",
-         "(4, NULL, NULL, NULL, NULL)"],
+         "(4, NULL, NULL, NULL, NULL)",
+         "(5, 1, 1, 1.2345678, 1.2345678901234567)"],  # more digits than the text protocol prints
         {"d": "numeric(65,30)", "m": "numeric(10,2)", "f": "real", "d2": "double precision"},
     ),
     "strings": (
