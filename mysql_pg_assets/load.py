@@ -26,6 +26,8 @@ so the merge, which must survive a refused value, runs on psycopg.
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -97,7 +99,7 @@ $fn$"""
 
 @dataclass(frozen=True)
 class Staging:
-    """The names of one load's staging tables, all in META_SCHEMA."""
+    """The names of one load's staging tables, all in META_SCHEMA (``pg_qualified`` forms)."""
 
     prefix: str
 
@@ -110,29 +112,33 @@ class Staging:
     def table_prefix(self) -> str:
         return self.prefix.rsplit("_", 1)[0] + "_"
 
-    @property
-    def names(self) -> tuple[str, str, str]:
-        return f"{self.prefix}_rows", f"{self.prefix}_rejects", f"{self.prefix}_rejected_keys"
+    def name(self, part: str) -> str:
+        return f"{self.prefix}_{part}"
 
-    @property
-    def keys_name(self) -> str:
-        return f"{self.prefix}_keys"
+    def relation(self, part: str) -> str:
+        return pg_qualified(META_SCHEMA, self.name(part))
 
-    @property
-    def keys(self) -> str:
-        return pg_qualified(META_SCHEMA, self.keys_name)
-
-    @property
-    def rows(self) -> str:
-        return pg_qualified(META_SCHEMA, self.names[0])
+    def batch(self, number: int) -> str:
+        """One batch's valid rows: merged as soon as it is staged, while the next one is read."""
+        return f"rows_{number}"
 
     @property
     def rejects(self) -> str:
-        return pg_qualified(META_SCHEMA, self.names[1])
+        return self.relation("rejects")
 
     @property
     def rejected_keys(self) -> str:
-        return pg_qualified(META_SCHEMA, self.names[2])
+        return self.relation("rejected_keys")
+
+    @property
+    def loaded_keys(self) -> str:
+        """The keys of every valid row of this load: what the deletes are reconciled against."""
+        return self.relation("loaded_keys")
+
+    @property
+    def source_keys(self) -> str:
+        """Every key MySQL has, from a keys-only read: an incremental load's delete reconciliation."""
+        return self.relation("source_keys")
 
 
 class TargetError(RuntimeError):
@@ -263,22 +269,22 @@ def _staged_values(table: TablePlan, alias: str = "s") -> dict[str, str]:
 _COUNT_WRITTEN = "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"
 
 
-def insert_sql(table: TablePlan, staging: Staging) -> str:
+def insert_sql(table: TablePlan, rows: str) -> str:
     """A plain INSERT of every staged row: for a table created by this load, still without a key."""
     target = pg_qualified(table.target_schema, table.target_table)
     values = ", ".join(_staged_values(table).values())
     names = pg_idents(c.target_name for c in table.columns)
-    return f"INSERT INTO {target} ({names}) SELECT {values} FROM {staging.rows} s"
+    return f"INSERT INTO {target} ({names}) SELECT {values} FROM {rows} s"
 
 
-def upsert_sql(table: TablePlan, staging: Staging) -> str:
+def upsert_sql(table: TablePlan, rows: str) -> str:
     target = pg_qualified(table.target_schema, table.target_table)
     names = [c.target_name for c in table.columns]
     values = list(_staged_values(table).values())
     if table.tombstones:  # a row MySQL has again is alive again
         names.append(TOMBSTONE_COLUMN)
         values.append("NULL::timestamptz")
-    insert = f"INSERT INTO {target} AS t ({pg_idents(names)})\n  SELECT {', '.join(values)} FROM {staging.rows} s"
+    insert = f"INSERT INTO {target} AS t ({pg_idents(names)})\n  SELECT {', '.join(values)} FROM {rows} s"
     if not table.primary_key:
         return f"WITH written AS ({insert}\n  RETURNING true AS inserted)\n" + _COUNT_WRITTEN
     others = [n for n in names if n not in table.primary_key]
@@ -321,9 +327,9 @@ def delete_missing_sql(
         staged = _staged_values(table)
         matches = " AND ".join(f"{staged[k]} = t.{pg_ident(k)}" for k in table.primary_key)
         if isinstance(scope, Since):
-            sources = [staging.keys] if keys_staged else []
+            sources = [staging.source_keys] if keys_staged else []
         else:
-            sources = [staging.rows, staging.rejected_keys] if rows_staged else []
+            sources = [staging.loaded_keys, staging.rejected_keys] if rows_staged else []
         conditions += [f"NOT EXISTS (SELECT 1 FROM {source} s WHERE {matches})" for source in sources]
     if table.tombstones:
         tombstone = pg_ident(TOMBSTONE_COLUMN)
@@ -354,16 +360,17 @@ def _column_types(connection: psycopg.Connection, relation: str) -> dict[str, st
     ).fetchall())
 
 
-def _reject_refused_values(connection: psycopg.Connection, table: TablePlan, staging: Staging) -> int:
-    """Move every row holding a value PostgreSQL refuses from staging to the rejects."""
+def _reject_refused_values(connection: psycopg.Connection, table: TablePlan, staging: Staging, rows: str) -> int:
+    """Move every row of the batch ``rows`` holding a value PostgreSQL refuses to the rejects."""
     connection.execute(_REFUSAL_FUNCTION)
     connection.execute("CREATE TEMP TABLE IF NOT EXISTS mpa_refused "
                        "(row_id tid, primary_key text, column_name text, value text, reason text)")
     connection.execute("TRUNCATE pg_temp.mpa_refused")
-    staging_types = _column_types(connection, staging.rows)
+    staging_types = _column_types(connection, rows)
     target_types = _column_types(connection, pg_qualified(table.target_schema, table.target_table))
     key = [(c.target_name, f"s.{staging_name(i)}") for i, c in enumerate(table.columns)
            if c.target_name in table.primary_key]
+    key_names = [staging_name(i) for i, c in enumerate(table.columns) if c.target_name in table.primary_key]
     key_json = "jsonb_build_object(" + ", ".join("%s::text, " + e for _, e in key) + ")::text" if key else "NULL"
     key_params = [name for name, _ in key]
     for i, column in enumerate(table.columns):
@@ -373,36 +380,92 @@ def _reject_refused_values(connection: psycopg.Connection, table: TablePlan, sta
         connection.execute(
             f"INSERT INTO pg_temp.mpa_refused SELECT * FROM ("
             f"SELECT s.ctid, {key_json}, %s::text, s.{name}::text, pg_temp.mpa_refusal(s.{name}::text, %s) AS reason "
-            f"FROM {staging.rows} s WHERE s.{name} IS NOT NULL) checked WHERE reason IS NOT NULL",
+            f"FROM {rows} s WHERE s.{name} IS NOT NULL) checked WHERE reason IS NOT NULL",
             (*key_params, column.target_name, pg_type(column.pg_type)),
         )
     connection.execute(f"INSERT INTO {staging.rejects} SELECT primary_key, column_name, value, "
                        f"'PostgreSQL refused the value: ' || reason FROM pg_temp.mpa_refused")
     if key:
-        connection.execute(f"INSERT INTO {staging.rejected_keys} SELECT {', '.join(e for _, e in key)} "
-                           f"FROM {staging.rows} s WHERE s.ctid IN (SELECT row_id FROM pg_temp.mpa_refused)")
+        refused_keys = f"SELECT {', '.join(e for _, e in key)} FROM {rows} s WHERE s.ctid IN " \
+                       f"(SELECT row_id FROM pg_temp.mpa_refused)"
+        connection.execute(f"INSERT INTO {staging.rejected_keys} {refused_keys}")
+        connection.execute(f"DELETE FROM {staging.loaded_keys} k WHERE ({', '.join(f'k.{n}' for n in key_names)}) "
+                           f"IN ({refused_keys})")
     return connection.execute(
-        f"DELETE FROM {staging.rows} s WHERE s.ctid IN (SELECT row_id FROM pg_temp.mpa_refused)").rowcount
+        f"DELETE FROM {rows} s WHERE s.ctid IN (SELECT row_id FROM pg_temp.mpa_refused)").rowcount
 
 
-def _write(connection: psycopg.Connection, table: TablePlan, staging: Staging, new_table: bool) -> tuple[int, int]:
+def _write(connection: psycopg.Connection, table: TablePlan, rows: str, new_table: bool) -> tuple[int, int]:
     if new_table:
-        return connection.execute(insert_sql(table, staging)).rowcount, 0
-    inserted, updated = connection.execute(upsert_sql(table, staging)).fetchone()
+        return connection.execute(insert_sql(table, rows)).rowcount, 0
+    inserted, updated = connection.execute(upsert_sql(table, rows)).fetchone()
     return int(inserted), int(updated)
 
 
 def _merge(
-    connection: psycopg.Connection, table: TablePlan, staging: Staging, new_table: bool
+    connection: psycopg.Connection, table: TablePlan, staging: Staging, rows: str, new_table: bool
 ) -> tuple[int, int, int]:
-    """Upsert the staged rows; returns (inserted, updated, rows rejected by PostgreSQL)."""
+    """Upsert one staged batch; returns (inserted, updated, rows rejected by PostgreSQL)."""
     try:
         with connection.transaction():  # a savepoint: a refused value undoes only this statement
-            return (*_write(connection, table, staging, new_table), 0)
+            return (*_write(connection, table, rows, new_table), 0)
     except psycopg.DataError:  # SQLSTATE class 22: a value PostgreSQL cannot take
         pass
-    refused = _reject_refused_values(connection, table, staging)
-    return (*_write(connection, table, staging, new_table), refused)  # now any error propagates
+    refused = _reject_refused_values(connection, table, staging, rows)
+    return (*_write(connection, table, rows, new_table), refused)  # now any error propagates
+
+
+class _Merger:
+    """Merges each staged batch on the load's transaction, in a thread, while the next is staged.
+
+    Reading MySQL, COPYing into staging and inserting into the target then overlap, each on a
+    process of its own (MariaDB, one PostgreSQL backend for COPY, one for the transaction).
+    """
+
+    def __init__(self, connection: psycopg.Connection, table: TablePlan, staging: Staging, new_table: bool) -> None:
+        self.connection, self.table, self.staging, self.new_table = connection, table, staging, new_table
+        self.inserted = self.updated = self.refused = 0
+        self.watermarks: list[tuple[str | None, datetime | None]] = []
+        self._queue: queue.Queue[str | None] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="mysql-pg-assets-merge", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        newest_sql = _newest(self.table)
+        while (rows := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain: the main thread sees the error at its next submit
+            try:
+                inserted, updated, refused = _merge(self.connection, self.table, self.staging, rows, self.new_table)
+                self.inserted, self.updated, self.refused = (
+                    self.inserted + inserted, self.updated + updated, self.refused + refused)
+                if newest_sql:
+                    self.watermarks.append(self.connection.execute(
+                        f"SELECT {newest_sql[0]}, {newest_sql[1]} FROM {rows} s").fetchone())
+            except BaseException as exc:
+                self._error = exc
+
+    def submit(self, rows: str) -> None:
+        self._raise()
+        self._queue.put(rows)
+
+    def finish(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def newest(self) -> tuple[str | None, datetime | None]:
+        cursor = self.table.cursor
+        numeric = cursor is not None and cursor.pg_type not in ("timestamptz", "timestamp", "date")
+        marks = [w for w, _ in self.watermarks if w is not None]
+        watermark = max(marks, key=(lambda w: int(w)) if numeric else None) if marks else None
+        times = [t for _, t in self.watermarks if t is not None]
+        return watermark, max(times) if times else None
 
 
 @contextmanager
@@ -432,8 +495,8 @@ def _drop_staging(connection: psycopg.Connection, prefix: str) -> None:
         connection.execute(f"DROP TABLE IF EXISTS {pg_qualified(META_SCHEMA, name)}")
 
 
-def _ingest(cursor: adbc.Cursor, name: str, frame: pl.DataFrame, first: bool) -> None:
-    if first:  # created empty and UNLOGGED: staging needs no WAL
+def _ingest(cursor: adbc.Cursor, name: str, frame: pl.DataFrame, create: bool) -> None:
+    if create:  # created empty and UNLOGGED: staging needs no WAL
         cursor.adbc_ingest(name, frame.clear().to_arrow(), mode="create", db_schema_name=META_SCHEMA)
         cursor.execute(f"ALTER TABLE {pg_qualified(META_SCHEMA, name)} SET UNLOGGED")
     cursor.adbc_ingest(name, frame.to_arrow(), mode="append", db_schema_name=META_SCHEMA)
@@ -441,23 +504,28 @@ def _ingest(cursor: adbc.Cursor, name: str, frame: pl.DataFrame, first: bool) ->
 
 def _stage(
     postgres_url: DatabaseUrl, table: TablePlan, staging: Staging, batches: Iterable[ValidatedBatch],
-    keys: Iterable[pl.DataFrame], totals: dict[str, int], conversions: Conversions,
+    keys: Iterable[pl.DataFrame], totals: dict[str, int], conversions: Conversions, merger: _Merger,
 ) -> tuple[bool, bool]:
-    """COPY every batch (and every source key) into the staging tables; returns what arrived."""
+    """COPY each batch into staging tables and hand it to the merger; returns what arrived."""
     connection = _adbc_connect(postgres_url)
+    key_names = [staging_name(i) for i, c in enumerate(table.columns) if c.target_name in table.primary_key]
     rows_staged = keys_staged = False
     try:
         with connection.cursor() as cursor:
-            for batch in batches:
-                parts = [batch.rows, batch.rejects] + ([batch.rejected_keys] if table.primary_key else [])
-                for name, frame in zip(staging.names, parts, strict=False):
-                    _ingest(cursor, name, frame, first=not rows_staged)
+            for number, batch in enumerate(batches):
+                first = not rows_staged
+                _ingest(cursor, staging.name(staging.batch(number)), batch.rows, create=True)
+                _ingest(cursor, staging.name("rejects"), batch.rejects, create=first)
+                if table.primary_key:
+                    _ingest(cursor, staging.name("rejected_keys"), batch.rejected_keys, create=first)
+                    _ingest(cursor, staging.name("loaded_keys"), batch.rows.select(key_names), create=first)
                 rows_staged = True
+                merger.submit(staging.relation(staging.batch(number)))
                 totals["rows_read"] += batch.rows.height + batch.rejected_rows
                 totals["rejected_rows"] += batch.rejected_rows
                 conversions.add(batch.conversions)
             for frame in keys:
-                _ingest(cursor, staging.keys_name, frame, first=not keys_staged)
+                _ingest(cursor, staging.name("source_keys"), frame, create=not keys_staged)
                 keys_staged = True
     except adbc.Error as exc:
         raise TargetError(f"staging {table.target_label}: {redact(str(exc))}") from None
@@ -466,7 +534,7 @@ def _stage(
     return rows_staged, keys_staged
 
 
-def _newest(table: TablePlan, staging: Staging) -> tuple[str, str] | None:
+def _newest(table: TablePlan) -> tuple[str, str] | None:
     """SQL for the newest staged cursor value (as text) and the newest timestamp (for lag)."""
     cursor, partition = table.cursor, table.partition_column
     if cursor is None and partition is None:
@@ -524,10 +592,7 @@ def load_table(
     with _table_lock(postgres_url, table) as connection:
         _drop_staging(connection, staging.table_prefix)  # left by a killed run of this table
         try:
-            rows_staged, keys_staged = _stage(postgres_url, table, staging, batches, source_keys, totals, conversions)
-            inserted = updated = refused = rejected_values = 0
-            watermark: str | None = None
-            newest: datetime | None = None
+            rejected_values = 0
             with connection.transaction():
                 connection.execute("SET LOCAL TimeZone = 'UTC'")
                 # A table this load creates is filled first and keyed and indexed after: one index
@@ -539,8 +604,12 @@ def load_table(
                 deleted = 0
                 if not table.primary_key and not new_table:  # nothing to merge on: the scope is replaced
                     deleted = connection.execute(*delete_missing_sql(table, staging, scope, False, False)).rowcount
-                if rows_staged:
-                    inserted, updated, refused = _merge(connection, table, staging, new_table)
+                merger = _Merger(connection, table, staging, new_table)
+                try:
+                    rows_staged, keys_staged = _stage(
+                        postgres_url, table, staging, batches, source_keys, totals, conversions, merger)
+                finally:
+                    merger.finish()
                 if table.primary_key and new_table:
                     connection.execute(f"ALTER TABLE {target} ADD PRIMARY KEY ({pg_idents(table.primary_key)})")
                 elif table.primary_key:
@@ -550,10 +619,7 @@ def load_table(
                     connection.execute(statement)
                 _add_foreign_keys(connection, table)
                 _follow_identities(connection, table)
-                newest_sql = _newest(table, staging) if rows_staged else None
-                if newest_sql:
-                    watermark, newest = connection.execute(
-                        f"SELECT {newest_sql[0]}, {newest_sql[1]} FROM {staging.rows} s").fetchone()
+                watermark, newest = merger.newest()
                 if rows_staged:
                     rejected_values = connection.execute(
                         f"INSERT INTO {REJECTS} (run_id, source_table, target_table, primary_key, column_name, value,"
@@ -562,9 +628,9 @@ def load_table(
                         (run_id, table.source_label, table.target_label),
                     ).rowcount
                 result = LoadResult(
-                    totals["rows_read"], inserted, updated, deleted, totals["rejected_rows"] + refused,
-                    rejected_values, time.perf_counter() - started, conversions,
-                    watermark or (str(watermark_from) if watermark_from is not None else None), newest,
+                    totals["rows_read"], merger.inserted, merger.updated, deleted,
+                    totals["rejected_rows"] + merger.refused, rejected_values, time.perf_counter() - started,
+                    conversions, watermark or (str(watermark_from) if watermark_from is not None else None), newest,
                 )
                 _record(connection, table, result, run_id, scope, partition, watermark_from)
         except psycopg.Error as exc:
