@@ -1,19 +1,21 @@
-"""Load: binary COPY into staging tables, then one transaction that merges them into the target.
+"""Load: binary COPY into staging tables, merged batch by batch in one transaction.
 
 1. A session advisory lock on the target table (psycopg connection) keeps two loads of the same
    table from interleaving, from the first batch to the commit; staging tables a killed run
    left behind are dropped under that lock.
-2. Each batch's valid rows are COPYed (ADBC's binary ingest, autocommit) into an UNLOGGED
-   staging table in the ``mysql_pg_assets`` schema, its rejects and the keys of its rejected
-   rows into two more. Nothing the user reads has changed yet.
-3. One psycopg transaction: ``CREATE TABLE IF NOT EXISTS`` for the target; rows are upserted by
-   primary key, writing only rows whose values changed. If PostgreSQL refuses a value that the
-   validation did not foresee, the merge rolls back to a savepoint, every refused value is found
-   (one cast at a time, only on the columns PostgreSQL has to convert), its row moves to the
-   rejects, and the merge runs again. Target rows whose key is no longer in MySQL are deleted; a
-   rejected row keeps its previous version. A table without a key is replaced whole. The rejects
-   go to ``mysql_pg_assets.rejects`` with the run id. Commit.
-4. The staging tables are dropped.
+2. One psycopg transaction opens: ``CREATE TABLE IF NOT EXISTS`` for the target (a table this
+   load creates gets its key and indexes only after it is filled).
+3. Each batch's valid rows are COPYed (ADBC's binary ingest, autocommit) into an UNLOGGED
+   staging table of their own in the ``mysql_pg_assets`` schema, its rejects and keys into
+   three more; a thread then merges the batch on the transaction while the next batch is read
+   and COPYed. Rows are upserted by primary key, writing only rows whose values changed. If
+   PostgreSQL refuses a value the validation did not foresee, the batch's merge rolls back to a
+   savepoint, every refused value is found (one cast at a time, only on the columns PostgreSQL
+   has to convert), its row moves to the rejects, and the merge runs again.
+4. Target rows of the scope whose key is no longer in MySQL are deleted (or tombstoned); a
+   rejected row keeps its previous version. A table without a key has its scope replaced. The
+   rejects go to ``mysql_pg_assets.rejects`` and a row to the ledger, ``mysql_pg_assets.loads``.
+   Commit; the staging tables are dropped.
 
 A failure or a killed process at any point before the commit leaves the previous data intact;
 re-running a load with the same source leaves exactly the same target.
