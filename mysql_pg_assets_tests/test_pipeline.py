@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
@@ -22,6 +23,7 @@ from mysql_pg_assets.resources import MySQLSource, PostgresTarget
 from mysql_pg_assets.settings import DatabaseUrl
 from mysql_pg_assets.spec import parse_spec
 from mysql_pg_assets.sql import pg_qualified
+from mysql_pg_assets_tests.conftest import write_spec
 
 EVENTS = """CREATE TABLE events (
   id INT PRIMARY KEY, happened_at DATETIME(3) NOT NULL, kind VARCHAR(10), updated_at TIMESTAMP(6) NOT NULL
@@ -205,3 +207,20 @@ def test_partitioned_assets_declare_single_run_backfills(events_source: Database
     assert asset.backfill_policy is not None and asset.backfill_policy.max_partitions_per_run is None
     assert asset.partitions_def.get_partition_keys()[:3] == ["2026-03-01", "2026-03-02", "2026-03-03"]
     assert asset.keys == {AssetKey(["flow", "events"])}
+
+
+def test_a_backfill_from_the_cli_is_one_run(
+    events_source: DatabaseUrl, make_pg_database: Callable[[str], DatabaseUrl], tmp_path: Path
+) -> None:
+    pg = make_pg_database("cli_backfill")
+    spec = write_spec(tmp_path / "events.yaml", {"source": {"database": events_source.database},
+                                                 **_spec(events=DAILY), "include": ["events"]})
+    env = {**os.environ, "MYSQL_URL": events_source.secret, "POSTGRES_URL": pg.secret, "SYNC_CONFIG": str(spec),
+           "DAGSTER_HOME": str(tmp_path)}
+    command = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m",
+               "mysql_pg_assets.definitions", "--select", "flow/events", "--partition-range", "2026-03-01...2026-03-03"]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert [row[:3] for row in _ledger(pg)] == [("2026-03-01...2026-03-03", "partition", 300)]
+    _, table = _catalog(events_source, **DAILY)
+    assert compare_rows(events_source, pg, table).equal
