@@ -18,6 +18,8 @@ help:
 	@echo "make test     the test suite against real MariaDB and PostgreSQL"
 	@echo "make db | db-stop | db-reset   the project's local MariaDB and PostgreSQL"
 	@echo "make seed ORDERS=N | simulate | materialize | summary | ui | lint"
+	@echo "make bench ARGS=\"--orders 5000000 --repeat 3\"   full load and one partition against pgloader"
+	@echo "make samples  fetch the real-world sample schemas the tests sync"
 
 $(TOOLS)/bin/uv:
 	python3 -m venv $(TOOLS)
