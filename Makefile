@@ -68,7 +68,7 @@ test: install db
 	$(ENV) $(RUN) pytest
 
 lint: install
-	$(RUN) ruff check mysql_pg_assets mysql_pg_assets_tests
+	$(RUN) ruff check mysql_pg_assets mysql_pg_assets_tests bench
 
 # Benchmark (not a test): full load of the demo orders vs pgloader, incremental partition, peak RSS.
 #   make bench ARGS="--orders 200000 --repeat 1"      (default: 5,000,000 orders, 3 rounds)
