@@ -37,12 +37,6 @@ class Conversions:
     def total(self) -> int:
         return sum(self.counts.values())
 
-    def by_kind(self) -> dict[str, int]:
-        kinds: Counter[str] = Counter()
-        for (_, kind), count in self.counts.items():
-            kinds[kind] += count
-        return dict(kinds)
-
     def as_metadata(self) -> dict[str, int]:
         return {f"{column}: {kind}": count for (column, kind), count in sorted(self.counts.items())}
 
