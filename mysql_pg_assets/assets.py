@@ -10,11 +10,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
     BackfillPolicy,
     DailyPartitionsDefinition,
+    FreshnessPolicy,
     HourlyPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
@@ -30,6 +33,7 @@ from dagster import (
 from mysql_pg_assets.catalog import Catalog, TablePlan, dagster_safe_name
 from mysql_pg_assets.extract import Window
 from mysql_pg_assets.load import META_SCHEMA, LoadResult
+from mysql_pg_assets.parity import rejects_sample, window_counts
 from mysql_pg_assets.pipeline import sync_table
 from mysql_pg_assets.resources import MySQLSource, PostgresTarget
 
@@ -108,6 +112,41 @@ def _scope(context: AssetExecutionContext, table: TablePlan) -> tuple[Window | N
     return Window(window.start, window.end), label
 
 
+ROWS_VALID = "rows_valid"
+ROW_COUNT_PARITY = "row_count_parity"
+
+
+def check_specs(table: TablePlan) -> list[AssetCheckSpec]:
+    key = asset_key(table)
+    return [
+        AssetCheckSpec(ROWS_VALID, asset=key, blocking=True, description=(
+            "Every row read passed the pandera schema generated from the mapping (and PostgreSQL's casts); "
+            f"failing rows are in {REJECTS_TABLE}. Blocking: a load with rejects does not look fresh downstream.")),
+        AssetCheckSpec(ROW_COUNT_PARITY, asset=key, description=(
+            "MySQL and PostgreSQL hold as many rows, in the loaded partition or the whole table, counted in each "
+            "database right after the load.")),
+    ]
+
+
+def check_results(
+    table: TablePlan, result: LoadResult, counts: tuple[int, int], rejects_sample: list[dict[str, object]]
+) -> list[AssetCheckResult]:
+    mysql_rows, postgres_rows = counts
+    return [
+        AssetCheckResult(check_name=ROWS_VALID, passed=result.rejected_rows == 0, metadata={
+            "rows_rejected": result.rejected_rows, "values_rejected": result.rejected_values,
+            "failure_cases": MetadataValue.json(rejects_sample)}),
+        AssetCheckResult(check_name=ROW_COUNT_PARITY, passed=mysql_rows == postgres_rows, metadata={
+            "mysql_rows": mysql_rows, "postgres_rows": postgres_rows, "difference": postgres_rows - mysql_rows}),
+    ]
+
+
+def freshness_for(table: TablePlan) -> FreshnessPolicy | None:
+    if table.freshness is None:
+        return None
+    return FreshnessPolicy.time_window(fail_window=table.freshness.fail_after, warn_window=table.freshness.warn_after)
+
+
 def build_table_asset(table: TablePlan) -> AssetsDefinition:
     parents = {
         AssetKey([dagster_safe_name(table.target_schema), dagster_safe_name(key.referenced_target)])
@@ -126,6 +165,8 @@ def build_table_asset(table: TablePlan) -> AssetsDefinition:
         backfill_policy=BackfillPolicy.single_run() if partitions else None,
         # Runs reading one MySQL server share a pool, whose limit dagster.yaml sets.
         pool=f"mysql_{dagster_safe_name(table.source_database)}",
+        check_specs=check_specs(table),
+        freshness_policy=freshness_for(table),
         metadata={
             "dagster/column_schema": column_schema(table),
             "dagster/table_name": table.target_label,
@@ -150,7 +191,10 @@ def build_table_asset(table: TablePlan) -> AssetsDefinition:
                 f"{result.rejected_rows} rows of {table.source_label} were rejected: see "
                 f"{REJECTS_TABLE} WHERE run_id = '{run_id}'"
             )
-        return MaterializeResult(metadata=materialization_metadata(table, result))
+        counts = window_counts(mysql.database_url, postgres.database_url, table, window)
+        sample = rejects_sample(postgres.database_url, table, run_id) if result.rejected_rows else []
+        return MaterializeResult(metadata=materialization_metadata(table, result),
+                                 check_results=check_results(table, result, counts, sample))
 
     return _sync
 

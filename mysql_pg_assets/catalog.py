@@ -20,7 +20,7 @@ import pymysql
 
 from mysql_pg_assets.casting import CastRule, MySQLColumn, enum_values, pg_default, rule_for
 from mysql_pg_assets.settings import DatabaseUrl, redact
-from mysql_pg_assets.spec import ColumnOverride, Options, SpecError, SyncSpec, TableOverride
+from mysql_pg_assets.spec import ColumnOverride, Freshness, Options, SpecError, SyncSpec, TableOverride
 from mysql_pg_assets.sql import pg_fit_name
 
 
@@ -93,6 +93,7 @@ class TablePlan:
     create_foreign_keys: bool = False
     partition: PartitionPlan | None = None
     tombstones: bool = False  # rows gone from MySQL keep a _deleted_at instead of being deleted
+    freshness: Freshness | None = None
 
     @property
     def cursor(self) -> ColumnPlan | None:
@@ -352,6 +353,7 @@ def plan_table(
             override.partition.start, override.partition.end_offset,
         ) if override.partition else None,
         tombstones=override.deletes == "tombstone",
+        freshness=override.freshness or options.freshness,
     )
 
 

@@ -21,6 +21,8 @@ from typing import Any
 import psycopg
 
 from mysql_pg_assets.catalog import TOMBSTONE_COLUMN, ColumnPlan, TablePlan, mysql_connection
+from mysql_pg_assets.extract import Window
+from mysql_pg_assets.load import REJECTS
 from mysql_pg_assets.settings import DatabaseUrl
 from mysql_pg_assets.sql import mysql_ident, mysql_qualified, pg_ident, pg_idents, pg_qualified
 
@@ -67,6 +69,45 @@ def postgres_row_count(url: DatabaseUrl, table: TablePlan) -> int | None:
         return int(connection.execute(
             f"SELECT count(*) FROM {pg_qualified(table.target_schema, table.target_table)}{_alive(table)}"
         ).fetchone()[0])
+
+
+def window_counts(
+    mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, table: TablePlan, window: Window | None
+) -> tuple[int, int]:
+    """Rows on each side, within a partition window or in the whole table, counted in each database."""
+    mysql_where, pg_where, mysql_params, pg_params = "", _alive(table), (), ()
+    if window is not None and table.partition is not None:
+        column = table.partition_column
+        assert column is not None
+        bounds = [b.astimezone(UTC).replace(tzinfo=None) if b.tzinfo else b for b in (window.start, window.end)]
+        mysql_where = f" WHERE {mysql_ident(table.partition.source_column)} >= %s AND " \
+                      f"{mysql_ident(table.partition.source_column)} < %s"
+        mysql_params = tuple(bounds)
+        pg_bounds = [b.replace(tzinfo=UTC) for b in bounds] if column.pg_type == "timestamptz" else bounds
+        condition = f"{pg_ident(column.target_name)} >= %s AND {pg_ident(column.target_name)} < %s"
+        pg_where = f"{pg_where} AND {condition}" if pg_where else f" WHERE {condition}"
+        pg_params = tuple(pg_bounds)
+    with mysql_connection(mysql_url) as connection, connection.cursor() as cur:
+        cur.execute("SET time_zone = '+00:00'")
+        cur.execute(f"SELECT COUNT(*) FROM {mysql_qualified(table.source_database, table.source_table)}{mysql_where}",
+                    mysql_params)
+        mysql_rows = int(cur.fetchone()[0])
+    with pg_connection(postgres_url) as connection:
+        connection.execute("SET TimeZone = 'UTC'")
+        postgres_rows = int(connection.execute(
+            f"SELECT count(*) FROM {pg_qualified(table.target_schema, table.target_table)}{pg_where}", pg_params
+        ).fetchone()[0])
+    return mysql_rows, postgres_rows
+
+
+def rejects_sample(url: DatabaseUrl, table: TablePlan, run_id: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The first rejects of a run: key, column, value and reason, for a check's failure cases."""
+    with pg_connection(url) as connection:
+        rows = connection.execute(
+            f"SELECT primary_key, column_name, value, reason FROM {REJECTS} WHERE run_id = %s AND target_table = %s"
+            f" ORDER BY id LIMIT %s", (run_id, table.target_label, limit)).fetchall()
+    return [{"primary_key": key, "column": column, "value": value, "reason": reason}
+            for key, column, value, reason in rows]
 
 
 def count_parity(mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, table: TablePlan) -> TableParity:

@@ -33,7 +33,7 @@ Example::
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -81,6 +81,13 @@ class Partitioning(_Strict):
     end_offset: int = Field(1, ge=0, description="1 includes the current, still open, period")
 
 
+class Freshness(_Strict):
+    """How stale the table may get before Dagster shows it as such (ISO 8601 or seconds)."""
+
+    fail_after: timedelta = Field(description="e.g. PT2H: failed when the last load is older")
+    warn_after: timedelta | None = Field(None, description="e.g. PT1H: warning when the last load is older")
+
+
 class TableOverride(_Strict):
     primary_key: list[NonEmpty] | None = Field(None, min_length=1)
     cursor_column: NonEmpty | None = Field(
@@ -90,6 +97,7 @@ class TableOverride(_Strict):
     deletes: Literal["delete", "tombstone"] = Field(
         "delete", description="rows gone from MySQL: deleted, or kept with _deleted_at set"
     )
+    freshness: Freshness | None = None
     rename: PgName | None = Field(None, description="name of the table in PostgreSQL")
     columns: dict[str, ColumnOverride] = Field(default_factory=dict)
 
@@ -116,6 +124,7 @@ class Options(_Strict):
         False, description="also create MySQL's foreign keys between synced tables (DEFERRABLE, NOT VALID)"
     )
     casts: list[CastOverride] = Field(default_factory=list, description="per-type overrides, first match wins")
+    freshness: Freshness | None = Field(None, description="the default freshness of every table")
 
 
 class Source(_Strict):

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -41,11 +42,16 @@ def test_every_demo_asset_materializes_equal_to_mysql(demo_settings: Settings) -
     assets = list(defs.assets or [])
     keys = {key for a in assets for key in a.keys}
     assert keys == {AssetKey(["shop", name]) for name in DEMO_TABLES}
+    # Freshness from sync.yaml's options, on every asset.
+    windows = {s.freshness_policy.fail_window.to_timedelta() for a in assets for s in a.specs}
+    assert windows == {timedelta(hours=6)}
 
     with DagsterInstance.ephemeral() as instance:
         results = materialize_everything(defs, instance)
         assert all(r.success for r in results)
         _assert_every_table_equal(demo_settings)
+        checks = [c for r in results for c in r.get_asset_check_evaluations()]
+        assert len(checks) == 2 * len(DEMO_TABLES) and all(c.passed for c in checks), checks
 
         orders = _materializations(results, "shop__orders")[-1].metadata
         assert orders["rows_read"].value == orders["rows_inserted"].value > 0

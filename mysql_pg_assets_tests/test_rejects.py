@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from dagster import DagsterInstance, materialize
 
+from mysql_pg_assets.assets import build_table_assets
 from mysql_pg_assets.catalog import TablePlan, discover, mysql_connection
 from mysql_pg_assets.load import REJECTS
 from mysql_pg_assets.parity import pg_connection
 from mysql_pg_assets.pipeline import sync_table
+from mysql_pg_assets.resources import MySQLSource, PostgresTarget
 from mysql_pg_assets.settings import DatabaseUrl
 from mysql_pg_assets.spec import parse_spec
 from mysql_pg_assets.sql import pg_qualified
@@ -121,3 +124,23 @@ def test_a_tinyint1_beyond_0_and_1_becomes_true_and_is_counted(
     with pg_connection(target) as connection:
         values = connection.execute("SELECT on_off FROM flags.flags ORDER BY id").fetchall()
     assert [v for (v,) in values] == [False, True, True, True, None]
+
+
+def test_the_checks_show_rejects_and_the_missing_rows_in_dagster(
+    bad_source: DatabaseUrl, make_pg_database: Callable[[str], DatabaseUrl]
+) -> None:
+    target = make_pg_database("rejects_checks")
+    spec = parse_spec({"include": ["bad"], "target": {"schema": "dirty"},
+                       "tables": {"bad": {"columns": {"ref": {"pg_type": "uuid"}}}}})
+    (asset,) = build_table_assets(discover(spec, bad_source))
+    resources = {"mysql": MySQLSource(url=bad_source.secret), "postgres": PostgresTarget(url=target.secret)}
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize([asset], instance=instance, resources=resources, raise_on_error=False)
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["rows_valid"].passed is False
+    assert checks["rows_valid"].metadata["rows_rejected"].value == 4
+    cases = checks["rows_valid"].metadata["failure_cases"].value
+    assert {c["column"] for c in cases} == {"dt", "size", "doc", "ref"} and all(c["reason"] for c in cases)
+    parity = checks["row_count_parity"]
+    assert parity.passed is False
+    assert (parity.metadata["mysql_rows"].value, parity.metadata["postgres_rows"].value) == (7, 3)
