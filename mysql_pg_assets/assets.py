@@ -33,7 +33,7 @@ from dagster import (
 from mysql_pg_assets.catalog import Catalog, TablePlan, dagster_safe_name
 from mysql_pg_assets.extract import Window
 from mysql_pg_assets.load import META_SCHEMA, LoadResult
-from mysql_pg_assets.parity import rejects_sample, window_counts
+from mysql_pg_assets.parity import Fingerprint, checksum_columns, fingerprints, rejects_sample
 from mysql_pg_assets.pipeline import sync_table
 from mysql_pg_assets.resources import MySQLSource, PostgresTarget
 
@@ -114,6 +114,7 @@ def _scope(context: AssetExecutionContext, table: TablePlan) -> tuple[Window | N
 
 ROWS_VALID = "rows_valid"
 ROW_COUNT_PARITY = "row_count_parity"
+CHECKSUM_PARITY = "checksum_parity"
 
 
 def check_specs(table: TablePlan) -> list[AssetCheckSpec]:
@@ -125,19 +126,27 @@ def check_specs(table: TablePlan) -> list[AssetCheckSpec]:
         AssetCheckSpec(ROW_COUNT_PARITY, asset=key, description=(
             "MySQL and PostgreSQL hold as many rows, in the loaded partition or the whole table, counted in each "
             "database right after the load.")),
+        AssetCheckSpec(CHECKSUM_PARITY, asset=key, description=(
+            "The same rows hold the same values: an MD5-based checksum of every row, summed inside each database "
+            "(no rows shipped); covers integers, decimals, strings and dates.")),
     ]
 
 
 def check_results(
-    table: TablePlan, result: LoadResult, counts: tuple[int, int], rejects_sample: list[dict[str, object]]
+    table: TablePlan, result: LoadResult, sides: tuple[Fingerprint, Fingerprint],
+    rejects_sample: list[dict[str, object]],
 ) -> list[AssetCheckResult]:
-    mysql_rows, postgres_rows = counts
+    mysql, postgres = sides
+    mysql_rows, postgres_rows = mysql.rows, postgres.rows
     return [
         AssetCheckResult(check_name=ROWS_VALID, passed=result.rejected_rows == 0, metadata={
             "rows_rejected": result.rejected_rows, "values_rejected": result.rejected_values,
             "failure_cases": MetadataValue.json(rejects_sample)}),
         AssetCheckResult(check_name=ROW_COUNT_PARITY, passed=mysql_rows == postgres_rows, metadata={
             "mysql_rows": mysql_rows, "postgres_rows": postgres_rows, "difference": postgres_rows - mysql_rows}),
+        AssetCheckResult(check_name=CHECKSUM_PARITY, passed=mysql == postgres, metadata={
+            "mysql_checksum": str(mysql.checksum), "postgres_checksum": str(postgres.checksum),
+            "columns": ", ".join(c.target_name for c in checksum_columns(table))}),
     ]
 
 
@@ -191,10 +200,10 @@ def build_table_asset(table: TablePlan) -> AssetsDefinition:
                 f"{result.rejected_rows} rows of {table.source_label} were rejected: see "
                 f"{REJECTS_TABLE} WHERE run_id = '{run_id}'"
             )
-        counts = window_counts(mysql.database_url, postgres.database_url, table, window)
+        sides = fingerprints(mysql.database_url, postgres.database_url, table, window)
         sample = rejects_sample(postgres.database_url, table, run_id) if result.rejected_rows else []
         return MaterializeResult(metadata=materialization_metadata(table, result),
-                                 check_results=check_results(table, result, counts, sample))
+                                 check_results=check_results(table, result, sides, sample))
 
     return _sync
 

@@ -71,33 +71,97 @@ def postgres_row_count(url: DatabaseUrl, table: TablePlan) -> int | None:
         ).fetchone()[0])
 
 
-def window_counts(
-    mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, table: TablePlan, window: Window | None
-) -> tuple[int, int]:
-    """Rows on each side, within a partition window or in the whole table, counted in each database."""
+_INTEGERS = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint", "year"}
+_STRINGS = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum"}
+_NULL_MARK = 1  # chr(1) stands for NULL in the row text, which no text column holds in practice
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """Rows and an order-independent checksum of a table or a partition, computed in the database."""
+
+    rows: int
+    checksum: int
+
+
+def checksum_columns(table: TablePlan) -> list[ColumnPlan]:
+    """The columns whose text both databases render alike: integers, decimals, strings, dates.
+
+    Floats, JSON, binary, bits, sets, times and overridden types are left out of the checksum
+    (the row count still covers their rows).
+    """
+    def comparable(column: ColumnPlan) -> bool:
+        source = column.source
+        if column.pg_type != column.rule.pg_type(source) or column.pg_type == "boolean":
+            return False
+        return source.data_type in _INTEGERS | _STRINGS | {"decimal", "numeric", "date", "datetime", "timestamp"}
+
+    return [c for c in table.columns if comparable(c)]
+
+
+def _mysql_text(column: ColumnPlan) -> str:
+    name, kind = mysql_ident(column.source.name), column.source.data_type
+    if kind in _STRINGS:
+        text = f"REPLACE(CONVERT({name} USING utf8mb4), CHAR(0 USING utf8mb4), '')"
+    elif kind in ("date", "datetime", "timestamp"):
+        value = f"IF(MONTH({name}) = 0 OR DAYOFMONTH({name}) = 0, NULL, {name})"
+        # %% because the statement goes through PyMySQL's parameter formatting.
+        text = f"DATE_FORMAT({value}, '%%Y-%%m-%%d')" if kind == "date" else \
+            f"DATE_FORMAT({value}, '%%Y-%%m-%%d %%H:%%i:%%s.%%f')"
+    else:
+        text = f"CAST({name} AS CHAR)"
+    return f"COALESCE(CONVERT({text} USING utf8mb4), CHAR({_NULL_MARK} USING utf8mb4))"
+
+
+def _pg_text(column: ColumnPlan) -> str:
+    name = pg_ident(column.target_name)
+    if column.source.data_type in ("datetime", "timestamp"):
+        text = f"to_char({name}, 'YYYY-MM-DD HH24:MI:SS.US')"
+    elif column.source.data_type == "date":
+        text = f"to_char({name}, 'YYYY-MM-DD')"
+    else:
+        text = f"{name}::text"
+    return f"COALESCE({text}, chr({_NULL_MARK}))"
+
+
+def _scope_sql(table: TablePlan, window: Window | None) -> tuple[str, tuple, str, tuple]:
     mysql_where, pg_where, mysql_params, pg_params = "", _alive(table), (), ()
     if window is not None and table.partition is not None:
         column = table.partition_column
         assert column is not None
         bounds = [b.astimezone(UTC).replace(tzinfo=None) if b.tzinfo else b for b in (window.start, window.end)]
-        mysql_where = f" WHERE {mysql_ident(table.partition.source_column)} >= %s AND " \
-                      f"{mysql_ident(table.partition.source_column)} < %s"
-        mysql_params = tuple(bounds)
-        pg_bounds = [b.replace(tzinfo=UTC) for b in bounds] if column.pg_type == "timestamptz" else bounds
+        source = mysql_ident(table.partition.source_column)
+        mysql_where, mysql_params = f" WHERE {source} >= %s AND {source} < %s", tuple(bounds)
         condition = f"{pg_ident(column.target_name)} >= %s AND {pg_ident(column.target_name)} < %s"
         pg_where = f"{pg_where} AND {condition}" if pg_where else f" WHERE {condition}"
-        pg_params = tuple(pg_bounds)
+        pg_params = tuple(b.replace(tzinfo=UTC) for b in bounds) if column.pg_type == "timestamptz" else tuple(bounds)
+    return mysql_where, mysql_params, pg_where, pg_params
+
+
+def fingerprints(
+    mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, table: TablePlan, window: Window | None
+) -> tuple[Fingerprint, Fingerprint]:
+    """(MySQL, PostgreSQL) fingerprints of a partition window, or of the whole table.
+
+    Each row's text (the checksum columns joined by '|') is hashed with MD5 in its own database;
+    the first 60 bits of each hash are summed, so no row leaves either database.
+    """
+    mysql_where, mysql_params, pg_where, pg_params = _scope_sql(table, window)
+    columns = checksum_columns(table)
+    mysql_row = f"CONCAT_WS('|', {', '.join(_mysql_text(c) for c in columns)})" if columns else "''"
+    pg_row = f"concat_ws('|', {', '.join(_pg_text(c) for c in columns)})" if columns else "''"
     with mysql_connection(mysql_url) as connection, connection.cursor() as cur:
         cur.execute("SET time_zone = '+00:00'")
-        cur.execute(f"SELECT COUNT(*) FROM {mysql_qualified(table.source_database, table.source_table)}{mysql_where}",
-                    mysql_params)
-        mysql_rows = int(cur.fetchone()[0])
+        cur.execute(
+            f"SELECT COUNT(*), COALESCE(SUM(CAST(CONV(SUBSTRING(MD5({mysql_row}), 1, 15), 16, 10) AS UNSIGNED)), 0)"
+            f" FROM {mysql_qualified(table.source_database, table.source_table)}{mysql_where}", mysql_params)
+        mysql_rows, mysql_sum = cur.fetchone()
     with pg_connection(postgres_url) as connection:
         connection.execute("SET TimeZone = 'UTC'")
-        postgres_rows = int(connection.execute(
-            f"SELECT count(*) FROM {pg_qualified(table.target_schema, table.target_table)}{pg_where}", pg_params
-        ).fetchone()[0])
-    return mysql_rows, postgres_rows
+        pg_rows, pg_sum = connection.execute(
+            f"SELECT count(*), coalesce(sum(('x' || substr(md5({pg_row}), 1, 15))::bit(60)::bigint), 0)"
+            f" FROM {pg_qualified(table.target_schema, table.target_table)}{pg_where}", pg_params).fetchone()
+    return Fingerprint(int(mysql_rows), int(mysql_sum)), Fingerprint(int(pg_rows), int(pg_sum))
 
 
 def rejects_sample(url: DatabaseUrl, table: TablePlan, run_id: str, limit: int = 20) -> list[dict[str, Any]]:

@@ -144,3 +144,4 @@ def test_the_checks_show_rejects_and_the_missing_rows_in_dagster(
     parity = checks["row_count_parity"]
     assert parity.passed is False
     assert (parity.metadata["mysql_rows"].value, parity.metadata["postgres_rows"].value) == (7, 3)
+    assert checks["checksum_parity"].passed is False
