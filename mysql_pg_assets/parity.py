@@ -149,7 +149,8 @@ def fingerprints(
     mysql_where, mysql_params, pg_where, pg_params = _scope_sql(table, window)
     columns = checksum_columns(table)
     mysql_row = f"CONCAT_WS('|', {', '.join(_mysql_text(c) for c in columns)})" if columns else "''"
-    pg_row = f"concat_ws('|', {', '.join(_pg_text(c) for c in columns)})" if columns else "''"
+    # || rather than concat_ws: a PostgreSQL function takes at most 100 arguments.
+    pg_row = " || '|' || ".join(_pg_text(c) for c in columns) if columns else "''"
     with mysql_connection(mysql_url) as connection, connection.cursor() as cur:
         cur.execute("SET time_zone = '+00:00'")
         cur.execute(
