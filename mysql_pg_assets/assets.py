@@ -33,7 +33,7 @@ from dagster import (
 from mysql_pg_assets.catalog import Catalog, TablePlan, dagster_safe_name
 from mysql_pg_assets.extract import Window
 from mysql_pg_assets.load import META_SCHEMA, LoadResult
-from mysql_pg_assets.parity import Fingerprint, checksum_columns, fingerprints, rejects_sample
+from mysql_pg_assets.parity import Fingerprint, checksum_columns, fingerprints, rejects_sample, schema_differences
 from mysql_pg_assets.pipeline import sync_table
 from mysql_pg_assets.resources import MySQLSource, PostgresTarget
 
@@ -115,6 +115,7 @@ def _scope(context: AssetExecutionContext, table: TablePlan) -> tuple[Window | N
 ROWS_VALID = "rows_valid"
 ROW_COUNT_PARITY = "row_count_parity"
 CHECKSUM_PARITY = "checksum_parity"
+SCHEMA_CONFORMS = "schema_conforms"
 
 
 def check_specs(table: TablePlan) -> list[AssetCheckSpec]:
@@ -129,12 +130,15 @@ def check_specs(table: TablePlan) -> list[AssetCheckSpec]:
         AssetCheckSpec(CHECKSUM_PARITY, asset=key, description=(
             "The same rows hold the same values: an MD5-based checksum of every row, summed inside each database "
             "(no rows shipped); covers integers, decimals, strings and dates.")),
+        AssetCheckSpec(SCHEMA_CONFORMS, asset=key, description=(
+            "The PostgreSQL table has the columns, types and nullability the mapping of MySQL's current "
+            "columns gives.")),
     ]
 
 
 def check_results(
     table: TablePlan, result: LoadResult, sides: tuple[Fingerprint, Fingerprint],
-    rejects_sample: list[dict[str, object]],
+    rejects_sample: list[dict[str, object]], schema_problems: list[str],
 ) -> list[AssetCheckResult]:
     mysql, postgres = sides
     mysql_rows, postgres_rows = mysql.rows, postgres.rows
@@ -147,6 +151,8 @@ def check_results(
         AssetCheckResult(check_name=CHECKSUM_PARITY, passed=mysql == postgres, metadata={
             "mysql_checksum": str(mysql.checksum), "postgres_checksum": str(postgres.checksum),
             "columns": ", ".join(c.target_name for c in checksum_columns(table))}),
+        AssetCheckResult(check_name=SCHEMA_CONFORMS, passed=not schema_problems, metadata={
+            "differences": MetadataValue.json(schema_problems)}),
     ]
 
 
@@ -203,7 +209,8 @@ def build_table_asset(table: TablePlan) -> AssetsDefinition:
         sides = fingerprints(mysql.database_url, postgres.database_url, table, window)
         sample = rejects_sample(postgres.database_url, table, run_id) if result.rejected_rows else []
         return MaterializeResult(metadata=materialization_metadata(table, result),
-                                 check_results=check_results(table, result, sides, sample))
+                                 check_results=check_results(table, result, sides, sample,
+                                                             schema_differences(postgres.database_url, table)))
 
     return _sync
 

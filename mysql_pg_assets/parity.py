@@ -13,7 +13,7 @@ import json
 import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -22,7 +22,7 @@ import psycopg
 
 from mysql_pg_assets.catalog import TOMBSTONE_COLUMN, ColumnPlan, TablePlan, mysql_connection
 from mysql_pg_assets.extract import Window
-from mysql_pg_assets.load import REJECTS
+from mysql_pg_assets.load import REJECTS, create_table_sql
 from mysql_pg_assets.settings import DatabaseUrl
 from mysql_pg_assets.sql import mysql_ident, mysql_qualified, pg_ident, pg_idents, pg_qualified
 
@@ -282,3 +282,31 @@ def compare_rows(
             changed = {n: (s, t) for n, s, t in zip(names, source_row, target_row, strict=True) if s != t}
             differences.append(f"row {dict(zip(names, source_row, strict=True))!r}: {changed!r}")
     return TableParity(table, len(source_rows), target_count, tuple(differences))
+
+
+def schema_differences(url: DatabaseUrl, table: TablePlan) -> list[str]:
+    """How the PostgreSQL table differs from the mapping of MySQL's current columns (empty: it conforms).
+
+    The expected types are normalized by PostgreSQL itself: a temporary table is created from the
+    mapping in a transaction that is rolled back, and both tables' ``format_type`` are compared.
+    """
+    types = ("SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
+             "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum")
+    target = pg_qualified(table.target_schema, table.target_table)
+    expected_table = replace(table, target_schema="pg_temp", target_table="mpa_expected")
+    with pg_connection(url) as connection:
+        if not connection.execute("SELECT to_regclass(%s) IS NOT NULL", (target,)).fetchone()[0]:
+            return [f"{table.target_label} does not exist"]
+        actual = {name: (kind, not_null) for name, kind, not_null in connection.execute(types, (target,))}
+        with connection.transaction(force_rollback=True):
+            connection.execute(create_table_sql(expected_table))  # in pg_temp: a temporary table
+            expected = {name: (kind, not_null) for name, kind, not_null in
+                        connection.execute(types, ("pg_temp.mpa_expected",))}
+    differences = [f"{name}: missing in PostgreSQL" for name in expected if name not in actual]
+    differences += [f"{name}: not in the mapping of MySQL's columns" for name in actual if name not in expected]
+    for name, (kind, not_null) in expected.items():
+        if name in actual and actual[name] != (kind, not_null):
+            have, nullable = actual[name]
+            differences.append(f"{name}: {have}{' NOT NULL' if nullable else ''} in PostgreSQL, "
+                               f"{kind}{' NOT NULL' if not_null else ''} expected")
+    return differences

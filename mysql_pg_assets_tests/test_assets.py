@@ -51,7 +51,7 @@ def test_every_demo_asset_materializes_equal_to_mysql(demo_settings: Settings) -
         assert all(r.success for r in results)
         _assert_every_table_equal(demo_settings)
         checks = [c for r in results for c in r.get_asset_check_evaluations()]
-        assert len(checks) == 3 * len(DEMO_TABLES) and all(c.passed for c in checks), checks
+        assert len(checks) == 4 * len(DEMO_TABLES) and all(c.passed for c in checks), checks
 
         orders = _materializations(results, "shop__orders")[-1].metadata
         assert orders["rows_read"].value == orders["rows_inserted"].value > 0

@@ -65,3 +65,24 @@ def test_a_corrupted_partition_is_found_and_repaired_once(
             assert all(c.passed for c in repaired.get_asset_check_evaluations())
         requests, _ = tick(instance, cursor)
         assert requests == []
+
+
+def test_schema_conformity_names_what_differs(
+    make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database: Callable[[str], DatabaseUrl]
+) -> None:
+    source, target = make_mysql_database("conform"), make_pg_database("conform")
+    with mysql_connection(source) as connection, connection.cursor() as cur:
+        cur.execute("CREATE TABLE notes (id INT PRIMARY KEY, title VARCHAR(20) NOT NULL)")
+        cur.execute("INSERT INTO notes VALUES (1, 'first')")
+    (asset,) = build_table_assets(discover(parse_spec({"target": {"schema": "web"}}), source))
+    resources = {"mysql": MySQLSource(url=source.secret), "postgres": PostgresTarget(url=target.secret)}
+    with DagsterInstance.ephemeral() as instance:
+        first = materialize([asset], instance=instance, resources=resources)
+        assert {c.check_name: c.passed for c in first.get_asset_check_evaluations()}["schema_conforms"]
+        with pg_connection(target) as connection:
+            connection.execute("ALTER TABLE web.notes ALTER COLUMN title TYPE varchar(50)")
+        second = materialize([asset], instance=instance, resources=resources)
+    check = next(c for c in second.get_asset_check_evaluations() if c.check_name == "schema_conforms")
+    assert check.passed is False
+    assert check.metadata["differences"].value == [
+        "title: character varying(50) NOT NULL in PostgreSQL, character varying(20) NOT NULL expected"]
