@@ -30,6 +30,7 @@ from dagster import (
     asset,
 )
 
+from mysql_pg_assets import alerts
 from mysql_pg_assets.catalog import Catalog, TablePlan, dagster_safe_name
 from mysql_pg_assets.extract import Window
 from mysql_pg_assets.load import META_SCHEMA, LoadResult
@@ -156,6 +157,10 @@ def check_results(
     ]
 
 
+def _check_reason(check: AssetCheckResult) -> str:
+    return "; ".join(f"{name}: {value.value}" for name, value in check.metadata.items())
+
+
 def freshness_for(table: TablePlan) -> FreshnessPolicy | None:
     if table.freshness is None:
         return None
@@ -208,9 +213,11 @@ def build_table_asset(table: TablePlan) -> AssetsDefinition:
             )
         sides = fingerprints(mysql.database_url, postgres.database_url, table, window)
         sample = rejects_sample(postgres.database_url, table, run_id) if result.rejected_rows else []
-        return MaterializeResult(metadata=materialization_metadata(table, result),
-                                 check_results=check_results(table, result, sides, sample,
-                                                             schema_differences(postgres.database_url, table)))
+        checks = check_results(table, result, sides, sample, schema_differences(postgres.database_url, table))
+        for failed in (c for c in checks if not c.passed):
+            alerts.send(alerts.Alert("check_failed", asset_key(table).to_user_string(), _check_reason(failed),
+                                     partition=partition, run_id=run_id, check=failed.check_name))
+        return MaterializeResult(metadata=materialization_metadata(table, result), check_results=checks)
 
     return _sync
 

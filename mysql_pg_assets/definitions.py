@@ -13,7 +13,7 @@ from dagster import BetaWarning, Definitions, EnvVar, definitions
 from mysql_pg_assets.assets import build_table_assets
 from mysql_pg_assets.catalog import discover
 from mysql_pg_assets.resources import MySQLSource, PostgresTarget
-from mysql_pg_assets.sensors import build_data_drift_sensor
+from mysql_pg_assets.sensors import alert_on_run_failure, build_data_drift_sensor
 from mysql_pg_assets.settings import Settings, export_local_defaults
 from mysql_pg_assets.spec import load_spec
 
@@ -25,7 +25,7 @@ def build_definitions(settings: Settings) -> Definitions:
     catalog = discover(load_spec(settings.sync_config), settings.mysql_url)
     return Definitions(
         assets=build_table_assets(catalog),
-        sensors=[build_data_drift_sensor(catalog)],
+        sensors=[build_data_drift_sensor(catalog), alert_on_run_failure],
         resources={
             "mysql": MySQLSource(url=EnvVar("MYSQL_URL")),
             "postgres": PostgresTarget(url=EnvVar("POSTGRES_URL")),

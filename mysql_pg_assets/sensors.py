@@ -15,15 +15,19 @@ from collections.abc import Sequence
 from dagster import (
     AssetKey,
     AssetSelection,
+    DagsterEventType,
     DefaultSensorStatus,
+    RunFailureSensorContext,
     RunRequest,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    run_failure_sensor,
     sensor,
 )
 
+from mysql_pg_assets import alerts
 from mysql_pg_assets.assets import asset_key, partitions_for
 from mysql_pg_assets.catalog import Catalog, TablePlan
 from mysql_pg_assets.extract import Window
@@ -81,3 +85,20 @@ def build_data_drift_sensor(catalog: Catalog, budget: int = 20, interval_s: int 
         return SensorResult(run_requests=requests, cursor=json.dumps({"next": (start + len(checked)) % len(units)}))
 
     return data_drift
+
+
+@run_failure_sensor(name="alert_on_run_failure", default_status=DefaultSensorStatus.RUNNING,
+                    description="Posts every failed run's assets, partition and error to ALERT_WEBHOOK_URL.")
+def alert_on_run_failure(context: RunFailureSensorContext) -> None:
+    run = context.dagster_run
+    keys = run.asset_selection or {  # a run launched in process names its assets only in its events
+        record.event_log_entry.dagster_event.asset_key
+        for record in context.instance.get_records_for_run(
+            run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records
+    }
+    assets = ", ".join(k.to_user_string() for k in sorted(keys, key=lambda k: k.path))
+    alerts.send(alerts.Alert(
+        "run_failed", assets or run.job_name, context.failure_event.message or "run failed",
+        partition=run.tags.get("dagster/partition") or run.tags.get("dagster/asset_partition_range_start"),
+        run_id=run.run_id,
+    ))
