@@ -302,7 +302,7 @@ def upsert_sql(table: TablePlan, rows: str) -> str:
             f"  RETURNING (t.xmax = 0) AS inserted)\n" + _COUNT_WRITTEN)
 
 
-def _window_bound(table: TablePlan, value: datetime) -> datetime:
+def pg_window_bound(table: TablePlan, value: datetime) -> datetime:
     """A window bound typed like the target column: aware for timestamptz, naive UTC otherwise."""
     column = table.partition_column
     assert column is not None
@@ -324,7 +324,7 @@ def delete_missing_sql(
     if isinstance(scope, Window):
         column = pg_ident(table.partition.column)  # type: ignore[union-attr]
         conditions.append(f"t.{column} >= %s AND t.{column} < %s")
-        params += [_window_bound(table, scope.start), _window_bound(table, scope.end)]
+        params += [pg_window_bound(table, scope.start), pg_window_bound(table, scope.end)]
     if table.primary_key:
         staged = _staged_values(table)
         matches = " AND ".join(f"{staged[k]} = t.{pg_ident(k)}" for k in table.primary_key)

@@ -22,7 +22,7 @@ import psycopg
 
 from mysql_pg_assets.catalog import TOMBSTONE_COLUMN, ColumnPlan, TablePlan, mysql_connection
 from mysql_pg_assets.extract import Window
-from mysql_pg_assets.load import REJECTS, create_table_sql
+from mysql_pg_assets.load import REJECTS, create_table_sql, pg_window_bound
 from mysql_pg_assets.settings import DatabaseUrl
 from mysql_pg_assets.sql import mysql_ident, mysql_qualified, pg_ident, pg_idents, pg_qualified
 
@@ -134,7 +134,7 @@ def _scope_sql(table: TablePlan, window: Window | None) -> tuple[str, tuple, str
         mysql_where, mysql_params = f" WHERE {source} >= %s AND {source} < %s", tuple(bounds)
         condition = f"{pg_ident(column.target_name)} >= %s AND {pg_ident(column.target_name)} < %s"
         pg_where = f"{pg_where} AND {condition}" if pg_where else f" WHERE {condition}"
-        pg_params = tuple(b.replace(tzinfo=UTC) for b in bounds) if column.pg_type == "timestamptz" else tuple(bounds)
+        pg_params = (pg_window_bound(table, window.start), pg_window_bound(table, window.end))
     return mysql_where, mysql_params, pg_where, pg_params
 
 
