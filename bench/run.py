@@ -480,8 +480,6 @@ def mib(kib: int) -> str:
 
 @dataclass
 class Incremental:
-    available: bool
-    reason: str = ""
     day: date | None = None
     window_rows: int = 0
     changed_in_window: int = 0
@@ -534,7 +532,7 @@ def incremental(mysql_url: DatabaseUrl, pg_url: DatabaseUrl, logs: Path, repeat:
     day = day or last.date()  # the newest day: where an incremental load does its work
     start = datetime.combine(day, datetime.min.time())
     end = start + timedelta(days=1)
-    inc = Incremental(True, "", day)
+    inc = Incremental(day)
     with demo.connect(mysql_url) as conn, conn.cursor() as cur:
         cur.execute(f"SELECT COUNT(*), COALESCE(SUM(id %% 100 = 0), 0) FROM `{TABLE}`"
                     f" WHERE `{PARTITION_COLUMN}` >= %s AND `{PARTITION_COLUMN}` < %s", (start, end))
@@ -604,7 +602,7 @@ def summary(trials: list[Trial], inc: Incremental | None, pgloader_note: str, in
             f"{median([t.measured.cpu_seconds for t in good]):>7.1f} {ratio:>19}")
     if len(contenders) == 1:
         lines.append(f"  {'pgloader':<22} not run: {pgloader_note}")
-    if inc is not None and inc.available and inc.runs:
+    if inc is not None and inc.runs:
         good_runs = inc.ok_runs
         if good_runs:
             secs = median([m.seconds for m in good_runs])
@@ -650,8 +648,6 @@ def summary(trials: list[Trial], inc: Incremental | None, pgloader_note: str, in
         lines.append(f"  (pgloader's own peak RSS: {peak / GIB:.2f} GiB)")
     if inc is None:
         lines.append("  incremental partition in seconds: skipped")
-    elif not inc.available:
-        lines.append(f"  incremental: not available ({inc.reason})")
     elif inc.ok_runs:
         secs = median([m.seconds for m in inc.ok_runs])
         lines.append(f"  incremental partition in seconds (< {incremental_target:g} s): {secs:.1f} s -> "
@@ -759,14 +755,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("  skipped: the last full load by this project failed, so there is nothing to update")
         else:
             inc = incremental(mysql_url, pg_url, logs, args.repeat, args.orders, args.day, args.timeout)
-            if not inc.available:
-                print(f"  incremental: not available ({inc.reason})")
-            else:
-                if inc.reason:
-                    print(f"  note: {inc.reason}")
-                print(f"  partition {inc.day} [{PARTITION_COLUMN} >= {inc.day} 00:00, < next day): "
-                      f"{inc.window_rows:,} rows, {inc.changed_in_window:,} of them among the "
-                      f"{inc.changed_total:,} changed orders")
+            print(f"  partition {inc.day} [{PARTITION_COLUMN} >= {inc.day} 00:00, < next day): "
+                  f"{inc.window_rows:,} rows, {inc.changed_in_window:,} of them among the "
+                  f"{inc.changed_total:,} changed orders")
 
     for line in summary(trials, inc, pgloader_note, args.incremental_target):
         print(line)
