@@ -22,7 +22,8 @@ import psycopg
 
 from mysql_pg_assets.catalog import TOMBSTONE_COLUMN, ColumnPlan, TablePlan, mysql_connection
 from mysql_pg_assets.extract import Window
-from mysql_pg_assets.load import REJECTS, create_table_sql, pg_window_bound
+from mysql_pg_assets.load import REJECTS, pg_window_bound
+from mysql_pg_assets.migrate import create_table_sql
 from mysql_pg_assets.settings import DatabaseUrl
 from mysql_pg_assets.sql import mysql_ident, mysql_qualified, pg_ident, pg_idents, pg_qualified
 

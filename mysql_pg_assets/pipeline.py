@@ -5,7 +5,8 @@ What a load reads (its scope):
 - a partition's time window, when the caller gives one (``window``);
 - otherwise, for a table with a ``cursor_column`` and a primary key, the rows whose cursor is at
   or past the last load's newest (a high-watermark from the ledger), plus every primary key, so
-  deletes are seen too;
+  deletes are seen too; but the whole table when MySQL's schema changed in a way that needs the
+  rows already loaded read again (a new column, a changed type: see ``migrate``);
 - otherwise the whole table.
 """
 
@@ -18,7 +19,7 @@ import pyarrow as pa
 
 from mysql_pg_assets.catalog import TablePlan
 from mysql_pg_assets.extract import DEFAULT_BATCH_ROWS, Scope, Since, Window, keys_sql, read_batches
-from mysql_pg_assets.load import LoadResult, last_watermark, load_table
+from mysql_pg_assets.load import LoadResult, last_watermark, load_table, pending_migration
 from mysql_pg_assets.settings import DatabaseUrl
 from mysql_pg_assets.transform import keys_to_staging, to_staging
 from mysql_pg_assets.validate import ValidatedBatch, schema_for, validate
@@ -46,6 +47,9 @@ def scope_for(table: TablePlan, postgres_url: DatabaseUrl, window: Window | None
             raise ValueError(f"{table.target_label} has no partition column: it cannot load a window")
         return window
     if table.cursor is not None and table.primary_key:
+        migration = pending_migration(postgres_url, table)
+        if migration is not None and migration.reloads_rows:
+            return None  # rows loaded before a new or changed column must be read again
         watermark = last_watermark(postgres_url, table)
         if watermark is not None:
             return Since(parse_watermark(table, watermark))
