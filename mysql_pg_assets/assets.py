@@ -76,6 +76,10 @@ def materialization_metadata(table: TablePlan, result: LoadResult) -> dict[str, 
         "rows_per_s": MetadataValue.float(round(result.rows_read / result.seconds, 1) if result.seconds else 0.0),
         "dagster/column_schema": column_schema(table),
     }
+    if result.schema_changes:
+        metadata["schema_changes"] = MetadataValue.json(list(result.schema_changes))
+    if result.schema_pending:
+        metadata["schema_pending"] = MetadataValue.json(list(result.schema_pending))
     if result.watermark is not None:
         metadata["watermark"] = MetadataValue.text(result.watermark)
     if result.newest_source_value is not None:
@@ -206,6 +210,8 @@ def build_table_asset(table: TablePlan) -> AssetsDefinition:
             f"{result.deleted} deleted, {result.rejected_rows} rejected, {result.conversions.total} values "
             f"converted in {result.seconds:.2f}s"
         )
+        if result.schema_changes:
+            context.log.info(f"{table.target_label} migrated to MySQL's schema: {'; '.join(result.schema_changes)}")
         if result.rejected_rows:
             context.log.warning(
                 f"{result.rejected_rows} rows of {table.source_label} were rejected: see "

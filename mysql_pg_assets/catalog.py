@@ -257,13 +257,13 @@ def _read_information_schema(url: DatabaseUrl, database: str) -> _Schema:
     return _Schema(tables, columns, indexes, foreign_keys)
 
 
-def select_tables(spec: SyncSpec, base_tables: list[str]) -> list[str]:
+def select_tables(spec: SyncSpec, base_tables: list[str], missing_ok: bool = False) -> list[str]:
     def matches(name: str, patterns: list[str]) -> bool:
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
     selected = [t for t in base_tables if matches(t, spec.include) and not matches(t, spec.exclude)]
     unknown = sorted(set(spec.tables) - set(selected))
-    if unknown:
+    if unknown and not missing_ok:
         raise SpecError(
             f"tables: {', '.join(unknown)} configured but not among the synced base tables "
             f"({', '.join(selected) or 'none'})"
@@ -389,7 +389,9 @@ def _foreign_keys(tables: tuple[TablePlan, ...], schema: _Schema, create: bool) 
     return tuple(planned)
 
 
-def discover(spec: SyncSpec, mysql_url: DatabaseUrl) -> Catalog:
+def discover(spec: SyncSpec, mysql_url: DatabaseUrl, missing_ok: bool = False) -> Catalog:
+    """The spec resolved against MySQL; ``missing_ok``: a configured table gone from MySQL is left out
+    instead of failing (for sensors comparing against tables that were there at load time)."""
     database = spec.source.database or mysql_url.database
     if not database:
         raise SpecError("source.database: not set, and MYSQL_URL names no database")
@@ -398,7 +400,7 @@ def discover(spec: SyncSpec, mysql_url: DatabaseUrl) -> Catalog:
     tables = tuple(
         plan_table(database, schema, table, found.columns[table], found.indexes.get(table, {}),
                    spec.tables.get(table, TableOverride()), spec.options)
-        for table in select_tables(spec, found.tables)
+        for table in select_tables(spec, found.tables, missing_ok)
     )
     _reject_collisions("tables", [(t.source_table, t.target_table) for t in tables], "table")
     _reject_collisions("tables", [(t.source_table, t.asset_name) for t in tables], "asset")

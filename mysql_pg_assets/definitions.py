@@ -1,7 +1,7 @@
 """The code location: the spec and MySQL's catalog, turned into assets, with their resources.
 
 Reading order: settings (env) → spec (sync.yaml) → catalog (information_schema) → assets (with
-their checks and freshness) → sensors.
+their checks and freshness) → the schema approval job → sensors (schema drift, data drift, alerts).
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from dagster import BetaWarning, Definitions, EnvVar, definitions
 
 from mysql_pg_assets.assets import build_table_assets
 from mysql_pg_assets.catalog import discover
+from mysql_pg_assets.jobs import build_schema_approval_job
 from mysql_pg_assets.resources import MySQLSource, PostgresTarget
-from mysql_pg_assets.sensors import alert_on_run_failure, build_data_drift_sensor
+from mysql_pg_assets.sensors import alert_on_run_failure, build_data_drift_sensor, build_schema_drift_sensor
 from mysql_pg_assets.settings import Settings, export_local_defaults
 from mysql_pg_assets.spec import load_spec
 
@@ -22,10 +23,16 @@ warnings.filterwarnings("ignore", category=BetaWarning, message=".*backfill_poli
 
 
 def build_definitions(settings: Settings) -> Definitions:
-    catalog = discover(load_spec(settings.sync_config), settings.mysql_url)
+    spec = load_spec(settings.sync_config)
+    catalog = discover(spec, settings.mysql_url)
     return Definitions(
         assets=build_table_assets(catalog),
-        sensors=[build_data_drift_sensor(catalog), alert_on_run_failure],
+        jobs=[build_schema_approval_job(spec, catalog)],
+        sensors=[
+            build_schema_drift_sensor(spec, catalog),
+            build_data_drift_sensor(spec, catalog),
+            alert_on_run_failure,
+        ],
         resources={
             "mysql": MySQLSource(url=EnvVar("MYSQL_URL")),
             "postgres": PostgresTarget(url=EnvVar("POSTGRES_URL")),

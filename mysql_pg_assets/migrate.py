@@ -138,10 +138,16 @@ FROM pg_constraint c WHERE c.conrelid = %s::regclass AND c.contype = 'p'
 """
 
 
+# The CHECK an ENUM column gets (``IN (...)``, as PostgreSQL shows it). Other CHECKs on the table are
+# not the mapping's: someone added them on purpose, and migrations leave them alone.
+_ENUM_CHECK = re.compile(r"^CHECK \(\(.+ = (ANY \(ARRAY\[.*\]\)|'(?:[^']|'')*'::text)\)\)$", re.S)
+
+
 def _shape(connection: psycopg.Connection, relation: str) -> _Shape:
     checks: dict[str, tuple[str, str]] = {}
     for column, name, definition in connection.execute(_CHECKS, (relation,)):
-        checks.setdefault(column, (name, definition))
+        if _ENUM_CHECK.match(definition):
+            checks.setdefault(column, (name, definition))
     columns = tuple(_Column(name, kind, not_null, default, checks.get(name))
                     for name, kind, not_null, default in connection.execute(_COLUMNS, (relation,)))
     key = connection.execute(_PRIMARY_KEY, (relation,)).fetchone()

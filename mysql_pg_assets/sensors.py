@@ -1,5 +1,9 @@
 """Sensors: watch for divergence between MySQL and PostgreSQL and request the runs that repair it.
 
+The schema-drift sensor reads MySQL's information_schema every tick and plans the migration of
+each synced table (``migrate``): compatible changes get a run that migrates and reloads,
+destructive ones wait for the ``approve_schema_change`` job.
+
 The data-drift sensor compares fingerprints (row count and checksum, computed inside each
 database: ``parity.fingerprints``) of what has been materialized: every loaded partition of a
 partitioned table, the whole of any other table. Each tick checks at most ``budget`` of them and
@@ -13,10 +17,13 @@ import json
 from collections.abc import Sequence
 
 from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckSeverity,
     AssetKey,
     AssetSelection,
     DagsterEventType,
     DefaultSensorStatus,
+    MetadataValue,
     RunFailureSensorContext,
     RunRequest,
     SensorDefinition,
@@ -28,11 +35,29 @@ from dagster import (
 )
 
 from mysql_pg_assets import alerts
-from mysql_pg_assets.assets import asset_key, partitions_for
-from mysql_pg_assets.catalog import Catalog, TablePlan
+from mysql_pg_assets.assets import SCHEMA_CONFORMS, asset_key, partitions_for
+from mysql_pg_assets.catalog import Catalog, TablePlan, discover
 from mysql_pg_assets.extract import Window
+from mysql_pg_assets.load import pg_connect
+from mysql_pg_assets.migrate import APPROVAL_JOB, Migration, approved, plan_tables
 from mysql_pg_assets.parity import fingerprints
 from mysql_pg_assets.resources import MySQLSource, PostgresTarget
+from mysql_pg_assets.settings import DatabaseUrl
+from mysql_pg_assets.spec import SyncSpec
+
+# The tags of a single-run backfill of a partition range, as Dagster's own backfills set them.
+RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+def current_tables(spec: SyncSpec, catalog: Catalog, mysql_url: DatabaseUrl) -> list[TablePlan]:
+    """The code location's tables as MySQL has them now (the catalog read anew: three queries).
+
+    The code location's own plans date from its last load; a run reads the catalog anew, and so
+    must a sensor that compares against MySQL. A table added to MySQL needs the code location
+    reloaded (it is a new asset); a table gone from MySQL is left out.
+    """
+    fresh = {t.source_table: t for t in discover(spec, mysql_url, missing_ok=True).tables}
+    return [fresh[t.source_table] for t in catalog.tables if t.source_table in fresh]
 
 
 def _units(context: SensorEvaluationContext, tables: Sequence[TablePlan]) -> list[tuple[TablePlan, str | None]]:
@@ -48,9 +73,10 @@ def _units(context: SensorEvaluationContext, tables: Sequence[TablePlan]) -> lis
     return units
 
 
-def build_data_drift_sensor(catalog: Catalog, budget: int = 20, interval_s: int = 300) -> SensorDefinition:
-    tables = list(catalog.tables)
-    keys: list[AssetKey] = [asset_key(t) for t in tables]
+def build_data_drift_sensor(
+    spec: SyncSpec, catalog: Catalog, budget: int = 20, interval_s: int = 300
+) -> SensorDefinition:
+    keys: list[AssetKey] = [asset_key(t) for t in catalog.tables]
 
     @sensor(
         name=f"data_drift_{catalog.target_schema}".replace(" ", "_"),
@@ -61,7 +87,11 @@ def build_data_drift_sensor(catalog: Catalog, budget: int = 20, interval_s: int 
                     f"{budget} per tick, and rematerializes the ones that differ.",
     )
     def data_drift(context: SensorEvaluationContext, mysql: MySQLSource, postgres: PostgresTarget) -> SensorResult:
-        units = _units(context, tables)
+        tables = current_tables(spec, catalog, mysql.database_url)
+        with pg_connect(postgres.database_url, autocommit=True) as connection:
+            migrating = {label for label, migration in plan_tables(connection, tables).items() if migration}
+        # A table whose schema changed is the schema-drift sensor's: its checksums cannot compare yet.
+        units = [(t, p) for t, p in _units(context, tables) if t.target_label not in migrating]
         if not units:
             return SensorResult(skip_reason=SkipReason("nothing materialized yet"))
         start = int(json.loads(context.cursor)["next"]) % len(units) if context.cursor else 0
@@ -87,6 +117,78 @@ def build_data_drift_sensor(catalog: Catalog, budget: int = 20, interval_s: int 
     return data_drift
 
 
+def _rematerialize(context: SensorEvaluationContext, table: TablePlan, migration: Migration, run_key: str,
+                   reason: str) -> RunRequest:
+    """One run that loads what the migration touches: every materialized partition (one single-run range,
+    gaps included) when rows must be read again, else the newest one; the whole of an unpartitioned table."""
+    key = asset_key(table)
+    tags = {"mysql_pg_assets/reason": reason}
+    partitions = partitions_for(table)
+    if partitions is None:
+        return RunRequest(run_key=run_key, asset_selection=[key], tags=tags)
+    done = sorted(context.instance.get_materialized_partitions(key)) or partitions.get_partition_keys()[-1:]
+    first = done[0] if migration.reloads_rows else done[-1]
+    return RunRequest(run_key=run_key, asset_selection=[key], tags={
+        **tags, RANGE_START_TAG: first, RANGE_END_TAG: done[-1]})
+
+
+def build_schema_drift_sensor(spec: SyncSpec, catalog: Catalog, interval_s: int = 60) -> SensorDefinition:
+    """Watches MySQL's information_schema for the synced tables (see ``migrate`` for what is compatible).
+
+    A compatible change requests the run that migrates PostgreSQL and reloads the affected
+    partitions. A destructive one requests nothing: it fails the table's ``schema_conforms`` check
+    (once per distinct change, with an alert) and waits; once the ``approve_schema_change`` job has
+    approved exactly that change, the next tick requests the run that applies it. Run keys carry the
+    change's fingerprint: one run per change, never two.
+    """
+    keys: list[AssetKey] = [asset_key(t) for t in catalog.tables]
+
+    @sensor(
+        name=f"schema_drift_{catalog.target_schema}".replace(" ", "_"),
+        target=AssetSelection.assets(*keys),
+        minimum_interval_seconds=interval_s,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=f"Watches {catalog.source_database}'s information_schema: migrates PostgreSQL for compatible "
+                    f"changes and rematerializes; holds destructive ones until {APPROVAL_JOB} approves them.",
+    )
+    def schema_drift(context: SensorEvaluationContext, mysql: MySQLSource, postgres: PostgresTarget) -> SensorResult:
+        tables = current_tables(spec, catalog, mysql.database_url)
+        held: dict[str, str] = json.loads(context.cursor)["held"] if context.cursor else {}
+        requests, events = [], []
+        with pg_connect(postgres.database_url, autocommit=True) as connection:
+            migrations = plan_tables(connection, tables)
+            approvals = {label: approved(connection, m) for label, m in migrations.items() if m.destructive}
+        for table in tables:
+            migration = migrations.get(table.target_label)
+            if not migration:
+                held.pop(table.target_label, None)
+                continue
+            label, fingerprint = table.target_label, migration.fingerprint
+            changes = "; ".join(migration.summary())
+            if not migration.destructive or approvals[label]:
+                context.log.info(f"{label}: schema changed in MySQL ({changes}): requesting the migrating run")
+                reason = "schema drift" + (" (approved)" if migration.destructive else "")
+                requests.append(_rematerialize(context, table, migration, f"schema:{label}:{fingerprint}", reason))
+                continue
+            if held.get(label) == fingerprint:
+                continue  # reported already
+            held[label] = fingerprint
+            how = f"launch the job {APPROVAL_JOB} with config table: {label}, approve: true"
+            context.log.warning(f"{label}: destructive schema change held: {changes}; {how}")
+            events.append(AssetCheckEvaluation(
+                asset_key=asset_key(table), check_name=SCHEMA_CONFORMS, passed=False,
+                severity=AssetCheckSeverity.ERROR,
+                description="MySQL's schema changed destructively; nothing changes until it is approved.",
+                metadata={"differences": MetadataValue.json(migration.summary()),
+                          "fingerprint": MetadataValue.text(fingerprint), "to_approve": MetadataValue.text(how)},
+            ))
+            alerts.send(alerts.Alert("schema_change_held", asset_key(table).to_user_string(),
+                                     f"{changes}; {how}", check=SCHEMA_CONFORMS))
+        return SensorResult(run_requests=requests, asset_events=events, cursor=json.dumps({"held": held}))
+
+    return schema_drift
+
+
 @run_failure_sensor(name="alert_on_run_failure", default_status=DefaultSensorStatus.RUNNING,
                     description="Posts every failed run's assets, partition and error to ALERT_WEBHOOK_URL.")
 def alert_on_run_failure(context: RunFailureSensorContext) -> None:
@@ -99,6 +201,6 @@ def alert_on_run_failure(context: RunFailureSensorContext) -> None:
     assets = ", ".join(k.to_user_string() for k in sorted(keys, key=lambda k: k.path))
     alerts.send(alerts.Alert(
         "run_failed", assets or run.job_name, context.failure_event.message or "run failed",
-        partition=run.tags.get("dagster/partition") or run.tags.get("dagster/asset_partition_range_start"),
+        partition=run.tags.get("dagster/partition") or run.tags.get(RANGE_START_TAG),
         run_id=run.run_id,
     ))
