@@ -20,12 +20,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Alert:
-    kind: str  # "run_failed" | "check_failed"
+    kind: str  # run_failed | check_failed | schema_change_held | freshness_warn | freshness_fail | freshness_pass
     asset: str
     reason: str
     partition: str | None = None
     run_id: str | None = None
     check: str | None = None
+    severity: str = "error"  # error | warn | info
 
 
 def send(alert: Alert, webhook: str | None = None, timeout_s: float = 10.0) -> bool:

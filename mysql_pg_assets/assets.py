@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from dagster import (
     AssetCheckResult,
+    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
@@ -118,6 +119,7 @@ def _scope(context: AssetExecutionContext, table: TablePlan) -> tuple[Window | N
 
 
 ROWS_VALID = "rows_valid"
+REJECT_RATE = "reject_rate"
 ROW_COUNT_PARITY = "row_count_parity"
 CHECKSUM_PARITY = "checksum_parity"
 SCHEMA_CONFORMS = "schema_conforms"
@@ -129,6 +131,9 @@ def check_specs(table: TablePlan) -> list[AssetCheckSpec]:
         AssetCheckSpec(ROWS_VALID, asset=key, blocking=True, description=(
             "Every row read passed the pandera schema generated from the mapping (and PostgreSQL's casts); "
             f"failing rows are in {REJECTS_TABLE}. Blocking: a load with rejects does not look fresh downstream.")),
+        AssetCheckSpec(REJECT_RATE, asset=key, description=(
+            f"At most {table.checks.reject_rate.max:.2%} of the rows read were rejected (reject_rate.max in "
+            "sync.yaml).")),
         AssetCheckSpec(ROW_COUNT_PARITY, asset=key, description=(
             "MySQL and PostgreSQL hold as many rows, in the loaded partition or the whole table, counted in each "
             "database right after the load.")),
@@ -141,23 +146,36 @@ def check_specs(table: TablePlan) -> list[AssetCheckSpec]:
     ]
 
 
+def severity(table: TablePlan, check_name: str) -> AssetCheckSeverity:
+    setting = getattr(table.checks, check_name)
+    return AssetCheckSeverity.WARN if setting.severity == "warn" else AssetCheckSeverity.ERROR
+
+
 def check_results(
     table: TablePlan, result: LoadResult, sides: tuple[Fingerprint, Fingerprint],
     rejects_sample: list[dict[str, object]], schema_problems: list[str],
 ) -> list[AssetCheckResult]:
     mysql, postgres = sides
     mysql_rows, postgres_rows = mysql.rows, postgres.rows
+    reject_rate = result.rejected_rows / result.rows_read if result.rows_read else 0.0
+    limit = table.checks.reject_rate.max
+
+    def check(name: str, passed: bool, metadata: dict[str, object]) -> AssetCheckResult:
+        return AssetCheckResult(check_name=name, passed=passed, metadata=metadata, severity=severity(table, name))
+
     return [
-        AssetCheckResult(check_name=ROWS_VALID, passed=result.rejected_rows == 0, metadata={
+        check(ROWS_VALID, result.rejected_rows == 0, {
             "rows_rejected": result.rejected_rows, "values_rejected": result.rejected_values,
             "failure_cases": MetadataValue.json(rejects_sample)}),
-        AssetCheckResult(check_name=ROW_COUNT_PARITY, passed=mysql_rows == postgres_rows, metadata={
+        check(REJECT_RATE, reject_rate <= limit, {
+            "reject_rate": MetadataValue.float(round(reject_rate, 6)), "max": MetadataValue.float(limit),
+            "rows_rejected": result.rejected_rows, "rows_read": result.rows_read}),
+        check(ROW_COUNT_PARITY, mysql_rows == postgres_rows, {
             "mysql_rows": mysql_rows, "postgres_rows": postgres_rows, "difference": postgres_rows - mysql_rows}),
-        AssetCheckResult(check_name=CHECKSUM_PARITY, passed=mysql == postgres, metadata={
+        check(CHECKSUM_PARITY, mysql == postgres, {
             "mysql_checksum": str(mysql.checksum), "postgres_checksum": str(postgres.checksum),
             "columns": ", ".join(c.target_name for c in checksum_columns(table))}),
-        AssetCheckResult(check_name=SCHEMA_CONFORMS, passed=not schema_problems, metadata={
-            "differences": MetadataValue.json(schema_problems)}),
+        check(SCHEMA_CONFORMS, not schema_problems, {"differences": MetadataValue.json(schema_problems)}),
     ]
 
 
@@ -222,7 +240,8 @@ def build_table_asset(table: TablePlan) -> AssetsDefinition:
         checks = check_results(table, result, sides, sample, schema_differences(postgres.database_url, table))
         for failed in (c for c in checks if not c.passed):
             alerts.send(alerts.Alert("check_failed", asset_key(table).to_user_string(), _check_reason(failed),
-                                     partition=partition, run_id=run_id, check=failed.check_name))
+                                     partition=partition, run_id=run_id, check=failed.check_name,
+                                     severity=failed.severity.value.lower()))
         return MaterializeResult(metadata=materialization_metadata(table, result), check_results=checks)
 
     return _sync

@@ -13,14 +13,14 @@ import re
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import pymysql
 
 from mysql_pg_assets.casting import CastRule, MySQLColumn, enum_values, pg_default, rule_for
 from mysql_pg_assets.settings import DatabaseUrl, redact
-from mysql_pg_assets.spec import ColumnOverride, Freshness, Options, SpecError, SyncSpec, TableOverride
+from mysql_pg_assets.spec import Checks, ColumnOverride, Freshness, Options, SpecError, SyncSpec, TableOverride
 from mysql_pg_assets.sql import pg_fit_name
 
 
@@ -94,6 +94,7 @@ class TablePlan:
     partition: PartitionPlan | None = None
     tombstones: bool = False  # rows gone from MySQL keep a _deleted_at instead of being deleted
     freshness: Freshness | None = None
+    checks: Checks = field(default_factory=Checks)
 
     @property
     def cursor(self) -> ColumnPlan | None:
@@ -354,6 +355,7 @@ def plan_table(
         ) if override.partition else None,
         tombstones=override.deletes == "tombstone",
         freshness=override.freshness or options.freshness,
+        checks=override.checks.over(options.checks),
     )
 
 

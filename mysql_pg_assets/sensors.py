@@ -18,7 +18,6 @@ from collections.abc import Sequence
 
 from dagster import (
     AssetCheckEvaluation,
-    AssetCheckSeverity,
     AssetKey,
     AssetSelection,
     DagsterEventType,
@@ -35,7 +34,7 @@ from dagster import (
 )
 
 from mysql_pg_assets import alerts
-from mysql_pg_assets.assets import SCHEMA_CONFORMS, asset_key, partitions_for
+from mysql_pg_assets.assets import SCHEMA_CONFORMS, asset_key, partitions_for, severity
 from mysql_pg_assets.catalog import Catalog, TablePlan, discover
 from mysql_pg_assets.extract import Window
 from mysql_pg_assets.load import pg_connect
@@ -177,13 +176,14 @@ def build_schema_drift_sensor(spec: SyncSpec, catalog: Catalog, interval_s: int 
             context.log.warning(f"{label}: destructive schema change held: {changes}; {how}")
             events.append(AssetCheckEvaluation(
                 asset_key=asset_key(table), check_name=SCHEMA_CONFORMS, passed=False,
-                severity=AssetCheckSeverity.ERROR,
+                severity=severity(table, SCHEMA_CONFORMS),
                 description="MySQL's schema changed destructively; nothing changes until it is approved.",
                 metadata={"differences": MetadataValue.json(migration.summary()),
                           "fingerprint": MetadataValue.text(fingerprint), "to_approve": MetadataValue.text(how)},
             ))
             alerts.send(alerts.Alert("schema_change_held", asset_key(table).to_user_string(),
-                                     f"{changes}; {how}", check=SCHEMA_CONFORMS))
+                                     f"{changes}; {how}", check=SCHEMA_CONFORMS,
+                                     severity=table.checks.schema_conforms.severity))
         return SensorResult(run_requests=requests, asset_events=events, cursor=json.dumps({"held": held}))
 
     return schema_drift

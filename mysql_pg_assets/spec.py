@@ -20,11 +20,16 @@ Example::
       foreign_keys: false     # true: also foreign keys between synced tables
       casts:                  # per-type overrides, first match wins
         - {match: "tinyint(1)", pg_type: smallint}
+      freshness: {warn_after: PT1H, fail_after: PT2H}
+      checks:                 # severity error (default) or warn; reject_rate's threshold
+        rows_valid: {severity: warn}
+        reject_rate: {max: 0.001}
     tables:
       orders:
         primary_key: [id]     # default: the table's PRIMARY KEY
         partition: {column: ordered_at, granularity: daily, start: 2025-01-01}
         deletes: delete       # or tombstone: keep the row, set _deleted_at
+        checks: {reject_rate: {max: 0.05, severity: warn}}
       customers:
         cursor_column: updated_at   # unpartitioned, incremental by high-watermark
         columns:
@@ -88,6 +93,40 @@ class Freshness(_Strict):
     warn_after: timedelta | None = Field(None, description="e.g. PT1H: warning when the last load is older")
 
 
+Severity = Literal["error", "warn"]
+
+
+class CheckSetting(_Strict):
+    severity: Severity = Field("error", description="how a failure shows: error (red; a blocking check blocks) or warn")
+
+
+class RejectRate(CheckSetting):
+    max: float = Field(0.01, ge=0, le=1, description="largest share of the rows read that may be rejected")
+
+
+class Checks(_Strict):
+    """How each asset check's failure shows (and the reject rate's threshold)."""
+
+    rows_valid: CheckSetting = Field(default_factory=CheckSetting)
+    reject_rate: RejectRate = Field(default_factory=RejectRate)
+    row_count_parity: CheckSetting = Field(default_factory=CheckSetting)
+    checksum_parity: CheckSetting = Field(default_factory=CheckSetting)
+    schema_conforms: CheckSetting = Field(default_factory=CheckSetting)
+
+
+class TableChecks(_Strict):
+    """Per table: each check given here replaces the one of ``options.checks``."""
+
+    rows_valid: CheckSetting | None = None
+    reject_rate: RejectRate | None = None
+    row_count_parity: CheckSetting | None = None
+    checksum_parity: CheckSetting | None = None
+    schema_conforms: CheckSetting | None = None
+
+    def over(self, defaults: Checks) -> Checks:
+        return defaults.model_copy(update={k: v for k, v in self if v is not None})
+
+
 class TableOverride(_Strict):
     primary_key: list[NonEmpty] | None = Field(None, min_length=1)
     cursor_column: NonEmpty | None = Field(
@@ -98,6 +137,7 @@ class TableOverride(_Strict):
         "delete", description="rows gone from MySQL: deleted, or kept with _deleted_at set"
     )
     freshness: Freshness | None = None
+    checks: TableChecks = Field(default_factory=TableChecks)
     rename: PgName | None = Field(None, description="name of the table in PostgreSQL")
     columns: dict[str, ColumnOverride] = Field(default_factory=dict)
 
@@ -125,6 +165,7 @@ class Options(_Strict):
     )
     casts: list[CastOverride] = Field(default_factory=list, description="per-type overrides, first match wins")
     freshness: Freshness | None = Field(None, description="the default freshness of every table")
+    checks: Checks = Field(default_factory=Checks, description="severity of each check, reject-rate threshold")
 
 
 class Source(_Strict):
