@@ -1,7 +1,8 @@
 """The code location: the spec and MySQL's catalog, turned into assets, with their resources.
 
 Reading order: settings (env) → spec (sync.yaml) → catalog (information_schema) → assets (with
-their checks and freshness) → the schema approval job → sensors (schema drift, data drift, alerts).
+their checks and freshness) → the schema approval job → sensors (schema drift, data drift,
+freshness alerts, failed runs).
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from mysql_pg_assets.assets import build_table_assets
 from mysql_pg_assets.catalog import discover
 from mysql_pg_assets.jobs import build_schema_approval_job
 from mysql_pg_assets.resources import MySQLSource, PostgresTarget
-from mysql_pg_assets.sensors import alert_on_run_failure, build_data_drift_sensor, build_schema_drift_sensor
+from mysql_pg_assets.sensors import (
+    alert_on_run_failure,
+    build_data_drift_sensor,
+    build_freshness_alert_sensor,
+    build_schema_drift_sensor,
+)
 from mysql_pg_assets.settings import Settings, export_local_defaults
 from mysql_pg_assets.spec import load_spec
 
@@ -31,6 +37,7 @@ def build_definitions(settings: Settings) -> Definitions:
         sensors=[
             build_schema_drift_sensor(spec, catalog),
             build_data_drift_sensor(spec, catalog),
+            build_freshness_alert_sensor(catalog),
             alert_on_run_failure,
         ],
         resources={

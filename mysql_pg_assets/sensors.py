@@ -14,7 +14,9 @@ MySQL gets a new repair.
 """
 
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 
 from dagster import (
     AssetCheckEvaluation,
@@ -42,7 +44,7 @@ from mysql_pg_assets.migrate import APPROVAL_JOB, Migration, approved, plan_tabl
 from mysql_pg_assets.parity import fingerprints
 from mysql_pg_assets.resources import MySQLSource, PostgresTarget
 from mysql_pg_assets.settings import DatabaseUrl
-from mysql_pg_assets.spec import SyncSpec
+from mysql_pg_assets.spec import Freshness, SyncSpec
 
 # The tags of a single-run backfill of a partition range, as Dagster's own backfills set them.
 RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -187,6 +189,62 @@ def build_schema_drift_sensor(spec: SyncSpec, catalog: Catalog, interval_s: int 
         return SensorResult(run_requests=requests, asset_events=events, cursor=json.dumps({"held": held}))
 
     return schema_drift
+
+
+def freshness_state(last_materialized: float | None, now: float, freshness: Freshness) -> str:
+    """PASS, WARN, FAIL or UNKNOWN (never materialized): the rule of Dagster's time-window freshness policy,
+    which the UI shows, applied to the time of the asset's latest materialization."""
+    if last_materialized is None:
+        return "UNKNOWN"
+    age = now - last_materialized
+    if age >= freshness.fail_after.total_seconds():
+        return "FAIL"
+    if freshness.warn_after is not None and age >= freshness.warn_after.total_seconds():
+        return "WARN"
+    return "PASS"
+
+
+def build_freshness_alert_sensor(
+    catalog: Catalog, interval_s: int = 60, clock: Callable[[], float] = time.time
+) -> SensorDefinition:
+    """Alerts when an asset's freshness turns WARN or FAIL, and when it is fresh again (once per change:
+    the cursor holds each asset's last state). The UI shows the same states from Dagster's own
+    freshness daemon; this sensor is what reaches ALERT_WEBHOOK_URL."""
+    tables = [t for t in catalog.tables if t.freshness is not None]
+
+    @sensor(
+        name=f"freshness_alerts_{catalog.target_schema}".replace(" ", "_"),
+        minimum_interval_seconds=interval_s,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Posts to ALERT_WEBHOOK_URL when a table's freshness policy turns WARN or FAIL, and when it "
+                    "passes again.",
+    )
+    def freshness_alerts(context: SensorEvaluationContext) -> SensorResult:
+        states: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+        now = clock()
+        for table in tables:
+            assert table.freshness is not None
+            key = asset_key(table)
+            event = context.instance.get_latest_materialization_event(key)
+            state = freshness_state(event.timestamp if event else None, now, table.freshness)
+            label, previous = key.to_user_string(), states.get(key.to_user_string(), "UNKNOWN")
+            states[label] = state
+            if state == previous or state == "UNKNOWN" or (state == "PASS" and previous == "UNKNOWN"):
+                continue
+            if state == "PASS":
+                reason, level = "materialized again: fresh", "info"
+            else:
+                assert event is not None
+                limit = table.freshness.fail_after if state == "FAIL" else table.freshness.warn_after
+                reason = (f"last materialized {timedelta(seconds=round(now - event.timestamp))} ago, at "
+                          f"{datetime.fromtimestamp(event.timestamp, UTC).isoformat(timespec='seconds')}; "
+                          f"{'fail' if state == 'FAIL' else 'warn'}_after is {limit}")
+                level = "error" if state == "FAIL" else "warn"
+            context.log.warning(f"{label}: freshness {state}: {reason}")
+            alerts.send(alerts.Alert(f"freshness_{state.lower()}", label, reason, severity=level))
+        return SensorResult(cursor=json.dumps(states))
+
+    return freshness_alerts
 
 
 @run_failure_sensor(name="alert_on_run_failure", default_status=DefaultSensorStatus.RUNNING,

@@ -1,19 +1,27 @@
-"""Alerts reach a webhook: failed checks from the asset, failed runs from the run-failure sensor."""
+"""Alerts reach a webhook: failed checks from the asset, failed runs from the run-failure sensor,
+missed freshness from the freshness sensor."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-from dagster import DagsterEventType, DagsterInstance, build_run_status_sensor_context, materialize
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    build_run_status_sensor_context,
+    build_sensor_context,
+    materialize,
+)
 
 from mysql_pg_assets.assets import build_table_assets
 from mysql_pg_assets.catalog import discover, mysql_connection
 from mysql_pg_assets.resources import MySQLSource, PostgresTarget
-from mysql_pg_assets.sensors import alert_on_run_failure
+from mysql_pg_assets.sensors import alert_on_run_failure, build_freshness_alert_sensor
 from mysql_pg_assets.settings import DatabaseUrl
 from mysql_pg_assets.spec import parse_spec
 
@@ -74,3 +82,37 @@ def test_failed_checks_and_failed_runs_are_posted(
     (run_alert,) = [a for a in webhook if a["kind"] == "run_failed"]
     assert run_alert["asset"] == "alerts/notes" and run_alert["run_id"] == failed.run_id
     assert "not-the-password" not in json.dumps(webhook) and notes.password not in json.dumps(webhook)
+
+
+def test_missed_freshness_is_posted_once_per_change(
+    webhook: list[dict], make_mysql_database: Callable[[str], DatabaseUrl],
+    make_pg_database: Callable[[str], DatabaseUrl],
+) -> None:
+    source, target = make_mysql_database("fresh"), make_pg_database("fresh")
+    with mysql_connection(source) as connection, connection.cursor() as cur:
+        cur.execute("CREATE TABLE notes (id INT PRIMARY KEY, body TEXT)")
+        cur.execute("INSERT INTO notes VALUES (1, 'a')")
+    spec = parse_spec({"target": {"schema": "fresh"},
+                       "options": {"freshness": {"warn_after": "PT1H", "fail_after": "PT2H"}}})
+    catalog = discover(spec, source)
+    now = [time.time()]
+    sensor = build_freshness_alert_sensor(catalog, clock=lambda: now[0])
+    resources = {"mysql": MySQLSource(url=source.secret), "postgres": PostgresTarget(url=target.secret)}
+    with DagsterInstance.ephemeral() as instance:
+        def tick(cursor: str | None) -> str | None:
+            return sensor(build_sensor_context(instance=instance, cursor=cursor)).cursor
+
+        cursor = tick(None)  # never materialized: UNKNOWN, nothing to say
+        assert materialize(build_table_assets(catalog), instance=instance, resources=resources).success
+        cursor = tick(cursor)
+        now[0] += 3700  # an hour and a bit later
+        cursor = tick(tick(cursor))  # twice: one alert
+        now[0] += 3700
+        cursor = tick(cursor)
+        assert materialize(build_table_assets(catalog), instance=instance, resources=resources).success
+        now[0] = time.time()
+        tick(cursor)
+    freshness = [(a["kind"], a["severity"]) for a in webhook if a["kind"].startswith("freshness")]
+    assert freshness == [("freshness_warn", "warn"), ("freshness_fail", "error"), ("freshness_pass", "info")]
+    assert "warn_after is 1:00:00" in next(a["reason"] for a in webhook if a["kind"] == "freshness_warn")
+    assert all(a["asset"] == "fresh/notes" for a in webhook if a["kind"].startswith("freshness"))
