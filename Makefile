@@ -11,13 +11,14 @@ TOOLS := $(CURDIR)/.local/tools
 UV := $(or $(shell command -v uv 2>/dev/null),$(TOOLS)/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help install db db-stop db-reset seed materialize summary ui demo simulate test lint samples
+.PHONY: help install db db-stop db-reset seed materialize summary ui demo simulate alter test lint samples
 
 help:
 	@echo "make demo     local databases, demo data, every asset materialized, then the Dagster UI (UI=0: stop before the UI)"
 	@echo "make test     the test suite against real MariaDB and PostgreSQL"
 	@echo "make db | db-stop | db-reset   the project's local MariaDB and PostgreSQL"
 	@echo "make seed ORDERS=N | simulate | materialize | summary | ui | lint"
+	@echo "make alter CHANGE=add-column|drop-column   a schema change in the demo shop, for the schema-drift sensor"
 	@echo "make bench ARGS=\"--orders 5000000 --repeat 3\"   full load and one partition against pgloader"
 	@echo "make samples  fetch the real-world sample schemas the tests sync"
 
@@ -60,6 +61,10 @@ ui: install db
 
 simulate: install db
 	$(ENV) $(RUN) python -m mysql_pg_assets.demo simulate
+
+# CHANGE=add-column (compatible: migrates by itself) or drop-column (waits for approve_schema_change)
+alter: install db
+	$(ENV) $(RUN) python -m mysql_pg_assets.demo alter $(or $(CHANGE),add-column)
 
 demo: seed materialize summary
 	@if [ "$(UI)" != "0" ]; then $(MAKE) --no-print-directory ui; fi

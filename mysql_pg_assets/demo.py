@@ -17,6 +17,7 @@ Usage::
     export MYSQL_URL=mysql://mpa:mpa@127.0.0.1:33061/shop
     python -m mysql_pg_assets.demo seed --orders 200000
     python -m mysql_pg_assets.demo simulate --interval 0.5
+    python -m mysql_pg_assets.demo alter add-column     # or drop-column
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ from mysql_pg_assets.sql import mysql_ident
 
 __all__ = [
     "ANCHOR",
+    "SCHEMA_CHANGES",
     "TABLES",
     "SimulationStats",
+    "alter",
     "connect",
     "create_schema",
     "main",
@@ -1223,6 +1226,24 @@ def simulate(
     return total
 
 
+#: Schema changes the demo can make, for the schema-drift sensor to find: a compatible one (a new
+#: nullable column, filled for some rows) and a destructive one (that column dropped again).
+SCHEMA_CHANGES: dict[str, tuple[str, ...]] = {
+    "add-column": (
+        "ALTER TABLE products ADD COLUMN colour VARCHAR(20) NULL",
+        "UPDATE products SET colour = ELT(1 + id % 4, 'red', 'green', 'blue', NULL)",
+    ),
+    "drop-column": ("ALTER TABLE products DROP COLUMN colour",),
+}
+
+
+def alter(conn_url: str, change: str) -> None:
+    """Make one of :data:`SCHEMA_CHANGES` in the demo shop."""
+    with connect(_database_url(conn_url), autocommit=True) as conn, conn.cursor() as cur:
+        for statement in SCHEMA_CHANGES[change]:
+            cur.execute(statement)
+
+
 # --------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------
@@ -1255,6 +1276,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p_sim.add_argument("--interval", type=float, default=1.0, help="seconds between ticks (1)")
     p_sim.add_argument("--iterations", type=int, default=None, help="ticks (default: forever)")
     p_sim.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    p_alter = sub.add_parser("alter", parents=[common], help="change the schema, for the schema-drift sensor")
+    p_alter.add_argument("change", choices=sorted(SCHEMA_CHANGES), help="add-column: compatible; drop-column: not")
     return parser
 
 
@@ -1285,6 +1308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"seeded in {time.perf_counter() - started:.1f}s; rows per table:")
             for table, count in table_counts(url).items():
                 print(f"  {table:<17} {count:>12,}")
+        elif args.command == "alter":
+            alter(url, args.change)
+            print(f"{target}: {'; '.join(SCHEMA_CHANGES[args.change])}")
         else:
             print(f"simulating changes on {target} (Ctrl-C to stop)", flush=True)
             simulate(
