@@ -11,7 +11,7 @@ TOOLS := $(CURDIR)/.local/tools
 UV := $(or $(shell command -v uv 2>/dev/null),$(TOOLS)/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help install db db-stop db-reset seed materialize summary ui demo simulate alter test lint samples
+.PHONY: help install db db-stop db-reset seed materialize summary ui demo simulate alter test lint samples bench bench-sensors
 
 help:
 	@echo "make demo     local databases, demo data, every asset materialized, then the Dagster UI (UI=0: stop before the UI)"
@@ -20,6 +20,7 @@ help:
 	@echo "make seed ORDERS=N | simulate | materialize | summary | ui | lint"
 	@echo "make alter CHANGE=add-column|drop-column   a schema change in the demo shop, for the schema-drift sensor"
 	@echo "make bench ARGS=\"--orders 5000000 --repeat 3\"   full load and one partition against pgloader"
+	@echo "make bench-sensors ARGS=\"--tables 50\"   what one tick of each sensor costs"
 	@echo "make samples  fetch the real-world sample schemas the tests sync"
 
 $(TOOLS)/bin/uv:
@@ -80,3 +81,6 @@ lint: install
 .PHONY: bench
 bench: install db
 	$(ENV) $(RUN) python bench/run.py $(ARGS)
+
+bench-sensors: install db
+	$(ENV) $(RUN) python bench/sensor_tick.py $(ARGS)
