@@ -44,6 +44,9 @@ def test_every_demo_asset_materializes_equal_to_mysql(demo_settings: Settings) -
     assert keys == {AssetKey(["shop", name]) for name in DEMO_TABLES}
     # Freshness from sync.yaml's options, on every asset.
     windows = {s.freshness_policy.fail_window.to_timedelta() for a in assets for s in a.specs}
+    assert {s.name for s in defs.sensors or []} == {
+        "schema_drift_shop", "data_drift_shop", "freshness_alerts_shop", "alert_on_run_failure"}
+    assert [j.name for j in defs.jobs or []] == ["approve_schema_change"]
     assert windows == {timedelta(hours=6)}
 
     with DagsterInstance.ephemeral() as instance:
@@ -51,7 +54,7 @@ def test_every_demo_asset_materializes_equal_to_mysql(demo_settings: Settings) -
         assert all(r.success for r in results)
         _assert_every_table_equal(demo_settings)
         checks = [c for r in results for c in r.get_asset_check_evaluations()]
-        assert len(checks) == 4 * len(DEMO_TABLES) and all(c.passed for c in checks), checks
+        assert len(checks) == 5 * len(DEMO_TABLES) and all(c.passed for c in checks), checks
 
         orders = _materializations(results, "shop__orders")[-1].metadata
         assert orders["rows_read"].value == orders["rows_inserted"].value > 0

@@ -32,6 +32,10 @@ def test_defaults_sync_every_table() -> None:
         ({"tables": {"orders": {"columns": {"id": {"pg_type": "int; DROP TABLE x"}}}}},
          "tables.orders.columns.id.pg_type"),
         ({"target": {"schema": ""}}, "target.schema"),
+        ({"options": {"checks": {"reject_rate": {"max": 2}}}}, "options.checks.reject_rate.max"),
+        ({"tables": {"orders": {"checks": {"rows_valid": {"severity": "fatal"}}}}},
+         "tables.orders.checks.rows_valid.severity"),
+        ({"options": {"checks": {"row_count": {}}}}, "options.checks.row_count: Extra inputs"),
     ],
 )
 def test_wrong_keys_and_values_are_named(data: dict, message: str) -> None:
@@ -130,3 +134,11 @@ def test_type_overrides_pick_a_rule_that_can_carry_the_value(small_source: Datab
     (orders,) = discover(spec, small_source).tables
     assert [(c.target_name, c.pg_type) for c in orders.columns] == [
         ("id", "bigint"), ("code", "text"), ("amount", "double precision")]
+
+
+def test_table_checks_replace_the_defaults_check_by_check() -> None:
+    spec = parse_spec({"options": {"checks": {"rows_valid": {"severity": "warn"}, "reject_rate": {"max": 0.001}}},
+                       "tables": {"orders": {"checks": {"reject_rate": {"max": 0.05}}}}})
+    checks = spec.tables["orders"].checks.over(spec.options.checks)
+    assert (checks.rows_valid.severity, checks.reject_rate.max, checks.reject_rate.severity) == ("warn", 0.05, "error")
+    assert checks.checksum_parity.severity == "error"
