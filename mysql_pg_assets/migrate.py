@@ -6,10 +6,11 @@ types, defaults and CHECKs) and lists the changes between them. Each change is e
 
 - **compatible**: nothing PostgreSQL holds is lost or refused: a new column, a widened type
   (``integer → bigint``, ``numeric(10,2) → numeric(12,4)``, ``varchar(20) → varchar(50)``,
-  ``date → timestamp``, more fractional seconds), a column that became nullable, new ENUM members,
-  a new default. Loads apply these by themselves.
-- **destructive**: a dropped or renamed column, a narrowed or otherwise changed type, a column
-  that became NOT NULL, ENUM members removed, a changed primary key. A load refuses to run
+  ``date → timestamp``, more fractional seconds), a column that became nullable or NOT NULL (the
+  constraint is added once the reload has left no NULL), new ENUM members, a new default. Loads
+  apply these by themselves.
+- **destructive**: a dropped or renamed column, a narrowed or otherwise changed type, ENUM
+  members removed, a changed primary key. A load refuses to run
   (:class:`SchemaChangeHeld`) until the exact list of changes, identified by its fingerprint, has
   been approved (:func:`approve`, the ``approve_schema_change`` job); then it applies them.
 
@@ -347,8 +348,10 @@ def plan(connection: psycopg.Connection, table: TablePlan) -> Migration:
             changes.append(Change("drop_not_null", new.name, "now nullable", False,
                                   (alter(f"ALTER COLUMN {name} DROP NOT NULL"),)))
         elif new.not_null and not old.not_null:
-            changes.append(Change("set_not_null", new.name, "now NOT NULL", True,
-                                  after=(Step(alter(f"ALTER COLUMN {name} SET NOT NULL").sql),)))
+            # MySQL replaced its NULLs with values when the column became NOT NULL: the reload brings
+            # them, and the constraint follows once no NULL is left (nothing PostgreSQL holds is lost).
+            changes.append(Change("set_not_null", new.name, "now NOT NULL", False,
+                                  after=(Step(alter(f"ALTER COLUMN {name} SET NOT NULL").sql, new.name),)))
         old_check, new_check = old.check[1] if old.check else None, new.check[1] if new.check else None
         if old_check != new_check:
             gone = _members(old_check or "") - _members(new_check or "") if old_check and new_check else set()
@@ -393,6 +396,15 @@ def approved(connection: psycopg.Connection, migration: Migration) -> bool:
         f" AND approved_at IS NOT NULL AND applied_at IS NULL)",
         (migration.table.target_label, migration.fingerprint),
     ).fetchone()[0]
+
+
+def applied_count(connection: psycopg.Connection, target_label: str) -> int:
+    """How many migrations of the table have been applied: part of a run key, so that a change made,
+    undone and made again gets a new run."""
+    if connection.execute("SELECT to_regclass(%s) IS NULL", (SCHEMA_CHANGES,)).fetchone()[0]:
+        return 0
+    return connection.execute(f"SELECT count(*) FROM {SCHEMA_CHANGES} WHERE target_table = %s AND applied_at"
+                              f" IS NOT NULL", (target_label,)).fetchone()[0]
 
 
 def approve(connection: psycopg.Connection, migration: Migration, run_id: str | None) -> None:

@@ -40,7 +40,7 @@ from mysql_pg_assets.assets import SCHEMA_CONFORMS, asset_key, partitions_for, s
 from mysql_pg_assets.catalog import Catalog, TablePlan, discover
 from mysql_pg_assets.extract import Window
 from mysql_pg_assets.load import pg_connect
-from mysql_pg_assets.migrate import APPROVAL_JOB, Migration, approved, plan_tables
+from mysql_pg_assets.migrate import APPROVAL_JOB, Migration, applied_count, approved, plan_tables
 from mysql_pg_assets.parity import fingerprints
 from mysql_pg_assets.resources import MySQLSource, PostgresTarget
 from mysql_pg_assets.settings import DatabaseUrl
@@ -159,6 +159,7 @@ def build_schema_drift_sensor(spec: SyncSpec, catalog: Catalog, interval_s: int 
         with pg_connect(postgres.database_url, autocommit=True) as connection:
             migrations = plan_tables(connection, tables)
             approvals = {label: approved(connection, m) for label, m in migrations.items() if m.destructive}
+            applied = {label: applied_count(connection, label) for label, m in migrations.items() if m}
         for table in tables:
             migration = migrations.get(table.target_label)
             if not migration:
@@ -169,7 +170,8 @@ def build_schema_drift_sensor(spec: SyncSpec, catalog: Catalog, interval_s: int 
             if not migration.destructive or approvals[label]:
                 context.log.info(f"{label}: schema changed in MySQL ({changes}): requesting the migrating run")
                 reason = "schema drift" + (" (approved)" if migration.destructive else "")
-                requests.append(_rematerialize(context, table, migration, f"schema:{label}:{fingerprint}", reason))
+                run_key = f"schema:{label}:{fingerprint}:{applied[label]}"
+                requests.append(_rematerialize(context, table, migration, run_key, reason))
                 continue
             if held.get(label) == fingerprint:
                 continue  # reported already
