@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 
 from dagster import (
     AssetCheckEvaluation,
-    AssetKey,
     AssetSelection,
     DagsterEventType,
     DefaultSensorStatus,
@@ -37,7 +36,7 @@ from dagster import (
 
 from mysql_pg_assets import alerts
 from mysql_pg_assets.assets import SCHEMA_CONFORMS, asset_key, partitions_for, severity
-from mysql_pg_assets.catalog import Catalog, TablePlan, discover
+from mysql_pg_assets.catalog import Catalog, TablePlan, dagster_safe_name, discover
 from mysql_pg_assets.extract import Window
 from mysql_pg_assets.load import pg_connect
 from mysql_pg_assets.migrate import APPROVAL_JOB, Migration, applied_count, approved, plan_tables
@@ -61,6 +60,17 @@ def current_tables(spec: SyncSpec, catalog: Catalog, mysql_url: DatabaseUrl) -> 
     return [fresh[t.source_table] for t in catalog.tables if t.source_table in fresh]
 
 
+def _repair_sensor(kind: str, catalog: Catalog, interval_s: int, description: str) -> Callable:
+    """The decorator of a sensor that requests runs of the catalog's assets, running by default."""
+    return sensor(
+        name=f"{kind}_{dagster_safe_name(catalog.target_schema)}",
+        target=AssetSelection.assets(*(asset_key(t) for t in catalog.tables)),
+        minimum_interval_seconds=interval_s,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=description,
+    )
+
+
 def _units(context: SensorEvaluationContext, tables: Sequence[TablePlan]) -> list[tuple[TablePlan, str | None]]:
     """What has been materialized: (table, partition key) pairs, or (table, None) for a whole table."""
     units: list[tuple[TablePlan, str | None]] = []
@@ -77,16 +87,9 @@ def _units(context: SensorEvaluationContext, tables: Sequence[TablePlan]) -> lis
 def build_data_drift_sensor(
     spec: SyncSpec, catalog: Catalog, budget: int = 20, interval_s: int = 300
 ) -> SensorDefinition:
-    keys: list[AssetKey] = [asset_key(t) for t in catalog.tables]
-
-    @sensor(
-        name=f"data_drift_{catalog.target_schema}".replace(" ", "_"),
-        target=AssetSelection.assets(*keys),
-        minimum_interval_seconds=interval_s,
-        default_status=DefaultSensorStatus.RUNNING,
-        description=f"Compares row counts and checksums of materialized partitions of {catalog.source_database}, "
-                    f"{budget} per tick, and rematerializes the ones that differ.",
-    )
+    @_repair_sensor("data_drift", catalog, interval_s, (
+        f"Compares row counts and checksums of materialized partitions of {catalog.source_database}, "
+        f"{budget} per tick, and rematerializes the ones that differ."))
     def data_drift(context: SensorEvaluationContext, mysql: MySQLSource, postgres: PostgresTarget) -> SensorResult:
         tables = current_tables(spec, catalog, mysql.database_url)
         with pg_connect(postgres.database_url, autocommit=True) as connection:
@@ -142,16 +145,9 @@ def build_schema_drift_sensor(spec: SyncSpec, catalog: Catalog, interval_s: int 
     approved exactly that change, the next tick requests the run that applies it. Run keys carry the
     change's fingerprint: one run per change, never two.
     """
-    keys: list[AssetKey] = [asset_key(t) for t in catalog.tables]
-
-    @sensor(
-        name=f"schema_drift_{catalog.target_schema}".replace(" ", "_"),
-        target=AssetSelection.assets(*keys),
-        minimum_interval_seconds=interval_s,
-        default_status=DefaultSensorStatus.RUNNING,
-        description=f"Watches {catalog.source_database}'s information_schema: migrates PostgreSQL for compatible "
-                    f"changes and rematerializes; holds destructive ones until {APPROVAL_JOB} approves them.",
-    )
+    @_repair_sensor("schema_drift", catalog, interval_s, (
+        f"Watches {catalog.source_database}'s information_schema: migrates PostgreSQL for compatible "
+        f"changes and rematerializes; holds destructive ones until {APPROVAL_JOB} approves them."))
     def schema_drift(context: SensorEvaluationContext, mysql: MySQLSource, postgres: PostgresTarget) -> SensorResult:
         tables = current_tables(spec, catalog, mysql.database_url)
         held: dict[str, str] = json.loads(context.cursor)["held"] if context.cursor else {}
@@ -215,7 +211,7 @@ def build_freshness_alert_sensor(
     tables = [t for t in catalog.tables if t.freshness is not None]
 
     @sensor(
-        name=f"freshness_alerts_{catalog.target_schema}".replace(" ", "_"),
+        name=f"freshness_alerts_{dagster_safe_name(catalog.target_schema)}",
         minimum_interval_seconds=interval_s,
         default_status=DefaultSensorStatus.RUNNING,
         description="Posts to ALERT_WEBHOOK_URL when a table's freshness policy turns WARN or FAIL, and when it "
