@@ -1,7 +1,12 @@
-"""Command line: ``python -m mysql_pg_assets.cli summary [--rows] | materialize | reset-target --yes | rules``.
+"""Command line: ``python -m mysql_pg_assets.cli summary [--rows] | schema | materialize | reset-target --yes
+| rules``.
 
 ``summary`` prints, for every table the spec syncs, the row counts on both sides; ``--rows``
 also compares every value (use it on demo-sized data). Exits 1 when any table differs.
+
+``schema`` prints the migration each table's next load would apply (see ``migrate``), and exits 1
+when a destructive change waits for approval: a check for CI or cron, the same one the
+schema-drift sensor makes.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import sys
 from mysql_pg_assets.casting import rules_markdown
 from mysql_pg_assets.catalog import discover
 from mysql_pg_assets.load import LEDGER, REJECTS, pg_connect
+from mysql_pg_assets.migrate import SCHEMA_CHANGES, approved, plan_tables
 from mysql_pg_assets.parity import compare_rows, count_parity
 from mysql_pg_assets.settings import Settings
 from mysql_pg_assets.spec import load_spec
@@ -39,6 +45,25 @@ def summary(settings: Settings, rows: bool) -> int:
     print(f"{len(catalog.tables)} tables, {failures} different"
           f" ({'every value compared' if rows else 'row counts compared'})")
     return 1 if failures else 0
+
+
+def schema_changes(settings: Settings) -> int:
+    catalog = discover(load_spec(settings.sync_config), settings.mysql_url)
+    held = 0
+    with pg_connect(settings.postgres_url, autocommit=True) as connection:
+        for label, migration in plan_tables(connection, catalog.tables).items():
+            if not migration:
+                continue
+            waiting = bool(migration.destructive) and not approved(connection, migration)
+            held += waiting
+            state = ("held: approve with the job approve_schema_change" if waiting else
+                     "approved: the next load applies it" if migration.destructive else
+                     "compatible: the next load applies it")
+            print(f"{label} ({state}; fingerprint {migration.fingerprint})")
+            for change in migration.summary():
+                print(f"    {change}")
+    print(f"{len(catalog.tables)} tables, {held} destructive change{'s' * (held != 1)} waiting for approval")
+    return 1 if held else 0
 
 
 def materialize_all(settings: Settings) -> int:
@@ -73,7 +98,7 @@ def reset_target(settings: Settings) -> int:
     catalog = discover(load_spec(settings.sync_config), settings.mysql_url)
     with pg_connect(settings.postgres_url, autocommit=True) as connection, connection.transaction():
         connection.execute(f"DROP SCHEMA IF EXISTS {pg_ident(catalog.target_schema)} CASCADE")
-        for ledger in (LEDGER, REJECTS):
+        for ledger in (LEDGER, REJECTS, SCHEMA_CHANGES):
             if connection.execute("SELECT to_regclass(%s)", (ledger,)).fetchone()[0]:
                 connection.execute(f"DELETE FROM {ledger} WHERE target_table = ANY(%s)",
                                    ([t.target_label for t in catalog.tables],))
@@ -87,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     summary_parser = commands.add_parser("summary", help="row counts (and values) on both sides")
     summary_parser.add_argument("--rows", action="store_true", help="compare every row and value")
     commands.add_parser("rules", help="print the casting rules as a Markdown table")
+    commands.add_parser("schema", help="pending schema migrations; exits 1 when a destructive one waits")
     commands.add_parser("materialize", help="materialize every asset, all partitions, with the dagster CLI")
     reset = commands.add_parser("reset-target", help="drop the target schema and its load history")
     reset.add_argument("--yes", action="store_true", required=True, help="really drop it")
@@ -98,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         return materialize_all(Settings.from_env())
     if args.command == "reset-target":
         return reset_target(Settings.from_env())
+    if args.command == "schema":
+        return schema_changes(Settings.from_env())
     return summary(Settings.from_env(), rows=args.rows)
 
 

@@ -130,7 +130,8 @@ def _rematerialize(context: SensorEvaluationContext, table: TablePlan, migration
     partitions = partitions_for(table)
     if partitions is None:
         return RunRequest(run_key=run_key, asset_selection=[key], tags=tags)
-    done = sorted(context.instance.get_materialized_partitions(key)) or partitions.get_partition_keys()[-1:]
+    # Nothing materialized in this instance (loads made elsewhere): every partition, the table may hold any.
+    done = sorted(context.instance.get_materialized_partitions(key)) or partitions.get_partition_keys()
     first = done[0] if migration.reloads_rows else done[-1]
     return RunRequest(run_key=run_key, asset_selection=[key], tags={
         **tags, RANGE_START_TAG: first, RANGE_END_TAG: done[-1]})

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from mysql_pg_assets.catalog import TablePlan, discover, mysql_connection
+from mysql_pg_assets.cli import schema_changes
 from mysql_pg_assets.load import pending_migration
 from mysql_pg_assets.migrate import SCHEMA_CHANGES, SchemaChangeHeld, approve, plan, widens
 from mysql_pg_assets.parity import compare_rows, pg_connection, schema_differences
 from mysql_pg_assets.pipeline import sync_table
-from mysql_pg_assets.settings import DatabaseUrl
+from mysql_pg_assets.settings import DatabaseUrl, Settings
 from mysql_pg_assets.spec import parse_spec
+from mysql_pg_assets_tests.conftest import write_spec
 
 ITEMS = """CREATE TABLE items (
   id INT PRIMARY KEY, name VARCHAR(20) NOT NULL, qty SMALLINT, price DECIMAL(8,2),
@@ -150,3 +153,22 @@ def test_an_approval_is_for_the_changes_it_saw(items: tuple[DatabaseUrl, Databas
     _mysql(source, "ALTER TABLE items DROP COLUMN price")  # a second change after the approval
     with pytest.raises(SchemaChangeHeld, match="price"):
         sync_table(_plan(source), source, target, run_id="held")
+
+
+def test_the_cli_names_pending_changes_and_fails_while_one_waits(
+    items: tuple[DatabaseUrl, DatabaseUrl], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, target = items
+    settings = Settings(mysql_url=source, postgres_url=target,
+                        sync_config=write_spec(tmp_path / "sync.yaml", {"target": {"schema": "inv"}}))
+    _synced(source, target)
+    assert schema_changes(settings) == 0
+    _mysql(source, "ALTER TABLE items ADD COLUMN note TEXT, DROP COLUMN qty")
+    assert schema_changes(settings) == 1
+    out = capsys.readouterr().out
+    assert "inv.items (held: approve with the job approve_schema_change" in out
+    assert "    DESTRUCTIVE drop_column qty: smallint gone from MySQL\n    add_column note: text\n" in out
+    with pg_connection(target) as connection:
+        approve(connection, plan(connection, _plan(source)), run_id="approval")
+    assert schema_changes(settings) == 0
+    assert "inv.items (approved: the next load applies it" in capsys.readouterr().out
