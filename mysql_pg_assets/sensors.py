@@ -50,7 +50,7 @@ RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster
 
 
 def current_tables(spec: SyncSpec, catalog: Catalog, mysql_url: DatabaseUrl) -> list[TablePlan]:
-    """The code location's tables as MySQL has them now (the catalog read anew: three queries).
+    """The code location's tables as MySQL has them now (the catalog read anew: a handful of queries).
 
     The code location's own plans date from its last load; a run reads the catalog anew, and so
     must a sensor that compares against MySQL. A table added to MySQL needs the code location
