@@ -53,6 +53,7 @@ from mysql_pg_assets.migrate import (
     create_table_sql,
     object_name,
     plan,
+    plan_tables,
 )
 from mysql_pg_assets.settings import DatabaseUrl, redact
 from mysql_pg_assets.sql import pg_ident, pg_idents, pg_qualified, pg_type
@@ -452,10 +453,7 @@ def _table_lock(postgres_url: DatabaseUrl, table: TablePlan) -> Iterator[psycopg
 def pending_migration(postgres_url: DatabaseUrl, table: TablePlan) -> Migration | None:
     """The migration the next load of the table will apply (None: the table is missing or conforms)."""
     with pg_connect(postgres_url, autocommit=True) as connection:
-        target = pg_qualified(table.target_schema, table.target_table)
-        if connection.execute("SELECT to_regclass(%s) IS NULL", (target,)).fetchone()[0]:
-            return None
-        return plan(connection, table) or None
+        return plan_tables(connection, [table]).get(table.target_label) or None
 
 
 def _drop_staging(connection: psycopg.Connection, prefix: str) -> None:

@@ -101,7 +101,7 @@ def create_indexes_sql(table: TablePlan) -> list[str]:
 # --- what a table looks like in PostgreSQL ----------------------------------------------------
 
 @dataclass(frozen=True)
-class _Column:
+class ShapeColumn:
     name: str
     type: str  # format_type: PostgreSQL's own spelling, typmod included
     not_null: bool
@@ -110,12 +110,12 @@ class _Column:
 
 
 @dataclass(frozen=True)
-class _Shape:
-    columns: tuple[_Column, ...]
+class Shape:
+    columns: tuple[ShapeColumn, ...]
     primary_key: tuple[str, ...]
     primary_key_name: str | None
 
-    def column(self, name: str) -> _Column | None:
+    def column(self, name: str) -> ShapeColumn | None:
         return next((c for c in self.columns if c.name == name), None)
 
 
@@ -144,23 +144,23 @@ FROM pg_constraint c WHERE c.conrelid = %s::regclass AND c.contype = 'p'
 _ENUM_CHECK = re.compile(r"^CHECK \(\(.+ = (ANY \(ARRAY\[.*\]\)|'(?:[^']|'')*'::text)\)\)$", re.S)
 
 
-def _shape(connection: psycopg.Connection, relation: str) -> _Shape:
+def table_shape(connection: psycopg.Connection, relation: str) -> Shape:
     checks: dict[str, tuple[str, str]] = {}
     for column, name, definition in connection.execute(_CHECKS, (relation,)):
         if _ENUM_CHECK.match(definition):
             checks.setdefault(column, (name, definition))
-    columns = tuple(_Column(name, kind, not_null, default, checks.get(name))
+    columns = tuple(ShapeColumn(name, kind, not_null, default, checks.get(name))
                     for name, kind, not_null, default in connection.execute(_COLUMNS, (relation,)))
     key = connection.execute(_PRIMARY_KEY, (relation,)).fetchone()
-    return _Shape(columns, tuple(key[1]) if key else (), key[0] if key else None)
+    return Shape(columns, tuple(key[1]) if key else (), key[0] if key else None)
 
 
-def _expected_shape(connection: psycopg.Connection, table: TablePlan) -> _Shape:
+def expected_shape(connection: psycopg.Connection, table: TablePlan) -> Shape:
     """The shape the mapping gives, normalized by PostgreSQL: a temporary table, rolled back."""
     expected = replace(table, target_schema="pg_temp", target_table="mpa_expected")
     with connection.transaction(force_rollback=True):
         connection.execute(create_table_sql(expected))
-        return _shape(connection, "pg_temp.mpa_expected")
+        return table_shape(connection, "pg_temp.mpa_expected")
 
 
 # --- which type changes lose nothing ----------------------------------------------------------
@@ -291,7 +291,7 @@ class SchemaChangeHeld(RuntimeError):
 def plan(connection: psycopg.Connection, table: TablePlan) -> Migration:
     """The changes that turn the existing PostgreSQL table into the mapping's (empty: none)."""
     target = pg_qualified(table.target_schema, table.target_table)
-    actual, expected = _shape(connection, target), _expected_shape(connection, table)
+    actual, expected = table_shape(connection, target), expected_shape(connection, table)
     plans = {c.target_name: c for c in table.columns}
     changes: list[Change] = []
 
@@ -302,7 +302,7 @@ def plan(connection: psycopg.Connection, table: TablePlan) -> Migration:
     actual_names = [c.name for c in actual.columns]
     added = [c for c in expected.columns if c.name not in actual_names]
     dropped = [c for c in actual.columns if c.name not in expected_names]
-    renamed: dict[str, _Column] = {}  # new name → old column: same type, same position
+    renamed: dict[str, ShapeColumn] = {}  # new name → old column: same type, same position
     for new in added:
         old = next((c for c in dropped if c.type == new.type and c not in renamed.values()
                     and actual_names.index(c.name) == expected_names.index(new.name)), None)

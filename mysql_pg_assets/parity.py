@@ -13,7 +13,7 @@ import json
 import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -23,7 +23,7 @@ import psycopg
 from mysql_pg_assets.catalog import TOMBSTONE_COLUMN, ColumnPlan, TablePlan, mysql_connection
 from mysql_pg_assets.extract import Window
 from mysql_pg_assets.load import REJECTS, pg_window_bound
-from mysql_pg_assets.migrate import create_table_sql
+from mysql_pg_assets.migrate import expected_shape, table_shape
 from mysql_pg_assets.settings import DatabaseUrl
 from mysql_pg_assets.sql import mysql_ident, mysql_qualified, pg_ident, pg_idents, pg_qualified
 
@@ -288,21 +288,15 @@ def compare_rows(
 def schema_differences(url: DatabaseUrl, table: TablePlan) -> list[str]:
     """How the PostgreSQL table differs from the mapping of MySQL's current columns (empty: it conforms).
 
-    The expected types are normalized by PostgreSQL itself: a temporary table is created from the
-    mapping in a transaction that is rolled back, and both tables' ``format_type`` are compared.
+    Both shapes come from ``migrate``: the expected one is a temporary table built from the mapping,
+    so PostgreSQL itself normalizes the types on both sides.
     """
-    types = ("SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
-             "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum")
     target = pg_qualified(table.target_schema, table.target_table)
-    expected_table = replace(table, target_schema="pg_temp", target_table="mpa_expected")
     with pg_connection(url) as connection:
         if not connection.execute("SELECT to_regclass(%s) IS NOT NULL", (target,)).fetchone()[0]:
             return [f"{table.target_label} does not exist"]
-        actual = {name: (kind, not_null) for name, kind, not_null in connection.execute(types, (target,))}
-        with connection.transaction(force_rollback=True):
-            connection.execute(create_table_sql(expected_table))  # in pg_temp: a temporary table
-            expected = {name: (kind, not_null) for name, kind, not_null in
-                        connection.execute(types, ("pg_temp.mpa_expected",))}
+        actual = {c.name: (c.type, c.not_null) for c in table_shape(connection, target).columns}
+        expected = {c.name: (c.type, c.not_null) for c in expected_shape(connection, table).columns}
     differences = [f"{name}: missing in PostgreSQL" for name in expected if name not in actual]
     differences += [f"{name}: not in the mapping of MySQL's columns" for name in actual if name not in expected]
     for name, (kind, not_null) in expected.items():
