@@ -28,8 +28,8 @@ from datetime import datetime, timedelta
 from dagster import BetaWarning, DagsterInstance, build_sensor_context, materialize
 
 from mysql_pg_assets.assets import build_table_assets
-from mysql_pg_assets.catalog import discover, mysql_connection
-from mysql_pg_assets.load import pg_connect
+from mysql_pg_assets.catalog import discover
+from mysql_pg_assets.connections import mysql_connection, pg_connect
 from mysql_pg_assets.resources import MySQLSource, PostgresTarget
 from mysql_pg_assets.sensors import build_data_drift_sensor, build_freshness_alert_sensor, build_schema_drift_sensor
 from mysql_pg_assets.settings import Settings

@@ -35,9 +35,17 @@ from mysql_pg_assets import alerts
 from mysql_pg_assets.catalog import Catalog, TablePlan, dagster_safe_name
 from mysql_pg_assets.extract import Window
 from mysql_pg_assets.load import META_SCHEMA, LoadResult
-from mysql_pg_assets.parity import Fingerprint, checksum_columns, fingerprints, rejects_sample, schema_differences
+from mysql_pg_assets.parity import (
+    Fingerprint,
+    checksum_columns,
+    fingerprints,
+    rejects_sample,
+    schema_differences,
+    table_counts,
+)
 from mysql_pg_assets.pipeline import sync_table
 from mysql_pg_assets.resources import MySQLSource, PostgresTarget
+from mysql_pg_assets.settings import DatabaseUrl
 
 REJECTS_TABLE = f"{META_SCHEMA}.rejects"
 
@@ -108,19 +116,31 @@ def partitions_for(table: TablePlan) -> TimeWindowPartitionsDefinition | None:
     )
 
 
+def partition_window(table: TablePlan, first: str, last: str) -> Window:
+    """The rows of the partitions ``first`` … ``last``. The first partition also holds every row before
+    it and every row whose partition column is NULL or a zero date, the last one every row after it
+    (it moves on as time does): so every MySQL row is some partition's, and none is left out."""
+    partitions = partitions_for(table)
+    assert partitions is not None, table.target_label
+    start = partitions.time_window_for_partition_key(first).start
+    end = partitions.time_window_for_partition_key(last).end
+    return Window(None if first == partitions.get_first_partition_key() else start,
+                  None if last == partitions.get_last_partition_key() else end)
+
+
 def _scope(context: AssetExecutionContext, table: TablePlan) -> tuple[Window | None, str | None]:
-    """The run's time window (one partition, or a whole range in a single-run backfill)."""
+    """The run's window (one partition, or a whole range in a single-run backfill) and its label."""
     if table.partition is None:
         return None, None
-    window = context.partition_time_window
     keys = context.partition_key_range
     label = keys.start if keys.start == keys.end else f"{keys.start}...{keys.end}"
-    return Window(window.start, window.end), label
+    return partition_window(table, keys.start, keys.end), label
 
 
 ROWS_VALID = "rows_valid"
 REJECT_RATE = "reject_rate"
 ROW_COUNT_PARITY = "row_count_parity"
+TABLE_ROW_COUNT_PARITY = "table_row_count_parity"
 CHECKSUM_PARITY = "checksum_parity"
 SCHEMA_CONFORMS = "schema_conforms"
 
@@ -135,8 +155,13 @@ def check_specs(table: TablePlan) -> list[AssetCheckSpec]:
             f"At most {table.checks.reject_rate.max:.2%} of the rows read were rejected (reject_rate.max in "
             "sync.yaml).")),
         AssetCheckSpec(ROW_COUNT_PARITY, asset=key, description=(
-            "MySQL and PostgreSQL hold as many rows, in the loaded partition or the whole table, counted in each "
+            "MySQL and PostgreSQL hold as many rows, in the loaded partitions or the whole table, counted in each "
             "database right after the load.")),
+        *([AssetCheckSpec(TABLE_ROW_COUNT_PARITY, asset=key, description=(
+            "MySQL and PostgreSQL hold as many rows in the whole table, whatever the partitions loaded: rows "
+            "before the first partition or with a NULL or zero date belong to the first, rows after the last to "
+            "the last. Only a warning while some partitions were never loaded.")),
+        ] if table.partition is not None else []),
         AssetCheckSpec(CHECKSUM_PARITY, asset=key, description=(
             "The same rows hold the same values: an MD5-based checksum of every row, summed inside each database "
             "(no rows shipped); covers integers, decimals, strings and dates.")),
@@ -179,6 +204,49 @@ def check_results(
     ]
 
 
+def table_count_check(
+    context: AssetExecutionContext, table: TablePlan, mysql_url: DatabaseUrl, postgres_url: DatabaseUrl
+) -> AssetCheckResult:
+    """Whole-table counts of a partitioned table; a difference is only a warning while some partitions
+    were never loaded (their rows are expected to be missing), and an error once every one was."""
+    partitions = partitions_for(table)
+    assert partitions is not None
+    keys = partitions.get_partition_keys()
+    first_start = partitions.time_window_for_partition_key(keys[0]).start
+    last_end = partitions.time_window_for_partition_key(keys[-1]).end
+    counts = table_counts(mysql_url, postgres_url, table, first_start, last_end)
+    loaded = context.instance.get_materialized_partitions(asset_key(table)) | set(context.partition_keys)
+    never = [k for k in keys if k not in loaded]
+    passed = counts.mysql_rows == counts.postgres_rows
+    explained = not passed and bool(never)
+    return AssetCheckResult(
+        check_name=TABLE_ROW_COUNT_PARITY, passed=passed,
+        severity=AssetCheckSeverity.WARN if explained else severity(table, TABLE_ROW_COUNT_PARITY),
+        description=f"{len(never)} of {len(keys)} partitions never loaded" if explained else None,
+        metadata={
+            "mysql_rows": counts.mysql_rows, "postgres_rows": counts.postgres_rows,
+            "difference": counts.postgres_rows - counts.mysql_rows,
+            "partitions_never_loaded": len(never),
+            "never_loaded": MetadataValue.text(key_ranges(never, keys)),
+            "rows_before_first_partition": MetadataValue.int(counts.before_first),
+            "rows_after_last_partition": MetadataValue.int(counts.after_last),
+        },
+    )
+
+
+def key_ranges(keys: list[str], every_key: list[str], limit: int = 5) -> str:
+    """Partition keys as runs of neighbours: '2025-01...2025-03, 2025-05' (``every_key`` gives the order)."""
+    position = {key: i for i, key in enumerate(every_key)}
+    runs: list[list[str]] = []
+    for key in sorted(keys, key=position.__getitem__):
+        if runs and position[runs[-1][-1]] + 1 == position[key]:
+            runs[-1].append(key)
+        else:
+            runs.append([key])
+    text = ", ".join(run[0] if len(run) == 1 else f"{run[0]}...{run[-1]}" for run in runs[:limit])
+    return (text + (f" and {len(runs) - limit} more ranges" if len(runs) > limit else "")) or "none"
+
+
 def _check_reason(check: AssetCheckResult) -> str:
     return "; ".join(f"{name}: {value.value}" for name, value in check.metadata.items())
 
@@ -192,7 +260,7 @@ def freshness_for(table: TablePlan) -> FreshnessPolicy | None:
 def build_table_asset(table: TablePlan) -> AssetsDefinition:
     parents = {
         AssetKey([dagster_safe_name(table.target_schema), dagster_safe_name(key.referenced_target)])
-        for key in table.foreign_keys if key.referenced_table != table.source_table
+        for key in table.foreign_keys if key.lineage
     }
     partitions = partitions_for(table)
 
@@ -201,7 +269,7 @@ def build_table_asset(table: TablePlan) -> AssetsDefinition:
         deps=sorted(parents, key=lambda k: k.path),  # MySQL's foreign keys, as lineage
         group_name=dagster_safe_name(table.source_database),
         kinds={"mysql", "postgres"},
-        description=f"MySQL table `{table.source_label}` kept in PostgreSQL as `{table.target_label}`.",
+        description=_description(table),
         partitions_def=partitions,
         # A backfill of any range is one run that loads the whole window in one transaction.
         backfill_policy=BackfillPolicy.single_run() if partitions else None,
@@ -238,6 +306,8 @@ def build_table_asset(table: TablePlan) -> AssetsDefinition:
         sides = fingerprints(mysql.database_url, postgres.database_url, table, window)
         sample = rejects_sample(postgres.database_url, table, run_id) if result.rejected_rows else []
         checks = check_results(table, result, sides, sample, schema_differences(postgres.database_url, table))
+        if table.partition is not None:
+            checks.append(table_count_check(context, table, mysql.database_url, postgres.database_url))
         for failed in (c for c in checks if not c.passed):
             alerts.send(alerts.Alert("check_failed", asset_key(table).to_user_string(), _check_reason(failed),
                                      partition=partition, run_id=run_id, check=failed.check_name,
@@ -245,6 +315,15 @@ def build_table_asset(table: TablePlan) -> AssetsDefinition:
         return MaterializeResult(metadata=materialization_metadata(table, result), check_results=checks)
 
     return _sync
+
+
+def _description(table: TablePlan) -> str:
+    lines = [f"MySQL table `{table.source_label}` kept in PostgreSQL as `{table.target_label}`."]
+    for key in table.foreign_keys:
+        if not key.lineage:
+            lines.append(f"Foreign key `{key.name}` ({', '.join(key.columns)} → {key.referenced_target}) is not "
+                         f"drawn as lineage, nor created as a constraint: {key.not_lineage}.")
+    return "\n\n".join(lines)
 
 
 def _load_description(table: TablePlan) -> str:

@@ -11,21 +11,17 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import pymysql
 
 from mysql_pg_assets.casting import CastRule, MySQLColumn, enum_values, pg_default, rule_for
+from mysql_pg_assets.connections import SourceUnavailable, mysql_connection
+from mysql_pg_assets.grants import Access, column_grant_error, read_access, unreadable, warn_table_level_only
 from mysql_pg_assets.settings import DatabaseUrl, redact
 from mysql_pg_assets.spec import Checks, ColumnOverride, Freshness, Options, SpecError, SyncSpec, TableOverride
 from mysql_pg_assets.sql import pg_fit_name
-
-
-class SourceUnavailable(RuntimeError):
-    """MySQL could not be reached or queried; the message never holds the password."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +51,14 @@ class ForeignKeyPlan:
     on_delete: str
     on_update: str
     references_unique_key: bool  # PostgreSQL needs a unique key on the referenced columns
+    required: bool = False  # every referencing column is NOT NULL
+    # Why the key is not Dagster lineage (and never a PostgreSQL constraint): a self-reference, or an
+    # edge that would close a cycle, as the cycle's table names. None: it is lineage.
+    not_lineage: str | None = None
+
+    @property
+    def lineage(self) -> bool:
+        return self.not_lineage is None
 
 
 @dataclass(frozen=True)
@@ -131,22 +135,6 @@ def dagster_safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", name) or "_"
 
 
-@contextmanager
-def mysql_connection(url: DatabaseUrl, database: str | None = None) -> Iterator[pymysql.Connection]:
-    try:
-        connection = pymysql.connect(
-            host=url.host, port=url.port, user=url.user, password=url.password,
-            database=database if database is not None else url.database or None,
-            charset="utf8mb4", connect_timeout=10, autocommit=True,
-        )
-    except pymysql.MySQLError as exc:
-        raise SourceUnavailable(f"cannot connect to MySQL at {url}: {redact(str(exc))}") from None
-    try:
-        yield connection
-    finally:
-        connection.close()
-
-
 _COLUMNS_SQL = """
 SELECT TABLE_NAME, COLUMN_NAME, ORDINAL_POSITION, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE,
        NUMERIC_PRECISION, NUMERIC_SCALE, CHARACTER_MAXIMUM_LENGTH, DATETIME_PRECISION,
@@ -183,7 +171,7 @@ ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX
 # directly and has no TABLE_NAME in this view, so the query failing there is expected.
 _MARIADB_JSON_SQL = """
 SELECT TABLE_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS
-WHERE CONSTRAINT_SCHEMA = %s AND CHECK_CLAUSE LIKE 'json_valid(%%'
+WHERE CONSTRAINT_SCHEMA = %s AND CHECK_CLAUSE LIKE 'json_valid(%'
 """
 _JSON_VALID = re.compile(r"^json_valid\(`((?:[^`]|``)+)`\)$", re.I)
 
@@ -216,60 +204,95 @@ class _Schema:
     foreign_keys: dict[str, dict[str, _ForeignKey]]
 
 
-def _read_information_schema(url: DatabaseUrl, database: str) -> _Schema:
-    with mysql_connection(url, database="information_schema") as connection, connection.cursor() as cur:
-        try:
-            cur.execute(_TABLES_SQL, (database,))
-            tables = sorted(row[0] for row in cur.fetchall())
-            json_columns: set[tuple[str, str]] = set()
-            try:
-                cur.execute(_MARIADB_JSON_SQL, (database,))
-                for table, clause in cur.fetchall():
-                    match = _JSON_VALID.match(clause.strip())
-                    if match:
-                        json_columns.add((table, match.group(1).replace("``", "`")))
-            except pymysql.MySQLError:
-                pass
-            cur.execute(_COLUMNS_SQL, (database,))
-            columns: dict[str, list[MySQLColumn]] = defaultdict(list)
-            for (table, name, position, data_type, column_type, is_nullable, precision, scale,
-                 char_length, dt_precision, charset, extra, default) in cur.fetchall():
-                if (table, name) in json_columns:
-                    data_type = column_type = "json"
-                columns[table].append(MySQLColumn(
-                    name=name, position=int(position), data_type=data_type.lower(),
-                    column_type=column_type, nullable=is_nullable == "YES",
-                    numeric_precision=precision, numeric_scale=scale, char_length=char_length,
-                    datetime_precision=dt_precision, charset=charset, extra=extra or "", default=default,
-                ))
-            cur.execute(_INDEXES_SQL, (database,))
-            indexes: dict[str, dict[str, _Index]] = defaultdict(dict)
-            for table, index, non_unique, column, kind in cur.fetchall():
-                entry = indexes[table].setdefault(index, _Index(index, [], not int(non_unique), kind.upper()))
-                entry.columns.append(column)
-            cur.execute(_FOREIGN_KEYS_SQL, (database, database))
-            foreign_keys: dict[str, dict[str, _ForeignKey]] = defaultdict(dict)
-            for table, name, column, referenced, referenced_column, on_delete, on_update in cur.fetchall():
-                key = foreign_keys[table].setdefault(name, _ForeignKey(name, [], referenced, [], on_delete, on_update))
-                key.columns.append(column)
-                key.referenced_columns.append(referenced_column)
-        except pymysql.MySQLError as exc:
-            raise SourceUnavailable(f"reading information_schema for {database!r}: {redact(str(exc))}") from None
+def _read_information_schema(cur: pymysql.cursors.Cursor, database: str) -> _Schema:
+    cur.execute(_TABLES_SQL, (database,))
+    tables = sorted(row[0] for row in cur.fetchall())
+    json_columns: set[tuple[str, str]] = set()
+    try:
+        cur.execute(_MARIADB_JSON_SQL, (database,))
+        for table, clause in cur.fetchall():
+            match = _JSON_VALID.match(clause.strip())
+            if match:
+                json_columns.add((table, match.group(1).replace("``", "`")))
+    except pymysql.MySQLError:
+        pass
+    cur.execute(_COLUMNS_SQL, (database,))
+    columns: dict[str, list[MySQLColumn]] = defaultdict(list)
+    for (table, name, position, data_type, column_type, is_nullable, precision, scale,
+         char_length, dt_precision, charset, extra, default) in cur.fetchall():
+        if (table, name) in json_columns:
+            data_type = column_type = "json"
+        columns[table].append(MySQLColumn(
+            name=name, position=int(position), data_type=data_type.lower(),
+            column_type=column_type, nullable=is_nullable == "YES",
+            numeric_precision=precision, numeric_scale=scale, char_length=char_length,
+            datetime_precision=dt_precision, charset=charset, extra=extra or "", default=default,
+        ))
+    cur.execute(_INDEXES_SQL, (database,))
+    indexes: dict[str, dict[str, _Index]] = defaultdict(dict)
+    for table, index, non_unique, column, kind in cur.fetchall():
+        entry = indexes[table].setdefault(index, _Index(index, [], not int(non_unique), kind.upper()))
+        entry.columns.append(column)
+    cur.execute(_FOREIGN_KEYS_SQL, (database, database))
+    foreign_keys: dict[str, dict[str, _ForeignKey]] = defaultdict(dict)
+    for table, name, column, referenced, referenced_column, on_delete, on_update in cur.fetchall():
+        key = foreign_keys[table].setdefault(name, _ForeignKey(name, [], referenced, [], on_delete, on_update))
+        key.columns.append(column)
+        key.referenced_columns.append(referenced_column)
     return _Schema(tables, columns, indexes, foreign_keys)
 
 
-def select_tables(spec: SyncSpec, base_tables: list[str], missing_ok: bool = False) -> list[str]:
+def _listing(names: list[str], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit]) or "none"
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def select_tables(spec: SyncSpec, base_tables: list[str], database: str, access: Access | None = None,
+                  missing_ok: bool = False) -> list[str]:
+    """The base tables ``include`` and ``exclude`` select. A literal name that is not there, a selection
+    that is empty, or a ``tables`` entry for a table not selected is an error: a typo, or a table the
+    MySQL user may not see (``access`` names it and the grant)."""
     def matches(name: str, patterns: list[str]) -> bool:
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
     selected = [t for t in base_tables if matches(t, spec.include) and not matches(t, spec.exclude)]
+    if missing_ok:
+        return selected
+    who = f"MySQL user {access.user}" if access else "the MySQL user"
+    hint = f" (its tables: {_listing(base_tables)})"
+    absent = [p for p in spec.include if not any(c in p for c in "*?[") and p not in base_tables]
+    if absent:
+        grant = f"; if it exists, run {access.grant(database, absent[0])}" if access else ""
+        raise SpecError(f"include: no base table {', '.join(map(repr, absent))} in database {database} that "
+                        f"{who} may see{grant}{hint}")
+    if not selected:
+        raise SpecError(f"include: {spec.include} (exclude: {spec.exclude}) selects no base table of database "
+                        f"{database} that {who} may see{hint}")
     unknown = sorted(set(spec.tables) - set(selected))
-    if unknown and not missing_ok:
-        raise SpecError(
-            f"tables: {', '.join(unknown)} configured but not among the synced base tables "
-            f"({', '.join(selected) or 'none'})"
-        )
+    if unknown:
+        raise SpecError(f"tables: {', '.join(unknown)} configured but not among the synced base tables of "
+                        f"{database} ({_listing(selected)}): misspelled, excluded, or not visible to {who}")
     return selected
+
+
+_SYSTEM_SCHEMAS = {"information_schema", "mysql", "performance_schema", "sys"}
+
+
+def _check_database(cur: pymysql.cursors.Cursor, url: DatabaseUrl, database: str) -> None:
+    cur.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA ORDER BY SCHEMA_NAME")
+    names = [row[0] for row in cur.fetchall()]
+    if database not in names:
+        visible = [n for n in names if n not in _SYSTEM_SCHEMAS]
+        raise SpecError(f"source.database: MySQL at {url} has no database {database!r} that its user may see "
+                        f"(databases it may see: {_listing(visible)}); set source.database in the sync spec, or "
+                        f"the database in MYSQL_URL")
+
+
+def _visible_columns(tables: list[str], found: _Schema, spec: SyncSpec, access: Access, refused: dict[str, str],
+                     database: str) -> None:
+    for table in tables:
+        if table in refused and not spec.tables.get(table, TableOverride()).visible_columns_only:
+            raise column_grant_error(access, database, table, [c.name for c in found.columns[table]], refused[table])
 
 
 def snake_case(name: str) -> str:
@@ -370,11 +393,12 @@ def _reject_collisions(where: str, names: list[tuple[str, str]], kind: str) -> N
 
 
 def _foreign_keys(tables: tuple[TablePlan, ...], schema: _Schema, create: bool) -> tuple[TablePlan, ...]:
-    """Attach the foreign keys whose two ends are both synced, in target names."""
+    """Attach the foreign keys whose two ends are both synced, in target names, marked lineage or not."""
     by_source = {t.source_table: t for t in tables}
-    planned = []
+    found: dict[str, list[ForeignKeyPlan]] = {}
     for table in tables:
-        keys = []
+        keys = found.setdefault(table.source_table, [])
+        nullable = {c.source.name: c.source.nullable for c in table.columns}
         for key in schema.foreign_keys.get(table.source_table, {}).values():
             parent = by_source.get(key.referenced_table)
             if parent is None:
@@ -386,9 +410,51 @@ def _foreign_keys(tables: tuple[TablePlan, ...], schema: _Schema, create: bool) 
             keys.append(ForeignKeyPlan(
                 key.name, tuple(child_names[c] for c in key.columns), parent.source_table, parent.target_table,
                 referenced, key.on_delete, key.on_update, references_unique_key=referenced in unique_keys,
+                required=not any(nullable[c] for c in key.columns),
             ))
-        planned.append(replace(table, foreign_keys=tuple(keys), create_foreign_keys=create))
-    return tuple(planned)
+    cut = cycle_breaks([(child, key.referenced_table, key.name, key.required)
+                        for child, keys in found.items() for key in keys])
+    return tuple(
+        replace(table, create_foreign_keys=create, foreign_keys=tuple(
+            replace(key, not_lineage=cut.get((table.source_table, key.name))) for key in found[table.source_table]))
+        for table in tables
+    )
+
+
+def cycle_breaks(edges: list[tuple[str, str, str, bool]]) -> dict[tuple[str, str], str]:
+    """Which foreign keys to leave out of lineage so that it stays a DAG, and why.
+
+    ``edges`` are (child table, parent table, key name, required). Edges are kept greedily, required
+    references (NOT NULL columns) first, then by table and key name, so the choice is stable; an
+    edge whose parent already reaches its child would close a cycle and is left out. Returns
+    {(child, key name): reason}, the reason naming the cycle (``store → staff → store``).
+    """
+    parents: dict[str, list[str]] = {}
+
+    def path(start: str, goal: str) -> list[str] | None:
+        """A path start → … → goal through the kept edges (child → parent), if any."""
+        stack, seen = [[start]], {start}
+        while stack:
+            trail = stack.pop()
+            if trail[-1] == goal:
+                return trail
+            for parent in parents.get(trail[-1], []):
+                if parent not in seen:
+                    seen.add(parent)
+                    stack.append([*trail, parent])
+        return None
+
+    cut: dict[tuple[str, str], str] = {}
+    for child, parent, name, _required in sorted(edges, key=lambda e: (not e[3], e[0], e[1], e[2])):
+        if child == parent:
+            cut[(child, name)] = f"a self-reference ({child} → {child})"
+            continue
+        closing = path(parent, child)
+        if closing is not None:
+            cut[(child, name)] = f"it closes the cycle {' → '.join([child, *closing])}"
+            continue
+        parents.setdefault(child, []).append(parent)
+    return cut
 
 
 def discover(spec: SyncSpec, mysql_url: DatabaseUrl, missing_ok: bool = False) -> Catalog:
@@ -398,11 +464,23 @@ def discover(spec: SyncSpec, mysql_url: DatabaseUrl, missing_ok: bool = False) -
     if not database:
         raise SpecError("source.database: not set, and MYSQL_URL names no database")
     schema = spec.target.schema_name or pg_fit_name(database)
-    found = _read_information_schema(mysql_url, database)
+    with mysql_connection(mysql_url, database="information_schema") as connection, connection.cursor() as cur:
+        try:
+            _check_database(cur, mysql_url, database)
+            access = read_access(cur, database)
+            found = _read_information_schema(cur, database)
+            selected = select_tables(spec, found.tables, database, access, missing_ok)
+            refused = unreadable(cur, database, selected, access)
+        except pymysql.MySQLError as exc:
+            raise SourceUnavailable(f"reading information_schema of {database!r} at {mysql_url}: "
+                                    f"{redact(str(exc))}") from None
+    if not missing_ok:
+        warn_table_level_only(access, database)
+        _visible_columns(selected, found, spec, access, refused, database)
     tables = tuple(
         plan_table(database, schema, table, found.columns[table], found.indexes.get(table, {}),
                    spec.tables.get(table, TableOverride()), spec.options)
-        for table in select_tables(spec, found.tables, missing_ok)
+        for table in selected if table not in refused or spec.tables.get(table, TableOverride()).visible_columns_only
     )
     _reject_collisions("tables", [(t.source_table, t.target_table) for t in tables], "table")
     _reject_collisions("tables", [(t.source_table, t.asset_name) for t in tables], "asset")

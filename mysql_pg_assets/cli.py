@@ -17,7 +17,8 @@ import sys
 
 from mysql_pg_assets.casting import rules_markdown
 from mysql_pg_assets.catalog import discover
-from mysql_pg_assets.load import LEDGER, REJECTS, pg_connect
+from mysql_pg_assets.connections import pg_connect
+from mysql_pg_assets.load import LEDGER, REJECTS
 from mysql_pg_assets.migrate import SCHEMA_CHANGES, approved, plan_tables
 from mysql_pg_assets.parity import compare_rows, count_parity
 from mysql_pg_assets.settings import Settings

@@ -15,20 +15,26 @@ import connectorx as cx
 import pyarrow as pa
 
 from mysql_pg_assets.casting import converted_expression, invalid_expression, read_expression
-from mysql_pg_assets.catalog import SourceUnavailable, TablePlan
+from mysql_pg_assets.catalog import TablePlan
+from mysql_pg_assets.connections import SourceUnavailable, connectorx_url, mysql_session_setup
 from mysql_pg_assets.settings import DatabaseUrl, redact
 from mysql_pg_assets.sql import mysql_ident, mysql_qualified
 
 DEFAULT_BATCH_ROWS = 100_000
-SESSION_SETUP = ["SET time_zone = '+00:00'"]
 
 
 @dataclass(frozen=True)
 class Window:
-    """A partition's rows: the partition column in [start, end), in UTC."""
+    """A partition range's rows: the partition column in [start, end), in UTC.
 
-    start: datetime
-    end: datetime
+    Every row belongs to exactly one partition, so no row is left out: ``start`` is None when the
+    range begins with the first partition, which also takes the rows before it and the rows whose
+    partition column is NULL or a zero date (made NULL on the way); ``end`` is None when the range
+    ends with the last partition, which also takes the rows after it. Both None: the whole table.
+    """
+
+    start: datetime | None
+    end: datetime | None
 
 
 @dataclass(frozen=True)
@@ -65,11 +71,28 @@ def mysql_literal(value: datetime | date | int) -> str:
     raise TypeError(f"not a bound: {value!r}")
 
 
+def window_sql(table: TablePlan, window: Window) -> str:
+    """The MySQL condition of a window ('' for the whole table); bounds rendered by ``mysql_literal``.
+
+    A zero date ('0000-00-00', '2024-00-10') becomes NULL on the way, so like NULL it belongs to the
+    first partition, wherever MySQL would sort it.
+    """
+    assert table.partition is not None, table.target_label
+    column = mysql_ident(table.partition.source_column)
+    bounds = ([f"{column} >= {mysql_literal(window.start)}"] if window.start is not None else []) + \
+             ([f"{column} < {mysql_literal(window.end)}"] if window.end is not None else [])
+    if not bounds:
+        return ""
+    zero = f"(MONTH({column}) = 0 OR DAYOFMONTH({column}) = 0)"
+    if window.start is None:
+        return f"({bounds[0]} OR {column} IS NULL OR {zero})"
+    return f"{' AND '.join(bounds)} AND NOT {zero}"
+
+
 def where_sql(table: TablePlan, scope: Scope) -> str:
     if isinstance(scope, Window):
-        assert table.partition is not None, table.target_label
-        column = mysql_ident(table.partition.source_column)
-        return f" WHERE {column} >= {mysql_literal(scope.start)} AND {column} < {mysql_literal(scope.end)}"
+        condition = window_sql(table, scope)
+        return f" WHERE {condition}" if condition else ""
     if isinstance(scope, Since):
         cursor = table.cursor
         assert cursor is not None, table.target_label
@@ -131,8 +154,8 @@ def read_batches(
     url = mysql_url.with_database(table.source_database)
     try:
         reader = cx.read_sql(
-            url.secret, sql or select_sql(table, scope), return_type="arrow_stream", batch_size=batch_rows,
-            pre_execution_queries=SESSION_SETUP,
+            connectorx_url(mysql_url, table.source_database), sql or select_sql(table, scope),
+            return_type="arrow_stream", batch_size=batch_rows, pre_execution_queries=mysql_session_setup(mysql_url),
         )
         yield from reader
     except BaseException as exc:

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from mysql_pg_assets.assets import asset_key
 from mysql_pg_assets.catalog import Catalog
-from mysql_pg_assets.load import pg_connect
+from mysql_pg_assets.connections import pg_connect
 from mysql_pg_assets.migrate import APPROVAL_JOB, approve, plan_tables
 from mysql_pg_assets.resources import MySQLSource, PostgresTarget
 from mysql_pg_assets.sensors import current_tables

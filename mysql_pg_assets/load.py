@@ -42,6 +42,7 @@ import polars as pl
 import psycopg
 
 from mysql_pg_assets.catalog import TOMBSTONE_COLUMN, ColumnPlan, TablePlan
+from mysql_pg_assets.connections import TargetError, adbc_connect, pg_connect, relation_exists
 from mysql_pg_assets.extract import Scope, Since, Window, staging_name
 from mysql_pg_assets.migrate import (
     META_SCHEMA,
@@ -154,10 +155,6 @@ class Staging:
         return self.relation("source_keys")
 
 
-class TargetError(RuntimeError):
-    """PostgreSQL refused the load; the message never holds the password."""
-
-
 @dataclass(frozen=True)
 class LoadResult:
     rows_read: int
@@ -178,39 +175,30 @@ class LoadResult:
         return self.rows_read - self.rejected_rows
 
 
-def _adbc_connect(postgres_url: DatabaseUrl) -> adbc.Connection:
-    try:
-        return adbc.connect(postgres_url.secret, autocommit=True)
-    except Exception as exc:
-        raise TargetError(f"cannot connect to PostgreSQL at {postgres_url}: {redact(str(exc))}") from None
-
-
-def pg_connect(postgres_url: DatabaseUrl, autocommit: bool = False) -> psycopg.Connection:
-    try:
-        return psycopg.connect(
-            host=postgres_url.host, port=postgres_url.port, user=postgres_url.user,
-            password=postgres_url.password, dbname=postgres_url.database, connect_timeout=10,
-            autocommit=autocommit,
-        )
-    except psycopg.Error as exc:
-        raise TargetError(f"cannot connect to PostgreSQL at {postgres_url}: {redact(str(exc))}") from None
-
-
 # RESTRICT cannot be deferred in PostgreSQL; NO ACTION is RESTRICT checked at commit.
 _REFERENTIAL_ACTIONS = {"CASCADE": "CASCADE", "SET NULL": "SET NULL", "SET DEFAULT": "SET DEFAULT",
                         "RESTRICT": "NO ACTION", "NO ACTION": "NO ACTION"}
+# ON DELETE: a parent loads before its children (lineage), so its load deletes rows MySQL no longer has
+# while PostgreSQL still holds their children; MySQL's RESTRICT guarantees MySQL holds none of them, so
+# PostgreSQL cascades: nothing MySQL holds is lost, and the parent's load is not refused for good.
+_ON_DELETE = {**_REFERENTIAL_ACTIONS, "RESTRICT": "CASCADE", "NO ACTION": "CASCADE"}
 
 
 def _add_foreign_keys(connection: psycopg.Connection, table: TablePlan) -> None:
     """MySQL's foreign keys between synced tables, once both tables exist (option foreign_keys).
 
-    DEFERRABLE INITIALLY DEFERRED: checked at commit, so a load's order of rows does not matter.
+    Only keys that are lineage: a self-reference or a key closing a cycle joins rows that separate
+    loads bring in either order, which no constraint checked at a load's commit can accept. A table
+    keeping tombstones gets none: a cascading delete would remove the rows it keeps.
+    DEFERRABLE INITIALLY DEFERRED: checked at the end of the load, so its order of rows does not matter.
     NOT VALID: rows already there are not re-checked when the constraint is added.
     """
-    if not table.create_foreign_keys:
+    if not table.create_foreign_keys or table.tombstones:
         return
     target = pg_qualified(table.target_schema, table.target_table)
     for key in table.foreign_keys:
+        if not key.lineage:
+            continue
         name = object_name(table, key.name)
         parent = pg_qualified(table.target_schema, key.referenced_target)
         present, parent_exists = connection.execute(
@@ -222,7 +210,7 @@ def _add_foreign_keys(connection: psycopg.Connection, table: TablePlan) -> None:
         connection.execute(
             f"ALTER TABLE {target} ADD CONSTRAINT {pg_ident(name)} FOREIGN KEY ({pg_idents(key.columns)}) "
             f"REFERENCES {parent} ({pg_idents(key.referenced_columns)}) "
-            f"ON DELETE {_REFERENTIAL_ACTIONS[key.on_delete]} ON UPDATE {_REFERENTIAL_ACTIONS[key.on_update]} "
+            f"ON DELETE {_ON_DELETE[key.on_delete]} ON UPDATE {_REFERENTIAL_ACTIONS[key.on_update]} "
             f"DEFERRABLE INITIALLY DEFERRED NOT VALID"
         )
 
@@ -285,6 +273,25 @@ def pg_window_bound(table: TablePlan, value: datetime) -> datetime:
     return utc if column.pg_type == "timestamptz" else utc.replace(tzinfo=None)
 
 
+def pg_window_sql(table: TablePlan, window: Window, alias: str = "t") -> tuple[str, list[object]]:
+    """The PostgreSQL condition of a window ('' for the whole table), as ``extract.window_sql`` draws it:
+    the first partition also holds the rows whose partition column is NULL."""
+    assert table.partition is not None, table.target_label
+    column = f"{alias}.{pg_ident(table.partition.column)}" if alias else pg_ident(table.partition.column)
+    bounds, params = [], []
+    if window.start is not None:
+        bounds.append(f"{column} >= %s")
+        params.append(pg_window_bound(table, window.start))
+    if window.end is not None:
+        bounds.append(f"{column} < %s")
+        params.append(pg_window_bound(table, window.end))
+    if not bounds:
+        return "", []
+    if window.start is None:
+        return f"({bounds[0]} OR {column} IS NULL)", params
+    return " AND ".join(bounds), params
+
+
 def delete_missing_sql(
     table: TablePlan, staging: Staging, scope: Scope, rows_staged: bool, keys_staged: bool
 ) -> tuple[str, list[object]]:
@@ -297,9 +304,8 @@ def delete_missing_sql(
     conditions: list[str] = []
     params: list[object] = []
     if isinstance(scope, Window):
-        column = pg_ident(table.partition.column)  # type: ignore[union-attr]
-        conditions.append(f"t.{column} >= %s AND t.{column} < %s")
-        params += [pg_window_bound(table, scope.start), pg_window_bound(table, scope.end)]
+        condition, params = pg_window_sql(table, scope)
+        conditions += [condition] if condition else []
     if table.primary_key:
         staged = _staged_values(table)
         matches = " AND ".join(f"{staged[k]} = t.{pg_ident(k)}" for k in table.primary_key)
@@ -444,7 +450,10 @@ def _table_lock(postgres_url: DatabaseUrl, table: TablePlan) -> Iterator[psycopg
             connection.execute(_REJECTS_DDL)
             connection.execute(_LEDGER_DDL)
             connection.execute(SCHEMA_CHANGES_DDL)
+        # Another load of this table: wait for it however long it takes (it has timeouts of its own).
+        connection.execute("SET lock_timeout = 0")
         connection.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", ("table " + table.target_label,))
+        connection.execute("RESET lock_timeout")
         yield connection
     finally:
         connection.close()  # also releases the advisory lock
@@ -477,7 +486,7 @@ def _stage(
     keys: Iterable[pl.DataFrame], totals: dict[str, int], conversions: Conversions, merger: _Merger,
 ) -> tuple[bool, bool]:
     """COPY each batch into staging tables and hand it to the merger; returns what arrived."""
-    connection = _adbc_connect(postgres_url)
+    connection = adbc_connect(postgres_url)
     key_names = [staging_name(i) for i, c in enumerate(table.columns) if c.target_name in table.primary_key]
     rows_staged = keys_staged = False
     try:
@@ -533,10 +542,7 @@ def last_watermark(postgres_url: DatabaseUrl, table: TablePlan) -> str | None:
     """The newest cursor value the last load of this table recorded, if the table still exists."""
     target = pg_qualified(table.target_schema, table.target_table)
     with pg_connect(postgres_url, autocommit=True) as connection:
-        exists = connection.execute(
-            "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL", (target, LEDGER)
-        ).fetchone()[0]
-        if not exists:
+        if not (relation_exists(connection, target) and relation_exists(connection, LEDGER)):
             return None
         row = connection.execute(
             f"SELECT watermark_to FROM {LEDGER} WHERE target_table = %s AND watermark_to IS NOT NULL "
@@ -568,7 +574,7 @@ def load_table(
                 # A table this load creates is filled first and keyed and indexed after: one index
                 # build instead of one insertion per row, and no conflicts to look for.
                 target = pg_qualified(table.target_schema, table.target_table)
-                new_table = connection.execute("SELECT to_regclass(%s) IS NULL", (target,)).fetchone()[0]
+                new_table = not relation_exists(connection, target)
                 connection.execute(create_table_sql(table, with_key=not new_table))
                 # MySQL's schema changed since the table was made: migrate it in this transaction
                 # (a destructive change raises SchemaChangeHeld unless approved).
@@ -589,6 +595,9 @@ def load_table(
                 elif table.primary_key:
                     sql, params = delete_missing_sql(table, staging, scope, rows_staged, keys_staged)
                     deleted = connection.execute(sql, params).rowcount
+                # Deferred foreign-key checks run now (a violation fails the load here, as it would at
+                # commit): PostgreSQL refuses DDL on a table with checks still pending.
+                connection.execute("SET CONSTRAINTS ALL IMMEDIATE")
                 pending = apply_after(connection, migration, run_id) if migration else []
                 for statement in create_indexes_sql(table):
                     connection.execute(statement)

@@ -11,30 +11,19 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-import psycopg
-
-from mysql_pg_assets.catalog import TOMBSTONE_COLUMN, ColumnPlan, TablePlan, mysql_connection
-from mysql_pg_assets.extract import Window
-from mysql_pg_assets.load import REJECTS, pg_window_bound
+from mysql_pg_assets.catalog import TOMBSTONE_COLUMN, ColumnPlan, TablePlan
+from mysql_pg_assets.connections import mysql_connection, pg_connection, relation_exists
+from mysql_pg_assets.extract import Window, window_sql
+from mysql_pg_assets.load import REJECTS, pg_window_sql
 from mysql_pg_assets.migrate import expected_shape, table_shape
 from mysql_pg_assets.settings import DatabaseUrl
 from mysql_pg_assets.sql import mysql_ident, mysql_qualified, pg_ident, pg_idents, pg_qualified
-
-
-@contextmanager
-def pg_connection(url: DatabaseUrl) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(
-        host=url.host, port=url.port, user=url.user, password=url.password, dbname=url.database,
-        connect_timeout=10, autocommit=True,
-    ) as connection:
-        yield connection
 
 
 @dataclass(frozen=True)
@@ -62,10 +51,7 @@ def _alive(table: TablePlan) -> str:
 
 def postgres_row_count(url: DatabaseUrl, table: TablePlan) -> int | None:
     with pg_connection(url) as connection:
-        exists = connection.execute(
-            "SELECT to_regclass(%s) IS NOT NULL", (pg_qualified(table.target_schema, table.target_table),)
-        ).fetchone()[0]
-        if not exists:
+        if not relation_exists(connection, pg_qualified(table.target_schema, table.target_table)):
             return None
         return int(connection.execute(
             f"SELECT count(*) FROM {pg_qualified(table.target_schema, table.target_table)}{_alive(table)}"
@@ -106,9 +92,8 @@ def _mysql_text(column: ColumnPlan) -> str:
         text = f"REPLACE(CONVERT({name} USING utf8mb4), CHAR(0 USING utf8mb4), '')"
     elif kind in ("date", "datetime", "timestamp"):
         value = f"IF(MONTH({name}) = 0 OR DAYOFMONTH({name}) = 0, NULL, {name})"
-        # %% because the statement goes through PyMySQL's parameter formatting.
-        text = f"DATE_FORMAT({value}, '%%Y-%%m-%%d')" if kind == "date" else \
-            f"DATE_FORMAT({value}, '%%Y-%%m-%%d %%H:%%i:%%s.%%f')"
+        text = f"DATE_FORMAT({value}, '%Y-%m-%d')" if kind == "date" else \
+            f"DATE_FORMAT({value}, '%Y-%m-%d %H:%i:%s.%f')"
     else:
         text = f"CAST({name} AS CHAR)"
     return f"COALESCE(CONVERT({text} USING utf8mb4), CHAR({_NULL_MARK} USING utf8mb4))"
@@ -126,17 +111,17 @@ def _pg_text(column: ColumnPlan) -> str:
 
 
 def _scope_sql(table: TablePlan, window: Window | None) -> tuple[str, tuple, str, tuple]:
-    mysql_where, pg_where, mysql_params, pg_params = "", _alive(table), (), ()
+    """MySQL's WHERE (bounds rendered), PostgreSQL's WHERE and its parameters: the rows a load of
+    ``window`` reads and writes, exactly (None: the whole table)."""
+    mysql_where, pg_where, pg_params = "", _alive(table), ()
     if window is not None and table.partition is not None:
-        column = table.partition_column
-        assert column is not None
-        bounds = [b.astimezone(UTC).replace(tzinfo=None) if b.tzinfo else b for b in (window.start, window.end)]
-        source = mysql_ident(table.partition.source_column)
-        mysql_where, mysql_params = f" WHERE {source} >= %s AND {source} < %s", tuple(bounds)
-        condition = f"{pg_ident(column.target_name)} >= %s AND {pg_ident(column.target_name)} < %s"
-        pg_where = f"{pg_where} AND {condition}" if pg_where else f" WHERE {condition}"
-        pg_params = (pg_window_bound(table, window.start), pg_window_bound(table, window.end))
-    return mysql_where, mysql_params, pg_where, pg_params
+        mysql_condition = window_sql(table, window)
+        mysql_where = f" WHERE {mysql_condition}" if mysql_condition else ""
+        condition, params = pg_window_sql(table, window, alias="")
+        if condition:
+            pg_where = f"{pg_where} AND {condition}" if pg_where else f" WHERE {condition}"
+            pg_params = tuple(params)
+    return mysql_where, (), pg_where, pg_params
 
 
 def fingerprints(
@@ -164,6 +149,33 @@ def fingerprints(
             f"SELECT count(*), coalesce(sum(('x' || substr(md5({pg_row}), 1, 15))::bit(60)::bigint), 0)"
             f" FROM {pg_qualified(table.target_schema, table.target_table)}{pg_where}", pg_params).fetchone()
     return Fingerprint(int(mysql_rows), int(mysql_sum)), Fingerprint(int(pg_rows), int(pg_sum))
+
+
+@dataclass(frozen=True)
+class TableCounts:
+    """Rows of a whole partitioned table on both sides, and the MySQL rows outside the partitions' span
+    (the first partition loads those before it, with a NULL or zero date; the last those after it)."""
+
+    mysql_rows: int
+    postgres_rows: int
+    before_first: int
+    after_last: int
+
+
+def table_counts(
+    mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, table: TablePlan, first_start: datetime, last_end: datetime
+) -> TableCounts:
+    assert table.partition is not None, table.target_label
+    column = mysql_ident(table.partition.source_column)
+    zero = f"MONTH({column}) = 0 OR DAYOFMONTH({column}) = 0"
+    with mysql_connection(mysql_url) as connection, connection.cursor() as cur:
+        cur.execute(
+            f"SELECT COUNT(*), COALESCE(SUM({column} IS NULL OR {zero} OR {column} < %s), 0),"
+            f" COALESCE(SUM({column} >= %s AND NOT ({zero})), 0)"
+            f" FROM {mysql_qualified(table.source_database, table.source_table)}",
+            tuple(b.astimezone(UTC).replace(tzinfo=None) if b.tzinfo else b for b in (first_start, last_end)))
+        rows, before, after = (int(v) for v in cur.fetchone())
+    return TableCounts(rows, postgres_row_count(postgres_url, table) or 0, before, after)
 
 
 def rejects_sample(url: DatabaseUrl, table: TablePlan, run_id: str, limit: int = 20) -> list[dict[str, Any]]:
@@ -293,7 +305,7 @@ def schema_differences(url: DatabaseUrl, table: TablePlan) -> list[str]:
     """
     target = pg_qualified(table.target_schema, table.target_table)
     with pg_connection(url) as connection:
-        if not connection.execute("SELECT to_regclass(%s) IS NOT NULL", (target,)).fetchone()[0]:
+        if not relation_exists(connection, target):
             return [f"{table.target_label} does not exist"]
         actual = {c.name: (c.type, c.not_null) for c in table_shape(connection, target).columns}
         expected = {c.name: (c.type, c.not_null) for c in expected_shape(connection, table).columns}

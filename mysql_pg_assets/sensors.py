@@ -35,10 +35,9 @@ from dagster import (
 )
 
 from mysql_pg_assets import alerts
-from mysql_pg_assets.assets import SCHEMA_CONFORMS, asset_key, partitions_for, severity
+from mysql_pg_assets.assets import SCHEMA_CONFORMS, asset_key, partition_window, partitions_for, severity
 from mysql_pg_assets.catalog import Catalog, TablePlan, dagster_safe_name, discover
-from mysql_pg_assets.extract import Window
-from mysql_pg_assets.load import pg_connect
+from mysql_pg_assets.connections import pg_connect
 from mysql_pg_assets.migrate import APPROVAL_JOB, Migration, applied_count, approved, plan_tables
 from mysql_pg_assets.parity import fingerprints
 from mysql_pg_assets.resources import MySQLSource, PostgresTarget
@@ -102,10 +101,7 @@ def build_data_drift_sensor(
         checked = [units[(start + i) % len(units)] for i in range(min(budget, len(units)))]
         requests = []
         for table, partition in checked:
-            window = None
-            if partition is not None:
-                time_window = partitions_for(table).time_window_for_partition_key(partition)  # type: ignore[union-attr]
-                window = Window(time_window.start, time_window.end)
+            window = partition_window(table, partition, partition) if partition is not None else None
             source, target = fingerprints(mysql.database_url, postgres.database_url, table, window)
             if source != target:
                 context.log.info(f"{table.target_label} [{partition or 'all'}] drifted: MySQL {source}, "

@@ -60,6 +60,9 @@ class DatabaseUrl:
     def with_database(self, database: str) -> DatabaseUrl:
         return DatabaseUrl(self.scheme, self.user, self.password, self.host, self.port, database, self.query)
 
+    def with_query(self, query: str) -> DatabaseUrl:
+        return DatabaseUrl(self.scheme, self.user, self.password, self.host, self.port, self.database, query)
+
     def render(self, *, hide_password: bool = True) -> str:
         password = "***" if hide_password and self.password else quote(self.password, safe="")
         auth = quote(self.user, safe="") + (f":{password}" if self.password else "")

@@ -110,6 +110,7 @@ class Checks(_Strict):
     rows_valid: CheckSetting = Field(default_factory=CheckSetting)
     reject_rate: RejectRate = Field(default_factory=RejectRate)
     row_count_parity: CheckSetting = Field(default_factory=CheckSetting)
+    table_row_count_parity: CheckSetting = Field(default_factory=CheckSetting)
     checksum_parity: CheckSetting = Field(default_factory=CheckSetting)
     schema_conforms: CheckSetting = Field(default_factory=CheckSetting)
 
@@ -120,6 +121,7 @@ class TableChecks(_Strict):
     rows_valid: CheckSetting | None = None
     reject_rate: RejectRate | None = None
     row_count_parity: CheckSetting | None = None
+    table_row_count_parity: CheckSetting | None = None
     checksum_parity: CheckSetting | None = None
     schema_conforms: CheckSetting | None = None
 
@@ -140,6 +142,10 @@ class TableOverride(_Strict):
     checks: TableChecks = Field(default_factory=TableChecks)
     rename: PgName | None = Field(None, description="name of the table in PostgreSQL")
     columns: dict[str, ColumnOverride] = Field(default_factory=dict)
+    visible_columns_only: bool = Field(
+        False, description="sync only the columns the MySQL user may read (a column-level grant); "
+                           "without it such a table is an error"
+    )
 
 
 class CastOverride(_Strict):

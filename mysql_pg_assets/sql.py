@@ -2,13 +2,112 @@
 
 Values travel as bind parameters. The only things interpolated into SQL are identifiers (quoted
 here) and PostgreSQL type names, which the spec validates against :data:`PG_TYPE_PATTERN`.
+
+Placeholders are written ``%s`` and found by :func:`placeholders`, a scanner that knows each
+dialect's quoting: a ``%s`` (or ``%``, ``{}``, ``$1``, ``?``) inside a quoted identifier or a string
+literal is text, never a placeholder. The drivers' own ``%`` formatting cannot know that (psycopg's
+``sql.Identifier("a%b")`` executed with parameters fails), so the connections of
+:mod:`mysql_pg_assets.connections` use cursors that bind through this scanner instead.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Literal
+
+Dialect = Literal["postgresql", "mysql"]
+
+
+def _skip_quoted(text: str, start: int, quote: str, backslash_escapes: bool) -> int:
+    """The index just past the quoted token opening at ``start`` (a doubled quote is one quote)."""
+    i = start + 1
+    while i < len(text):
+        char = text[i]
+        if backslash_escapes and char == "\\":
+            i += 2
+            continue
+        if char == quote:
+            if i + 1 < len(text) and text[i + 1] == quote:
+                i += 2
+                continue
+            return i + 1
+        i += 1
+    raise ValueError(f"unterminated {quote} in SQL: {text[start:start + 60]!r}")
+
+
+_DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z_0-9]*)?\$")
+
+
+def _skip_token(text: str, i: int, dialect: Dialect) -> int:
+    """The index just past a quoted identifier, literal or comment starting at ``i``; ``i`` if none does."""
+    char = text[i]
+    if dialect == "postgresql":
+        if char in "\"'":  # standard_conforming_strings: no backslash escapes
+            return _skip_quoted(text, i, char, backslash_escapes=False)
+        if char == "$" and (match := _DOLLAR_TAG.match(text, i)):
+            end = text.find(match.group(0), match.end())
+            if end < 0:
+                raise ValueError(f"unterminated dollar quote in SQL: {text[i:i + 60]!r}")
+            return end + len(match.group(0))
+    else:
+        if char == "`":
+            return _skip_quoted(text, i, "`", backslash_escapes=False)
+        if char in "\"'":
+            return _skip_quoted(text, i, char, backslash_escapes=True)
+        if char == "#":
+            end = text.find("\n", i)
+            return len(text) if end < 0 else end
+    if text.startswith("--", i):
+        end = text.find("\n", i)
+        return len(text) if end < 0 else end
+    if text.startswith("/*", i):
+        end = text.find("*/", i + 2)
+        return len(text) if end < 0 else end + 2
+    return i
+
+
+def placeholders(text: str, dialect: Dialect, render: Callable[[int], str]) -> str:
+    """``text`` with each ``%s`` outside quotes replaced by ``render(n)`` (n from 0) and ``%%`` by ``%``.
+
+    Anything inside a quoted identifier, a string literal or a comment is kept as it is.
+    """
+    out: list[str] = []
+    count, i, plain = 0, 0, 0
+    while i < len(text):
+        end = _skip_token(text, i, dialect)
+        if end != i:
+            i = end
+            continue
+        if text[i] == "%" and i + 1 < len(text) and text[i + 1] in "s%":
+            out.append(text[plain:i])
+            if text[i + 1] == "s":
+                out.append(render(count))
+                count += 1
+            else:
+                out.append("%")
+            i += 2
+            plain = i
+            continue
+        i += 1
+    out.append(text[plain:])
+    return "".join(out)
+
+
+def numbered(text: str) -> str:
+    """PostgreSQL: ``%s`` placeholders as ``$1 … $n``, which the server binds."""
+    return placeholders(text, "postgresql", lambda n: f"${n + 1}")
+
+
+def bound(text: str, values: Sequence[str]) -> str:
+    """MySQL: ``%s`` placeholders replaced by ``values``, already escaped as literals by the driver."""
+    def render(n: int) -> str:
+        if n >= len(values):
+            raise ValueError(f"the statement has more placeholders than the {len(values)} values given")
+        return values[n]
+
+    return placeholders(text, "mysql", render)
 
 PG_TYPE_PATTERN = re.compile(
     r"^[A-Za-z_][A-Za-z0-9_]*( [A-Za-z_][A-Za-z0-9_]*)*( ?\(\s*\d+\s*(,\s*\d+\s*)?\))?(\[\])?$"

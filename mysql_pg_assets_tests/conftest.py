@@ -19,7 +19,7 @@ import yaml
 from dagster import DagsterInstance, Definitions, ExecuteInProcessResult, materialize
 
 from mysql_pg_assets import demo
-from mysql_pg_assets.catalog import mysql_connection
+from mysql_pg_assets.connections import mysql_connection
 from mysql_pg_assets.settings import PROJECT_ROOT, DatabaseUrl, Settings
 from mysql_pg_assets.sql import mysql_ident, pg_ident
 

@@ -19,7 +19,8 @@ from dagster import (
 )
 
 from mysql_pg_assets.assets import build_table_assets
-from mysql_pg_assets.catalog import discover, mysql_connection
+from mysql_pg_assets.catalog import discover
+from mysql_pg_assets.connections import mysql_connection
 from mysql_pg_assets.resources import MySQLSource, PostgresTarget
 from mysql_pg_assets.sensors import alert_on_run_failure, build_freshness_alert_sensor
 from mysql_pg_assets.settings import DatabaseUrl

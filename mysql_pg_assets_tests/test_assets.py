@@ -10,10 +10,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
+from dagster import AssetCheckKey, AssetKey, DagsterInstance, ExecuteInProcessResult
 
 from mysql_pg_assets import demo
-from mysql_pg_assets.catalog import discover, mysql_connection
+from mysql_pg_assets.catalog import discover
+from mysql_pg_assets.connections import mysql_connection
 from mysql_pg_assets.definitions import build_definitions
 from mysql_pg_assets.parity import compare_rows
 from mysql_pg_assets.settings import PROJECT_ROOT, DatabaseUrl, Settings
@@ -82,12 +83,17 @@ ODD_TABLES = [
     "CREATE TABLE `naïve_café` (`clé` INT PRIMARY KEY, `prix€` DECIMAL(6,2))",
     "CREATE TABLE event_log (happened_at DATETIME(3), message VARCHAR(100))",
     "CREATE VIEW active AS SELECT `from` FROM `select`",
+    # Driver placeholders and format braces in every kind of name: an AUTO_INCREMENT key (its identity
+    # is set after the first load), a key (every later load), columns (checksum_parity).
+    "CREATE TABLE `100% {off} $1` (`id%s` INT AUTO_INCREMENT PRIMARY KEY, `rate %` DECIMAL(5,2),"
+    " `{0}%(x)s` VARCHAR(10), `$1 ?` DATE)",
 ]
 ODD_ROWS = [
     "INSERT INTO `select` VALUES (1, 'a', 'ünïcödé 😀'), (2, NULL, NULL)",
     "INSERT INTO `Order Details` VALUES (9223372036854775807, 'x''y\"z', -1)",
     "INSERT INTO `naïve_café` VALUES (1, 9999.99), (2, -0.01)",
     "INSERT INTO event_log VALUES ('2024-05-06 07:08:09.123', 'started'), ('2024-05-06 07:08:09.123', 'started')",
+    "INSERT INTO `100% {off} $1` (`rate %`, `{0}%(x)s`, `$1 ?`) VALUES (12.5, '%s', '2024-01-02'), (NULL, NULL, NULL)",
 ]
 
 
@@ -122,21 +128,31 @@ def test_include_star_on_another_database_through_the_cli(
     env = _dagster_env(settings, dagster_home, make_pg_database("dagster"))
     dagster = Path(sys.executable).with_name("dagster")
     command = [str(dagster), "asset", "materialize", "-m", "mysql_pg_assets.definitions", "--select", "*"]
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    for url in (settings.mysql_url, settings.postgres_url):
-        assert url.secret not in run.stdout + run.stderr
+    # The second load merges into what the first created (every table once, then the one with % again).
+    for selection in ("*", "Odd_Schema/100___off___1"):
+        run = subprocess.run([*command[:-1], selection], env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+        for url in (settings.mysql_url, settings.postgres_url):
+            assert url.secret not in run.stdout + run.stderr
+        assert "ASSET_CHECK_EVALUATION" in run.stderr and "failed" not in run.stderr.lower(), run.stderr[-3000:]
 
     catalog = discover(load_spec(spec), settings.mysql_url)
-    assert {t.source_table for t in catalog.tables} == {"select", "Order Details", "naïve_café", "event_log"}
-    assert {t.asset_name for t in catalog.tables} == {"select", "Order_Details", "na_ve_caf_", "event_log"}
+    assert {t.source_table for t in catalog.tables} == {"select", "Order Details", "naïve_café", "event_log",
+                                                        "100% {off} $1"}
+    assert {t.asset_name for t in catalog.tables} == {"select", "Order_Details", "na_ve_caf_", "event_log",
+                                                      "100___off___1"}
     _assert_every_table_equal(settings)
 
     # The run and its events were stored in the PostgreSQL instance named by dagster.yaml.
     monkeypatch.setenv("DAGSTER_POSTGRES_URL", env["DAGSTER_POSTGRES_URL"])
     with DagsterInstance.from_config(str(dagster_home)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        assert len(instance.get_runs()) == 1
+        assert len(instance.get_runs()) == 2
+        percent = AssetKey(["Odd_Schema", "100___off___1"])
+        checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [AssetCheckKey(percent, name) for name in ("checksum_parity", "row_count_parity", "rows_valid")])
+        assert {key.name: execution.status.value for key, execution in checks.items()} == {
+            "checksum_parity": "SUCCEEDED", "row_count_parity": "SUCCEEDED", "rows_valid": "SUCCEEDED"}
         materialized = instance.get_latest_materialization_event(AssetKey(["Odd_Schema", "event_log"]))
         assert materialized is not None
 

@@ -10,8 +10,9 @@ from decimal import Decimal
 import pytest
 
 from mysql_pg_assets.casting import MySQLColumn, rule_for, rules_markdown
-from mysql_pg_assets.catalog import TablePlan, discover, mysql_connection
-from mysql_pg_assets.parity import compare_rows, pg_connection
+from mysql_pg_assets.catalog import TablePlan, discover
+from mysql_pg_assets.connections import mysql_connection, pg_connection
+from mysql_pg_assets.parity import compare_rows
 from mysql_pg_assets.pipeline import sync_table
 from mysql_pg_assets.settings import PROJECT_ROOT, DatabaseUrl
 from mysql_pg_assets.spec import parse_spec

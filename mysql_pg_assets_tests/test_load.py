@@ -9,10 +9,11 @@ import pytest
 from dagster import AssetKey
 
 from mysql_pg_assets.assets import build_table_assets
-from mysql_pg_assets.catalog import SourceUnavailable, TablePlan, discover, mysql_connection
+from mysql_pg_assets.catalog import TablePlan, discover
+from mysql_pg_assets.connections import SourceUnavailable, TargetError, mysql_connection, pg_connection
 from mysql_pg_assets.extract import read_batches
-from mysql_pg_assets.load import TargetError, load_table
-from mysql_pg_assets.parity import compare_rows, pg_connection
+from mysql_pg_assets.load import load_table
+from mysql_pg_assets.parity import compare_rows
 from mysql_pg_assets.pipeline import sync_table, validated_batches
 from mysql_pg_assets.settings import DatabaseUrl, Settings
 from mysql_pg_assets.spec import load_spec, parse_spec

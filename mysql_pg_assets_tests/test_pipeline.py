@@ -15,9 +15,10 @@ import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
 from mysql_pg_assets.assets import build_table_assets
-from mysql_pg_assets.catalog import Catalog, TablePlan, discover, mysql_connection
-from mysql_pg_assets.load import LEDGER
-from mysql_pg_assets.parity import compare_rows, pg_connection
+from mysql_pg_assets.catalog import Catalog, TablePlan, discover
+from mysql_pg_assets.connections import mysql_connection, pg_connection
+from mysql_pg_assets.load import LEDGER, REJECTS
+from mysql_pg_assets.parity import compare_rows
 from mysql_pg_assets.pipeline import sync_table
 from mysql_pg_assets.resources import MySQLSource, PostgresTarget
 from mysql_pg_assets.settings import DatabaseUrl
@@ -224,3 +225,59 @@ def test_a_backfill_from_the_cli_is_one_run(
     assert [row[:3] for row in _ledger(pg)] == [("2026-03-01...2026-03-03", "partition", 300)]
     _, table = _catalog(events_source, **DAILY)
     assert compare_rows(events_source, pg, table).equal
+
+
+def _checks(result: object) -> dict[str, object]:
+    return {c.check_name: c for c in result.get_asset_check_evaluations()}  # type: ignore[attr-defined]
+
+
+def test_rows_outside_every_partition_are_loaded_or_rejected_and_the_table_check_sees_them(
+    make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database: Callable[[str], DatabaseUrl]
+) -> None:
+    """NULL, zero dates and rows before the first partition belong to the first partition, rows after the last
+    to the last: none is left out, and the whole-table check counts what the partition checks cannot see."""
+    mysql, pg = make_mysql_database("outside"), make_pg_database("outside")
+    _mysql(mysql, ("SET SESSION sql_mode = ''", ()),
+           ("CREATE TABLE visits (id INT PRIMARY KEY, seen_at DATETIME NULL, note VARCHAR(10))", ()),
+           ("CREATE TABLE strict_visits (id INT PRIMARY KEY, seen_at DATETIME NOT NULL)", ()),
+           ("INSERT INTO visits VALUES (1, NULL, 'null'), (2, '0000-00-00', 'zero'), (3, '2026-00-10', 'zero day'),"
+            " (4, '2025-12-31 23:59:59', 'before'), (5, '2026-03-02 10:00', 'inside'), (6, '2099-01-01', 'after'),"
+            " (7, '2026-03-01', 'first')", ()),
+           ("INSERT INTO strict_visits VALUES (1, '0000-00-00'), (2, '2026-03-02 10:00')", ()))
+    partition = {"column": "seen_at", "granularity": "daily", "start": "2026-03-01", "end_offset": 0}
+    catalog = discover(parse_spec({"target": {"schema": "flow"},
+                                   "tables": {"visits": {"partition": partition},
+                                              "strict_visits": {"partition": partition}}}), mysql)
+    assets = {a.key.path[-1]: a for a in build_table_assets(catalog)}
+    tables = {t.source_table: t for t in catalog.tables}
+    resources = {"mysql": MySQLSource(url=mysql.secret), "postgres": PostgresTarget(url=pg.secret)}
+    last = assets["visits"].partitions_def.get_last_partition_key()
+
+    with DagsterInstance.ephemeral() as instance:
+        def load(name: str, key: str) -> dict[str, object]:
+            result = materialize([assets[name]], instance=instance, resources=resources, partition_key=key,
+                                 raise_on_error=False)
+            return _checks(result)
+
+        middle = load("visits", "2026-03-02")
+        assert middle["row_count_parity"].passed
+        table_check = middle["table_row_count_parity"]  # 6 of 7 rows missing, but most partitions never loaded
+        assert not table_check.passed and table_check.severity.value == "WARN"
+        metadata = {k: v.value for k, v in table_check.metadata.items()}
+        assert (metadata["mysql_rows"], metadata["postgres_rows"]) == (7, 1)
+        assert (metadata["rows_before_first_partition"], metadata["rows_after_last_partition"]) == (4, 1)
+
+        first = load("visits", "2026-03-01")  # takes NULL, both zero dates and the row before the start
+        assert first["row_count_parity"].passed
+        assert {k: v.value for k, v in first["row_count_parity"].metadata.items()}["mysql_rows"] == 5
+        assert load("visits", last)["table_row_count_parity"].passed  # the row of 2099, with the last
+        assert compare_rows(mysql, pg, tables["visits"]).equal
+
+        # A zero date in a NOT NULL column cannot be NULL in PostgreSQL: a reject with its key, in the
+        # first partition, and the checks say so.
+        strict = load("strict_visits", "2026-03-01")
+        assert not strict["rows_valid"].passed
+        with pg_connection(pg) as connection:
+            rejects = connection.execute(f"SELECT primary_key, column_name, value, reason FROM {REJECTS}"
+                                         " WHERE target_table = 'flow.strict_visits'").fetchall()
+        assert rejects == [({"id": 1}, "seen_at", "zero date", "NULL in a NOT NULL column")]

@@ -16,6 +16,10 @@ computed from what MySQL holds, read back with PyMySQL rather than through the s
 - zero dates, NUL removals and TINYINT(1) values other than 0/1 are counted, per column, in
   ``result.conversions``.
 
+The table, its key and every column get hostile names too: driver placeholders (``%s``, ``%``,
+``%(x)s``, ``$1``, ``?``), format braces, both dialects' quotes, backslashes, newlines, non-ASCII
+letters and glob characters, up to MySQL's 64 characters.
+
 Cases the property found (and that are fixed) stay pinned, minimal, by the regression tests at
 the end.
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import struct
 import uuid
 from collections import Counter
@@ -37,9 +42,9 @@ import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from mysql_pg_assets.catalog import TablePlan, discover, mysql_connection
+from mysql_pg_assets.catalog import TablePlan, discover
+from mysql_pg_assets.connections import mysql_connection, pg_connection
 from mysql_pg_assets.load import REJECTS, LoadResult
-from mysql_pg_assets.parity import pg_connection
 from mysql_pg_assets.pipeline import sync_table
 from mysql_pg_assets.settings import DatabaseUrl
 from mysql_pg_assets.spec import parse_spec
@@ -292,13 +297,34 @@ class Column:
 class Case:
     columns: tuple[Column, ...]
     rows: tuple[tuple[Any, ...], ...]  # (id, value per column) as bound to the INSERT
+    table: str = "p"  # the table's name starts with this
+    key: str = "id"
+
+    @property
+    def ddl(self) -> list[str]:
+        return [f"{mysql_ident(self.key)} INT PRIMARY KEY", *(c.ddl for c in self.columns)]
 
     def __repr__(self) -> str:
-        ddl = ", ".join(["id INT PRIMARY KEY", *(c.ddl for c in self.columns)])
-        return f"Case(ddl={ddl!r}, rows={list(self.rows)!r})"
+        return f"Case(table={self.table!r}, ddl={', '.join(self.ddl)!r}, rows={list(self.rows)!r})"
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # how hypothesis prints a failing example
         printer.text(repr(self))
+
+
+# What has tripped SQL builders: driver placeholders, format braces, positional parameters, both
+# dialects' quotes, backslash, whitespace, non-ASCII letters, glob characters.
+_HOSTILE_PARTS = ["%", "%s", "%%", "%(x)s", "{}", "{0}", "$1", "?", ":v", "'", '"', "`", "``", "\\", "\n", " ",
+                  "é", "ß", "-", ".", "/", "*", "[", "]", "--", "#", ";"]
+
+
+@st.composite
+def identifiers(draw: st.DrawFn, prefix: str) -> str:
+    """A MySQL identifier starting with ``prefix``: at most 64 characters, no trailing space."""
+    parts = draw(st.lists(st.sampled_from(_HOSTILE_PARTS) | st.text("abXY_09", min_size=1, max_size=3), max_size=6))
+    name = prefix + "".join(parts)
+    if draw(st.integers(0, 4)) == 0:
+        name = name.ljust(64, "x")
+    return name[:64].rstrip()
 
 
 @st.composite
@@ -306,7 +332,8 @@ def cases(draw: st.DrawFn) -> Case:
     columns = []
     for i in range(draw(st.integers(1, 6))):
         column_type = draw(st.sampled_from(TYPE_MENU))(draw)
-        columns.append(Column(f"c{i}_{column_type.kind}", column_type, draw(st.booleans())))
+        name = draw(identifiers(f"c{i}_{column_type.kind}_"))
+        columns.append(Column(name, column_type, draw(st.booleans())))
     count = draw(st.integers(0, 10))  # 0: an empty table, which the sync must handle too
     ids = draw(st.lists(_edged([INT_MIN, INT_MAX, 0], st.integers(INT_MIN, INT_MAX)), unique=True,
                         min_size=count, max_size=count))
@@ -317,7 +344,7 @@ def cases(draw: st.DrawFn) -> Case:
             null = column.nullable and draw(st.integers(0, 4)) == 0
             row.append(None if null else draw(column.type.values))
         rows.append(tuple(row))
-    return Case(tuple(columns), tuple(rows))
+    return Case(tuple(columns), tuple(rows), draw(identifiers("p")), draw(identifiers("id")))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,9 +479,9 @@ def target(make_pg_database: Callable[[str], DatabaseUrl]) -> DatabaseUrl:
     return make_pg_database("property")
 
 
-def create_table(url: DatabaseUrl, columns: list[str], rows: list[tuple[Any, ...]]) -> str:
+def create_table(url: DatabaseUrl, columns: list[str], rows: list[tuple[Any, ...]], prefix: str = "p") -> str:
     """A fresh table holding ``rows``, inserted by bind parameters; returns its name."""
-    name = f"p{next(_table_numbers)}_{uuid.uuid4().hex[:6]}"
+    name = f"t{next(_table_numbers)}_{uuid.uuid4().hex[:6]}_{prefix}"[:64].rstrip()
     with mysql_connection(url) as connection, connection.cursor() as cur:
         # sql_mode '' lets MySQL keep what strict mode refuses: zero dates, invalid ENUM values.
         cur.execute("SET SESSION sql_mode = ''")
@@ -466,16 +493,22 @@ def create_table(url: DatabaseUrl, columns: list[str], rows: list[tuple[Any, ...
     return name
 
 
+def _plan(url: DatabaseUrl, name: str) -> TablePlan:
+    (table,) = discover(parse_spec({"include": [glob_escape(name)], "target": {"schema": SCHEMA}}), url).tables
+    return table
+
+
+def glob_escape(name: str) -> str:
+    """``include`` takes globs: a name holding *, ? or [ is matched literally as [*], [?], [[]."""
+    return re.sub(r"([*?[])", r"[\1]", name)
+
+
 def drop_table(source: DatabaseUrl, target: DatabaseUrl, name: str) -> None:
+    target_table = _plan(source, name).target_table
     with mysql_connection(source) as connection, connection.cursor() as cur:
         cur.execute(f"DROP TABLE IF EXISTS {mysql_ident(name)}")
     with pg_connection(target) as connection:
-        connection.execute(f"DROP TABLE IF EXISTS {pg_qualified(SCHEMA, name)}")
-
-
-def _plan(url: DatabaseUrl, name: str) -> TablePlan:
-    (table,) = discover(parse_spec({"include": [name], "target": {"schema": SCHEMA}}), url).tables
-    return table
+        connection.execute(f"DROP TABLE IF EXISTS {pg_qualified(SCHEMA, target_table)}")
 
 
 @dataclass
@@ -483,6 +516,7 @@ class Synced:
     result: LoadResult
     loaded: dict[Any, tuple[Any, ...]]  # id → the row in PostgreSQL
     rejects: list[tuple[Any, ...]]  # (primary_key, column_name, value, reason, source_table)
+    names: dict[str, str]  # MySQL column name → PostgreSQL column name
 
 
 def sync_and_read(
@@ -491,21 +525,22 @@ def sync_and_read(
     table = _plan(source, name)
     run_id = f"property-{uuid.uuid4()}"
     result = sync_table(table, source, target, batch_rows=batch_rows, run_id=run_id)
-    columns = ", ".join(pg_ident(c.target_name) + ("::text" if c.target_name in json_columns else "")
+    columns = ", ".join(pg_ident(c.target_name) + ("::text" if c.source.name in json_columns else "")
                         for c in table.columns)
+    target_table = pg_qualified(SCHEMA, table.target_table)
     with pg_connection(target) as connection:
-        loaded = {row[0]: row for row in connection.execute(f"SELECT {columns} FROM {pg_qualified(SCHEMA, name)}")}
+        loaded = {row[0]: row for row in connection.execute(f"SELECT {columns} FROM {target_table}")}
         rejects = connection.execute(
             f"SELECT primary_key, column_name, value, reason, source_table FROM {REJECTS} WHERE run_id = %s",
             (run_id,),
         ).fetchall()
-    return Synced(result, loaded, rejects)
+    return Synced(result, loaded, rejects, {c.source.name: c.target_name for c in table.columns})
 
 
-def read_back(url: DatabaseUrl, name: str, columns: tuple[Column, ...]) -> list[tuple[Any, ...]]:
+def read_back(url: DatabaseUrl, name: str, columns: tuple[Column, ...], key: str = "id") -> list[tuple[Any, ...]]:
     """What MySQL holds, through PyMySQL. FLOAT as DOUBLE: the text protocol rounds it to 6 digits."""
-    select = ["id", *(f"CAST({mysql_ident(c.name)} AS DOUBLE)" if c.type.kind == "float" else mysql_ident(c.name)
-                      for c in columns)]
+    select = [mysql_ident(key), *(f"CAST({mysql_ident(c.name)} AS DOUBLE)" if c.type.kind == "float"
+                                  else mysql_ident(c.name) for c in columns)]
     with mysql_connection(url) as connection, connection.cursor() as cur:
         cur.execute("SET time_zone = '+00:00'")
         cur.execute(f"SELECT {', '.join(select)} FROM {mysql_ident(name)}")
@@ -523,7 +558,7 @@ def read_back(url: DatabaseUrl, name: str, columns: tuple[Column, ...]) -> list[
 def test_every_row_arrives_or_is_rejected_with_a_reason(
     source: DatabaseUrl, target: DatabaseUrl, case: Case, batch_rows: int
 ) -> None:
-    name = create_table(source, ["id INT PRIMARY KEY", *(c.ddl for c in case.columns)], list(case.rows))
+    name = create_table(source, case.ddl, list(case.rows), case.table)
     try:
         check_every_row(source, target, name, case, batch_rows)
     finally:  # discover reads the whole database's catalog: keep it small
@@ -531,11 +566,12 @@ def test_every_row_arrives_or_is_rejected_with_a_reason(
 
 
 def check_every_row(source: DatabaseUrl, target: DatabaseUrl, name: str, case: Case, batch_rows: int) -> None:
-    held = read_back(source, name, case.columns)
-    note(f"table {name}; MySQL holds {held!r}")
+    held = read_back(source, name, case.columns, case.key)
+    note(f"table {name!r}; MySQL holds {held!r}")
     json_columns = {c.name for c in case.columns if c.type.kind == "json"}
     synced = sync_and_read(source, target, name, json_columns, batch_rows)
-    result = synced.result
+    result, names = synced.result, synced.names
+    key = names[case.key]
 
     must_reject: dict[Any, dict[str, str]] = {}
     conversions: Counter[str] = Counter()
@@ -544,13 +580,13 @@ def check_every_row(source: DatabaseUrl, target: DatabaseUrl, name: str, case: C
         for column, value, bound in zip(case.columns, row[1:], inserted[row[0]][1:], strict=True):
             reason = expected_rejects(column, value, bound)
             if reason:
-                must_reject.setdefault(row[0], {})[column.name] = reason
+                must_reject.setdefault(row[0], {})[names[column.name]] = reason
             conversion = expected_conversion(column, value)
             if conversion:
-                conversions[f"{column.name}: {conversion}"] += 1
+                conversions[f"{names[column.name]}: {conversion}"] += 1
 
     all_ids = {row[0] for row in held}
-    rejected_ids = {r[0]["id"] for r in synced.rejects}
+    rejected_ids = {r[0][key] for r in synced.rejects}
     assert len(held) == len(case.rows)
     assert result.rows_read == len(held)
     assert set(synced.loaded) | rejected_ids == all_ids, "a row neither arrived nor was rejected"
@@ -560,9 +596,9 @@ def check_every_row(source: DatabaseUrl, target: DatabaseUrl, name: str, case: C
     assert (result.inserted, result.updated, result.deleted) == (len(synced.loaded), 0, 0)
 
     for primary_key, column_name, _value, reason, source_table in synced.rejects:
-        assert list(primary_key) == ["id"] and reason, (primary_key, column_name, reason)
+        assert list(primary_key) == [key] and reason, (primary_key, column_name, reason)
         assert source_table == f"{source.database}.{name}"
-    actual = {(r[0]["id"], r[1]): r[3] for r in synced.rejects}
+    actual = {(r[0][key], r[1]): r[3] for r in synced.rejects}
     assert set(actual) == {(key, col) for key, cols in must_reject.items() for col in cols}, actual
     for (key, column_name), reason in actual.items():
         assert must_reject[key][column_name] in reason, (key, column_name, reason)

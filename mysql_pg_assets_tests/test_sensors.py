@@ -18,9 +18,10 @@ from dagster import (
 )
 
 from mysql_pg_assets.assets import build_table_assets
-from mysql_pg_assets.catalog import discover, mysql_connection
+from mysql_pg_assets.catalog import discover
+from mysql_pg_assets.connections import mysql_connection, pg_connection
 from mysql_pg_assets.jobs import build_schema_approval_job
-from mysql_pg_assets.parity import compare_rows, pg_connection, schema_differences
+from mysql_pg_assets.parity import compare_rows, schema_differences
 from mysql_pg_assets.resources import MySQLSource, PostgresTarget
 from mysql_pg_assets.sensors import build_data_drift_sensor, build_schema_drift_sensor
 from mysql_pg_assets.settings import DatabaseUrl

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mysql_pg_assets.catalog import discover, mysql_connection
+from mysql_pg_assets.catalog import discover
+from mysql_pg_assets.connections import mysql_connection
 from mysql_pg_assets.settings import PROJECT_ROOT, DatabaseUrl
 from mysql_pg_assets.spec import SpecError, load_spec, parse_spec
 

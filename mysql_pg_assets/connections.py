@@ -1,0 +1,216 @@
+"""Connections to both databases: the one place they are opened, configured and their errors worded.
+
+Every consumer (the stages, the checks, the sensors, the CLI) asks here, so every connection:
+
+- binds parameters through :mod:`mysql_pg_assets.sql`'s quote-aware scanner: PostgreSQL through a
+  ``RawCursor`` (``$n`` placeholders, bound by the server), MySQL through a cursor that escapes
+  values into the ``%s`` slots outside quotes. An identifier holding ``%s``, ``%``, ``{}``, ``$1`` or
+  quotes is never mistaken for a placeholder;
+- has timeouts, so a server that hangs cannot hang a run for good (see :class:`Timeouts`);
+- raises :class:`SourceUnavailable` or :class:`TargetError` with the server named and the password
+  masked, never a driver's raw message.
+
+Timeouts are set in the URL's query string, where database users look for them: ``POSTGRES_URL``
+takes libpq's own parameters (``connect_timeout``, ``keepalives_idle``, ``tcp_user_timeout``,
+``options=-c lock_timeout=…``) and ``MYSQL_URL`` takes ``connect_timeout``, ``read_timeout`` and
+``lock_wait_timeout`` (seconds); the defaults are in :data:`DEFAULT_TIMEOUTS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
+
+import adbc_driver_postgresql.dbapi as adbc
+import psycopg
+import pymysql
+import pymysql.cursors
+
+from mysql_pg_assets.settings import DatabaseUrl, redact
+from mysql_pg_assets.sql import bound, numbered
+
+
+class SourceUnavailable(RuntimeError):
+    """MySQL could not be reached or queried; the message names the server, never the password."""
+
+
+class TargetError(RuntimeError):
+    """PostgreSQL refused or lost the load; the message names the server, never the password."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long a connection waits before it gives up, in seconds.
+
+    ``lock``: for a lock another session holds (a table locked by a DDL or ``LOCK TABLES``), the
+    common way a healthy server makes a load wait for good. ``statement``: one PostgreSQL statement
+    (a batch's merge, a key build). ``read``: MySQL sending nothing at all for this long (the
+    client-side socket timeout of catalog, parity and check queries; the streaming read relies on
+    TCP keepalives and ``tcp_user_timeout`` instead). Network loss is found by TCP keepalives
+    within about a minute on both sides.
+    """
+
+    connect: int = 10
+    lock: int = 300
+    statement: int = 7200
+    read: int = 3600
+
+
+DEFAULT_TIMEOUTS = Timeouts()
+
+# libpq finds a dead peer by keepalives, and data nobody acknowledges by tcp_user_timeout (ms).
+_PG_KEEPALIVES = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10",
+                  "keepalives_count": "3", "tcp_user_timeout": "60000"}
+_MYSQL_OWN_PARAMETERS = ("connect_timeout", "read_timeout", "lock_wait_timeout")
+
+
+def _query(url: DatabaseUrl) -> dict[str, str]:
+    return dict(parse_qsl(url.query, keep_blank_values=True))
+
+
+def mysql_timeouts(url: DatabaseUrl) -> Timeouts:
+    query = _query(url)
+
+    def seconds(name: str, default: int) -> int:
+        try:
+            return int(query.get(name, default))
+        except ValueError:
+            raise SourceUnavailable(f"MYSQL_URL: {name}={query[name]!r} is not a number of seconds") from None
+
+    return Timeouts(connect=seconds("connect_timeout", DEFAULT_TIMEOUTS.connect),
+                    lock=seconds("lock_wait_timeout", DEFAULT_TIMEOUTS.lock),
+                    read=seconds("read_timeout", DEFAULT_TIMEOUTS.read))
+
+
+def pg_parameters(url: DatabaseUrl) -> dict[str, str]:
+    """libpq connection parameters: the URL's own, over the project's defaults."""
+    query = _query(url)
+    options = (f"-c lock_timeout={DEFAULT_TIMEOUTS.lock}s -c statement_timeout={DEFAULT_TIMEOUTS.statement}s "
+               + query.pop("options", "")).strip()  # later -c settings win: the URL's
+    return {"connect_timeout": str(DEFAULT_TIMEOUTS.connect), **_PG_KEEPALIVES, **query, "options": options}
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+class SafeCursor(psycopg.RawCursor):
+    """Takes ``%s`` placeholders like psycopg's cursor, found by the quote-aware scanner, and sends
+    them as ``$n`` for the server to bind."""
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> SafeCursor:
+        if isinstance(query, str):
+            query = numbered(query)
+        return super().execute(query, params, **kwargs)
+
+    def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> None:
+        if isinstance(query, str):
+            query = numbered(query)
+        super().executemany(query, params_seq, **kwargs)
+
+
+def pg_connect(url: DatabaseUrl, autocommit: bool = False) -> psycopg.Connection:
+    try:
+        return psycopg.connect(
+            host=url.host, port=url.port, user=url.user, password=url.password, dbname=url.database,
+            autocommit=autocommit, cursor_factory=SafeCursor, **pg_parameters(url),
+        )
+    except psycopg.Error as exc:
+        raise TargetError(f"cannot connect to PostgreSQL at {url}: {redact(str(exc))}".strip()) from None
+
+
+@contextmanager
+def pg_connection(url: DatabaseUrl) -> Iterator[psycopg.Connection]:
+    """An autocommit connection, closed on exit; driver errors become :class:`TargetError`."""
+    connection = pg_connect(url, autocommit=True)
+    try:
+        yield connection
+    except psycopg.OperationalError as exc:
+        raise TargetError(f"PostgreSQL at {url}: {redact(str(exc))}".strip()) from None
+    finally:
+        connection.close()
+
+
+def adbc_connect(url: DatabaseUrl) -> adbc.Connection:
+    """The ADBC connection that COPYs Arrow batches (binary COPY), with the same libpq parameters."""
+    uri = url.with_query(urlencode(pg_parameters(url), quote_via=quote)).secret
+    try:
+        return adbc.connect(uri, autocommit=True)
+    except Exception as exc:
+        raise TargetError(f"cannot connect to PostgreSQL at {url}: {redact(str(exc))}") from None
+
+
+def relation_exists(connection: psycopg.Connection, relation: str) -> bool:
+    """Whether ``relation`` (a qualified, quoted name) exists and this role may see it."""
+    return bool(connection.execute("SELECT to_regclass(%s) IS NOT NULL", (relation,)).fetchone()[0])
+
+
+# --- MySQL ------------------------------------------------------------------------------------
+
+class SafeMySQLCursor(pymysql.cursors.Cursor):
+    """Binds ``%s`` placeholders found by the quote-aware scanner: a ``%`` inside a backquoted
+    identifier or a string literal stays text."""
+
+    def _mogrify(self, query: str, args: Sequence[Any] | dict) -> str:  # type: ignore[override]
+        if isinstance(args, dict):
+            raise TypeError("named placeholders are not supported: pass a sequence")
+        escape = self._get_db().escape
+        return bound(query, [escape(value) for value in args])
+
+    def executemany(self, query: str, args: Sequence[Sequence[Any]]) -> int:  # type: ignore[override]
+        # pymysql's multi-row fast path formats the statement's head with %: not for our identifiers.
+        self.rowcount = sum(self.execute(query, values) for values in args)
+        return self.rowcount
+
+
+def mysql_session_setup(url: DatabaseUrl) -> list[str]:
+    """Statements each MySQL session starts with: UTC (TIMESTAMPs arrive as instants) and lock waits
+    bounded (``lock_wait_timeout`` covers metadata locks, ``innodb_lock_wait_timeout`` row locks)."""
+    lock = int(mysql_timeouts(url).lock)
+    return ["SET time_zone = '+00:00'", f"SET SESSION lock_wait_timeout = {lock}",
+            f"SET SESSION innodb_lock_wait_timeout = {lock}"]
+
+
+def mysql_connect(url: DatabaseUrl, database: str | None = None) -> pymysql.Connection:
+    timeouts = mysql_timeouts(url)
+    try:
+        connection = pymysql.connect(
+            host=url.host, port=url.port, user=url.user, password=url.password,
+            database=database if database is not None else url.database or None,
+            charset="utf8mb4", autocommit=True, cursorclass=SafeMySQLCursor,
+            connect_timeout=timeouts.connect, read_timeout=timeouts.read, write_timeout=timeouts.read,
+        )
+    except pymysql.MySQLError as exc:
+        raise SourceUnavailable(f"cannot connect to MySQL at {url}: {redact(str(exc))}") from None
+    try:
+        with connection.cursor() as cursor:
+            for statement in mysql_session_setup(url):
+                cursor.execute(statement)
+    except pymysql.MySQLError as exc:
+        connection.close()
+        raise SourceUnavailable(f"MySQL at {url}: {redact(str(exc))}") from None
+    return connection
+
+
+@contextmanager
+def mysql_connection(url: DatabaseUrl, database: str | None = None) -> Iterator[pymysql.Connection]:
+    """A connection (autocommit, UTC, bounded lock waits), closed on exit; a lost server becomes
+    :class:`SourceUnavailable`."""
+    connection = mysql_connect(url, database)
+    try:
+        yield connection
+    except pymysql.OperationalError as exc:
+        raise SourceUnavailable(f"MySQL at {url}: {redact(str(exc))}") from None
+    finally:
+        connection.close()
+
+
+def connectorx_url(url: DatabaseUrl, database: str) -> str:
+    """The URL connectorx reads with (password included: for the driver only). connectorx's MySQL
+    driver has no read timeout; TCP keepalives and tcp_user_timeout find a lost server."""
+    timeouts = mysql_timeouts(url)
+    query = {k: v for k, v in _query(url).items() if k not in _MYSQL_OWN_PARAMETERS}
+    query = {"tcp_connect_timeout_ms": str(timeouts.connect * 1000), "tcp_keepalive_time_ms": "30000",
+             "tcp_user_timeout_ms": "60000", **query}
+    return url.with_database(database).with_query(urlencode(query, quote_via=quote)).secret
