@@ -10,13 +10,17 @@ ENV := source scripts/env.sh &&
 TOOLS := $(CURDIR)/.local/tools
 UV := $(or $(shell command -v uv 2>/dev/null),$(TOOLS)/bin/uv)
 RUN := $(UV) run --frozen
+# The project's own MariaDB and PostgreSQL (scripts/db.sh), unless MYSQL_URL and POSTGRES_URL both point at
+# servers of yours: then nothing is started or installed, and your servers are used as they are.
+LOCAL_DB := $(if $(and $(MYSQL_URL),$(POSTGRES_URL)),,db)
 
-.PHONY: help install db db-stop db-reset seed materialize summary ui demo simulate alter test lint samples bench bench-sensors
+.PHONY: help install db db-stop db-reset check seed materialize summary ui demo simulate alter test lint samples bench bench-sensors
 
 help:
 	@echo "make demo     local databases, demo data, every asset materialized, then the Dagster UI (UI=0: stop before the UI)"
 	@echo "make test     the test suite against real MariaDB and PostgreSQL"
 	@echo "make db | db-stop | db-reset   the project's local MariaDB and PostgreSQL"
+	@echo "make check    the spec, both servers, grants and Dagster's storage, checked (and the storage created)"
 	@echo "make seed ORDERS=N | simulate | materialize | summary | ui | lint"
 	@echo "make alter CHANGE=add-column|drop-column   a schema change in the demo shop, for the schema-drift sensor"
 	@echo "make bench ARGS=\"--orders 5000000 --repeat 3\"   full load and one partition against pgloader"
@@ -46,31 +50,36 @@ db-reset:
 samples:
 	scripts/sample_schemas.sh
 
-# A fresh demo shop in MySQL, and a fresh target in PostgreSQL to sync it into.
-seed: install db
+# Everything a run needs, checked in order; Dagster's storage database is created when missing.
+check: install $(LOCAL_DB)
+	$(ENV) $(RUN) python -m mysql_pg_assets.cli check
+
+# A fresh demo shop in MySQL (in MYSQL_URL's database; tables that are not the demo's are never
+# replaced), and a fresh target in PostgreSQL to sync it into.
+seed: install $(LOCAL_DB)
 	$(ENV) $(RUN) python -m mysql_pg_assets.demo seed --orders $(ORDERS)
 	$(ENV) $(RUN) python -m mysql_pg_assets.cli reset-target --yes
 
-materialize: install db
+materialize: check
 	$(ENV) $(RUN) python -m mysql_pg_assets.cli materialize
 
-summary: install db
+summary: install $(LOCAL_DB)
 	$(ENV) $(RUN) python -m mysql_pg_assets.cli summary --rows
 
-ui: install db
+ui: check
 	$(ENV) $(RUN) dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
-simulate: install db
+simulate: install $(LOCAL_DB)
 	$(ENV) $(RUN) python -m mysql_pg_assets.demo simulate
 
 # CHANGE=add-column (compatible: migrates by itself) or drop-column (waits for approve_schema_change)
-alter: install db
+alter: install $(LOCAL_DB)
 	$(ENV) $(RUN) python -m mysql_pg_assets.demo alter $(or $(CHANGE),add-column)
 
 demo: seed materialize summary
 	@if [ "$(UI)" != "0" ]; then $(MAKE) --no-print-directory ui; fi
 
-test: install db
+test: install $(LOCAL_DB)
 	$(ENV) $(RUN) pytest
 
 lint: install

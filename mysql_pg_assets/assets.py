@@ -34,7 +34,7 @@ from dagster import (
 from mysql_pg_assets import alerts
 from mysql_pg_assets.catalog import Catalog, TablePlan, dagster_safe_name
 from mysql_pg_assets.extract import Window
-from mysql_pg_assets.load import META_SCHEMA, LoadResult
+from mysql_pg_assets.load import LoadResult
 from mysql_pg_assets.parity import (
     Fingerprint,
     checksum_columns,
@@ -47,7 +47,8 @@ from mysql_pg_assets.pipeline import sync_table
 from mysql_pg_assets.resources import MySQLSource, PostgresTarget
 from mysql_pg_assets.settings import DatabaseUrl
 
-REJECTS_TABLE = f"{META_SCHEMA}.rejects"
+# Where rejects go when the role may create schemas; the materialization names the real place (see meta).
+REJECTS_TABLE = "mysql_pg_assets.rejects"
 
 
 def column_schema(table: TablePlan) -> TableSchema:
@@ -80,7 +81,7 @@ def materialization_metadata(table: TablePlan, result: LoadResult) -> dict[str, 
         "values_rejected": result.rejected_values,
         "values_converted": result.conversions.total,
         "conversions": MetadataValue.json(result.conversions.as_metadata()),
-        "rejects_table": MetadataValue.text(REJECTS_TABLE),
+        "rejects_table": MetadataValue.text(result.rejects_table),
         "duration_s": MetadataValue.float(round(result.seconds, 3)),
         "rows_per_s": MetadataValue.float(round(result.rows_read / result.seconds, 1) if result.seconds else 0.0),
         "dagster/column_schema": column_schema(table),
@@ -301,7 +302,7 @@ def build_table_asset(table: TablePlan) -> AssetsDefinition:
         if result.rejected_rows:
             context.log.warning(
                 f"{result.rejected_rows} rows of {table.source_label} were rejected: see "
-                f"{REJECTS_TABLE} WHERE run_id = '{run_id}'"
+                f"{result.rejects_table} WHERE run_id = '{run_id}'"
             )
         sides = fingerprints(mysql.database_url, postgres.database_url, table, window)
         sample = rejects_sample(postgres.database_url, table, run_id) if result.rejected_rows else []

@@ -17,9 +17,9 @@ from datetime import datetime
 import pymysql
 
 from mysql_pg_assets.casting import CastRule, MySQLColumn, enum_values, pg_default, rule_for
-from mysql_pg_assets.connections import SourceUnavailable, mysql_connection
+from mysql_pg_assets.connections import SourceUnavailable, explain, mysql_connection
 from mysql_pg_assets.grants import Access, column_grant_error, read_access, unreadable, warn_table_level_only
-from mysql_pg_assets.settings import DatabaseUrl, redact
+from mysql_pg_assets.settings import DatabaseUrl
 from mysql_pg_assets.spec import Checks, ColumnOverride, Freshness, Options, SpecError, SyncSpec, TableOverride
 from mysql_pg_assets.sql import pg_fit_name
 
@@ -96,6 +96,7 @@ class TablePlan:
     foreign_keys: tuple[ForeignKeyPlan, ...] = ()
     create_foreign_keys: bool = False
     partition: PartitionPlan | None = None
+    source_server: str = "mariadb"  # or "mysql": how a read carries its session settings (see extract)
     tombstones: bool = False  # rows gone from MySQL keep a _deleted_at instead of being deleted
     freshness: Freshness | None = None
     checks: Checks = field(default_factory=Checks)
@@ -467,19 +468,21 @@ def discover(spec: SyncSpec, mysql_url: DatabaseUrl, missing_ok: bool = False) -
     with mysql_connection(mysql_url, database="information_schema") as connection, connection.cursor() as cur:
         try:
             _check_database(cur, mysql_url, database)
+            cur.execute("SELECT VERSION()")
+            server = "mariadb" if "mariadb" in cur.fetchone()[0].lower() else "mysql"
             access = read_access(cur, database)
             found = _read_information_schema(cur, database)
             selected = select_tables(spec, found.tables, database, access, missing_ok)
             refused = unreadable(cur, database, selected, access)
         except pymysql.MySQLError as exc:
             raise SourceUnavailable(f"reading information_schema of {database!r} at {mysql_url}: "
-                                    f"{redact(str(exc))}") from None
+                                    f"{explain(str(exc))}") from None
     if not missing_ok:
         warn_table_level_only(access, database)
         _visible_columns(selected, found, spec, access, refused, database)
     tables = tuple(
-        plan_table(database, schema, table, found.columns[table], found.indexes.get(table, {}),
-                   spec.tables.get(table, TableOverride()), spec.options)
+        replace(plan_table(database, schema, table, found.columns[table], found.indexes.get(table, {}),
+                           spec.tables.get(table, TableOverride()), spec.options), source_server=server)
         for table in selected if table not in refused or spec.tables.get(table, TableOverride()).visible_columns_only
     )
     _reject_collisions("tables", [(t.source_table, t.target_table) for t in tables], "table")

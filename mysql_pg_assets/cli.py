@@ -1,5 +1,11 @@
-"""Command line: ``python -m mysql_pg_assets.cli summary [--rows] | schema | materialize | reset-target --yes
-| rules``.
+"""Command line: ``python -m mysql_pg_assets.cli check | summary [--rows] | schema | materialize |
+reset-target --yes | rules``.
+
+``check`` checks the spec, both servers, the grants and Dagster's storage, in order, and creates
+Dagster's storage database when it is missing (see ``preflight``).
+
+Every command prints an error a person can act on (a wrong spec key, a server that does not answer,
+a missing grant) as its message alone and exits 1; anything else is a defect and keeps its traceback.
 
 ``summary`` prints, for every table the spec syncs, the row counts on both sides; ``--rows``
 also compares every value (use it on demo-sized data). Exits 1 when any table differs.
@@ -12,18 +18,21 @@ schema-drift sensor makes.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 
 from mysql_pg_assets.casting import rules_markdown
 from mysql_pg_assets.catalog import discover
-from mysql_pg_assets.connections import pg_connect
-from mysql_pg_assets.load import LEDGER, REJECTS
-from mysql_pg_assets.migrate import SCHEMA_CHANGES, approved, plan_tables
+from mysql_pg_assets.connections import pg_connect, pg_connection
+from mysql_pg_assets.errors import ActionableError
+from mysql_pg_assets.meta import existing
+from mysql_pg_assets.migrate import approved, plan_tables
 from mysql_pg_assets.parity import compare_rows, count_parity
-from mysql_pg_assets.settings import Settings
+from mysql_pg_assets.preflight import checks
+from mysql_pg_assets.settings import DatabaseUrl, Settings
 from mysql_pg_assets.spec import load_spec
-from mysql_pg_assets.sql import pg_ident
+from mysql_pg_assets.sql import pg_qualified
 
 
 def summary(settings: Settings, rows: bool) -> int:
@@ -95,21 +104,44 @@ def materialize_all(settings: Settings) -> int:
 
 
 def reset_target(settings: Settings) -> int:
-    """Drop the spec's target schema and forget its loads: the next materialization starts over."""
+    """Drop the spec's tables in PostgreSQL and forget their loads: the next materialization starts over.
+
+    The tables, not the schema: a role that owns a pre-created schema may not create it again."""
     catalog = discover(load_spec(settings.sync_config), settings.mysql_url)
-    with pg_connect(settings.postgres_url, autocommit=True) as connection, connection.transaction():
-        connection.execute(f"DROP SCHEMA IF EXISTS {pg_ident(catalog.target_schema)} CASCADE")
-        for ledger in (LEDGER, REJECTS, SCHEMA_CHANGES):
-            if connection.execute("SELECT to_regclass(%s)", (ledger,)).fetchone()[0]:
-                connection.execute(f"DELETE FROM {ledger} WHERE target_table = ANY(%s)",
-                                   ([t.target_label for t in catalog.tables],))
-    print(f"dropped PostgreSQL schema {catalog.target_schema!r} and its load history")
+    with pg_connection(settings.postgres_url) as connection, connection.transaction():
+        for table in catalog.tables:
+            connection.execute(f"DROP TABLE IF EXISTS {pg_qualified(table.target_schema, table.target_table)} CASCADE")
+        meta = existing(connection, catalog.target_schema)
+        for history in (meta.ledger, meta.rejects, meta.schema_changes) if meta else ():
+            connection.execute(f"DELETE FROM {history} WHERE target_table = ANY(%s)",
+                               ([t.target_label for t in catalog.tables],))
+    print(f"dropped {len(catalog.tables)} tables of PostgreSQL schema {catalog.target_schema!r} and their load history")
+    return 0
+
+
+def check(settings: Settings) -> int:
+    """What a run needs, checked in order (see ``preflight``); exits 1 at the first failure."""
+    dagster = os.environ.get("DAGSTER_POSTGRES_URL")
+    for finding in checks(settings, DatabaseUrl.parse(dagster) if dagster else None):
+        print(finding, flush=True)
+        if not finding.ok:
+            return 1
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs a command; an error a person can act on is printed as its message alone, exit status 1."""
+    try:
+        return _run(argv)
+    except ActionableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mysql_pg_assets.cli")
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("check", help="check the spec, both servers and Dagster's storage; create what is missing")
     summary_parser = commands.add_parser("summary", help="row counts (and values) on both sides")
     summary_parser.add_argument("--rows", action="store_true", help="compare every row and value")
     commands.add_parser("rules", help="print the casting rules as a Markdown table")
@@ -121,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "rules":
         print(rules_markdown())
         return 0
+    if args.command == "check":
+        return check(Settings.from_env())
     if args.command == "materialize":
         return materialize_all(Settings.from_env())
     if args.command == "reset-target":

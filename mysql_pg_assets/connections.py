@@ -29,15 +29,49 @@ import psycopg
 import pymysql
 import pymysql.cursors
 
+from mysql_pg_assets.errors import ActionableError
 from mysql_pg_assets.settings import DatabaseUrl, redact
 from mysql_pg_assets.sql import bound, numbered
 
+# What a driver's message means and what to do about it, first match wins: (pattern, advice).
+_ADVICE: tuple[tuple[str, str], ...] = (
+    ("lock wait timeout exceeded", "another MySQL session holds a lock on the table (a DDL, LOCK TABLES, a long "
+                                   "transaction); the wait is bounded by lock_wait_timeout in MYSQL_URL"),
+    ("due to lock timeout", "another PostgreSQL session holds a lock on the table; the wait is bounded by "
+                            "lock_timeout (POSTGRES_URL's options=-c lock_timeout=…)"),
+    ("due to statement timeout", "one statement ran longer than statement_timeout (POSTGRES_URL's "
+                                 "options=-c statement_timeout=…)"),
+    ("max_statement_time exceeded", "the read ran longer than MySQL's max_statement_time"),
+    ("access denied for user", "check the user and password in MYSQL_URL (put special characters percent-encoded)"),
+    ("password authentication failed", "check the user and password in POSTGRES_URL (percent-encode special "
+                                       "characters)"),
+    ("connection refused", "is the server running, and listening on that host and port?"),
+    ("can't connect to mysql server", "is the server running, and listening on that host and port?"),
+    ("timeout expired", "the server did not answer in time (connect_timeout): is the host reachable?"),
+    ("server closed the connection", "the server went away (restarted, crashed, or the connection was cut); "
+                                     "nothing of the load was committed: run it again once the server is back"),
+    ("terminating connection", "the server went away (restarted, crashed, or the connection was cut); "
+                               "nothing of the load was committed: run it again once the server is back"),
+    ("lost connection to mysql server", "MySQL went away during the read; nothing of the load was committed: run "
+                                        "it again once the server is back"),
+    ("mysql server has gone away", "MySQL went away during the read; nothing of the load was committed: run it "
+                                   "again once the server is back"),
+)
 
-class SourceUnavailable(RuntimeError):
+
+def explain(message: str) -> str:
+    """A driver's message, password masked, with what to do about it where that is known."""
+    text = redact(message).strip()
+    lowered = text.lower()
+    advice = next((advice for pattern, advice in _ADVICE if pattern in lowered), None)
+    return f"{text} ({advice})" if advice else text
+
+
+class SourceUnavailable(ActionableError, RuntimeError):
     """MySQL could not be reached or queried; the message names the server, never the password."""
 
 
-class TargetError(RuntimeError):
+class TargetError(ActionableError, RuntimeError):
     """PostgreSQL refused or lost the load; the message names the server, never the password."""
 
 
@@ -117,7 +151,7 @@ def pg_connect(url: DatabaseUrl, autocommit: bool = False) -> psycopg.Connection
             autocommit=autocommit, cursor_factory=SafeCursor, **pg_parameters(url),
         )
     except psycopg.Error as exc:
-        raise TargetError(f"cannot connect to PostgreSQL at {url}: {redact(str(exc))}".strip()) from None
+        raise TargetError(f"cannot connect to PostgreSQL at {url}: {explain(str(exc))}") from None
 
 
 @contextmanager
@@ -127,7 +161,7 @@ def pg_connection(url: DatabaseUrl) -> Iterator[psycopg.Connection]:
     try:
         yield connection
     except psycopg.OperationalError as exc:
-        raise TargetError(f"PostgreSQL at {url}: {redact(str(exc))}".strip()) from None
+        raise TargetError(f"PostgreSQL at {url}: {explain(str(exc))}") from None
     finally:
         connection.close()
 
@@ -138,7 +172,7 @@ def adbc_connect(url: DatabaseUrl) -> adbc.Connection:
     try:
         return adbc.connect(uri, autocommit=True)
     except Exception as exc:
-        raise TargetError(f"cannot connect to PostgreSQL at {url}: {redact(str(exc))}") from None
+        raise TargetError(f"cannot connect to PostgreSQL at {url}: {explain(str(exc))}") from None
 
 
 def relation_exists(connection: psycopg.Connection, relation: str) -> bool:
@@ -182,14 +216,14 @@ def mysql_connect(url: DatabaseUrl, database: str | None = None) -> pymysql.Conn
             connect_timeout=timeouts.connect, read_timeout=timeouts.read, write_timeout=timeouts.read,
         )
     except pymysql.MySQLError as exc:
-        raise SourceUnavailable(f"cannot connect to MySQL at {url}: {redact(str(exc))}") from None
+        raise SourceUnavailable(f"cannot connect to MySQL at {url}: {explain(str(exc))}") from None
     try:
         with connection.cursor() as cursor:
             for statement in mysql_session_setup(url):
                 cursor.execute(statement)
     except pymysql.MySQLError as exc:
         connection.close()
-        raise SourceUnavailable(f"MySQL at {url}: {redact(str(exc))}") from None
+        raise SourceUnavailable(f"MySQL at {url}: {explain(str(exc))}") from None
     return connection
 
 
@@ -201,7 +235,7 @@ def mysql_connection(url: DatabaseUrl, database: str | None = None) -> Iterator[
     try:
         yield connection
     except pymysql.OperationalError as exc:
-        raise SourceUnavailable(f"MySQL at {url}: {redact(str(exc))}") from None
+        raise SourceUnavailable(f"MySQL at {url}: {explain(str(exc))}") from None
     finally:
         connection.close()
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import warnings
 
+import click
 from dagster import BetaWarning, Definitions, EnvVar, definitions
 
 from mysql_pg_assets.assets import build_table_assets
 from mysql_pg_assets.catalog import discover
+from mysql_pg_assets.errors import ActionableError
 from mysql_pg_assets.jobs import build_schema_approval_job
 from mysql_pg_assets.resources import MySQLSource, PostgresTarget
 from mysql_pg_assets.sensors import (
@@ -47,9 +49,21 @@ def build_definitions(settings: Settings) -> Definitions:
     )
 
 
+class CodeLocationError(click.ClickException):
+    """A spec, connection or privilege error met while loading the code location.
+
+    Dagster shows any error raised here with a stack trace around it; a ``click.ClickException``
+    is what its command line prints as one line (``Error: <message>``), and the UI and
+    ``dagster definitions validate`` show its message first, with a single frame.
+    """
+
+
 @definitions
 def defs() -> Definitions:
     # Built when Dagster loads the code location, not at import: importing this module never
     # connects to MySQL.
     export_local_defaults()
-    return build_definitions(Settings.from_env())
+    try:
+        return build_definitions(Settings.from_env())
+    except ActionableError as exc:
+        raise CodeLocationError(str(exc)) from None

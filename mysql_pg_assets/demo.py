@@ -86,13 +86,16 @@ _SESSION_INIT = (
     "SET time_zone = '+00:00', sql_mode = 'STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,"
     "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'"
 )
-_TABLE_OPTIONS = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci"
+#: Every demo table carries this comment: seeding replaces only tables that have it, never a user's own.
+DEMO_MARK = "mysql-pg-assets demo table"
+_TABLE_OPTIONS = f"ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci COMMENT='{DEMO_MARK}'"
 _AUDIT_COLUMNS = """
   created_at DATETIME NOT NULL,
   updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),"""
 
-# No foreign keys on purpose: they would slow the bulk seed, and the simulator (like many real
-# systems) deletes child rows freely. Referential integrity is kept by the generator instead.
+# The foreign keys a shop has, so the synced assets show their lineage. The seed inserts with
+# foreign_key_checks off (its two lanes write parents and children in parallel, as mysqldump's
+# output would); the generator keeps every reference valid, and the tests check that it does.
 _DDL: dict[str, str] = {
     "categories": f"""
 CREATE TABLE IF NOT EXISTS categories (
@@ -100,7 +103,8 @@ CREATE TABLE IF NOT EXISTS categories (
   name VARCHAR(80) NOT NULL,
   parent_id SMALLINT UNSIGNED NULL,{_AUDIT_COLUMNS}
   PRIMARY KEY (id),
-  KEY ix_categories_parent_id (parent_id)
+  KEY ix_categories_parent_id (parent_id),
+  CONSTRAINT fk_categories_parent FOREIGN KEY (parent_id) REFERENCES categories (id)
 ) {_TABLE_OPTIONS}""",
     "customers": f"""
 CREATE TABLE IF NOT EXISTS customers (
@@ -131,7 +135,8 @@ CREATE TABLE IF NOT EXISTS products (
   stock SMALLINT NOT NULL,
   is_digital TINYINT(1) NOT NULL,{_AUDIT_COLUMNS}
   PRIMARY KEY (id),
-  UNIQUE KEY ux_products_sku (sku)
+  UNIQUE KEY ux_products_sku (sku),
+  CONSTRAINT fk_products_category FOREIGN KEY (category_id) REFERENCES categories (id)
 ) {_TABLE_OPTIONS}""",
     "orders": f"""
 CREATE TABLE IF NOT EXISTS orders (
@@ -147,7 +152,8 @@ CREATE TABLE IF NOT EXISTS orders (
   ordered_at DATETIME NOT NULL,{_AUDIT_COLUMNS}
   PRIMARY KEY (id),
   KEY ix_orders_ordered_at (ordered_at),
-  KEY ix_orders_updated_at (updated_at)
+  KEY ix_orders_updated_at (updated_at),
+  CONSTRAINT fk_orders_customer FOREIGN KEY (customer_id) REFERENCES customers (id)
 ) {_TABLE_OPTIONS}""",
     "order_items": f"""
 CREATE TABLE IF NOT EXISTS order_items (
@@ -158,7 +164,9 @@ CREATE TABLE IF NOT EXISTS order_items (
   unit_price DECIMAL(10,2) NOT NULL,
   discount_pct DECIMAL(5,2) NULL,{_AUDIT_COLUMNS}
   PRIMARY KEY (id),
-  KEY ix_order_items_order_id (order_id)
+  KEY ix_order_items_order_id (order_id),
+  CONSTRAINT fk_order_items_order FOREIGN KEY (order_id) REFERENCES orders (id) ON DELETE CASCADE,
+  CONSTRAINT fk_order_items_product FOREIGN KEY (product_id) REFERENCES products (id)
 ) {_TABLE_OPTIONS}""",
     "payments": f"""
 CREATE TABLE IF NOT EXISTS payments (
@@ -169,7 +177,8 @@ CREATE TABLE IF NOT EXISTS payments (
   fee_micros BIGINT UNSIGNED NOT NULL,
   authorized_at TIMESTAMP(6) NULL DEFAULT NULL,
   processing_time TIME NULL,{_AUDIT_COLUMNS}
-  PRIMARY KEY (id)
+  PRIMARY KEY (id),
+  CONSTRAINT fk_payments_order FOREIGN KEY (order_id) REFERENCES orders (id) ON DELETE CASCADE
 ) {_TABLE_OPTIONS}""",
     "reviews": f"""
 CREATE TABLE IF NOT EXISTS reviews (
@@ -179,7 +188,9 @@ CREATE TABLE IF NOT EXISTS reviews (
   stars TINYINT UNSIGNED NOT NULL,
   title VARCHAR(120) NULL,
   body TEXT NULL,{_AUDIT_COLUMNS}
-  PRIMARY KEY (id)
+  PRIMARY KEY (id),
+  CONSTRAINT fk_reviews_product FOREIGN KEY (product_id) REFERENCES products (id),
+  CONSTRAINT fk_reviews_customer FOREIGN KEY (customer_id) REFERENCES customers (id)
 ) {_TABLE_OPTIONS}""",
     "inventory_events": f"""
 CREATE TABLE IF NOT EXISTS inventory_events (
@@ -188,7 +199,8 @@ CREATE TABLE IF NOT EXISTS inventory_events (
   delta INT NOT NULL,
   reason VARCHAR(40) NOT NULL,
   flags BIT(8) NULL,{_AUDIT_COLUMNS}
-  PRIMARY KEY (id)
+  PRIMARY KEY (id),
+  CONSTRAINT fk_inventory_events_product FOREIGN KEY (product_id) REFERENCES products (id)
 ) {_TABLE_OPTIONS}""",
 }
 
@@ -237,6 +249,10 @@ def connect(url: DatabaseUrl, *, with_database: bool = True, autocommit: bool = 
 # --------------------------------------------------------------------------------------------
 
 
+class DemoRefused(RuntimeError):
+    """The demo would replace tables that are not its own."""
+
+
 def create_schema(conn_url: str, drop_existing: bool = True) -> None:
     """Create the database (utf8mb4) if missing and the eight shop tables in it.
 
@@ -250,8 +266,16 @@ def create_schema(conn_url: str, drop_existing: bool = True) -> None:
             " CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
         )
     with connect(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"
+                    " AND TABLE_NAME IN %s AND TABLE_COMMENT <> %s", (TABLES, DEMO_MARK))
+        foreign = sorted(row[0] for row in cur.fetchall())
+        if foreign:
+            raise DemoRefused(f"{url}: {', '.join(foreign)} already exist and are not demo tables; the demo never "
+                              f"replaces them: point MYSQL_URL at another (or a new) database")
         if drop_existing:
+            cur.execute("SET SESSION foreign_key_checks = 0")  # children and parents dropped in one statement
             cur.execute("DROP TABLE IF EXISTS " + ", ".join(map(mysql_ident, reversed(TABLES))))
+            cur.execute("SET SESSION foreign_key_checks = 1")
         for table in TABLES:
             cur.execute(_DDL[table])
 
@@ -582,6 +606,15 @@ def _require_sequence_engine(cur: pymysql.cursors.Cursor) -> None:
         raise RuntimeError("the SEQUENCE storage engine (MariaDB >= 10.0) is required to seed the demo data")
 
 
+class _LaneStopped(Exception):
+    """A seeding lane stopped because the other one failed."""
+
+
+# Two lanes write parents and children at once (order items may land before their orders), and the
+# generator keeps every reference valid by construction, as a dump being restored does.
+_BULK_SESSION = "SET SESSION foreign_key_checks = 0"
+
+
 def seed(
     conn_url: str,
     orders: int = 10_000,
@@ -615,8 +648,8 @@ def seed(
     failed = threading.Event()
 
     def run(cur: pymysql.cursors.Cursor, table: str, statement: _Statement) -> None:
-        if failed.is_set():  # the other lane failed: stop between statements
-            raise RuntimeError("seeding aborted")
+        if failed.is_set():  # the other lane failed: stop between statements; its error is the one raised
+            raise _LaneStopped
         started = time.perf_counter()
         cur.execute(*statement)
         with lock:
@@ -624,6 +657,7 @@ def seed(
         say(f"  {table}: +{cur.rowcount} rows in {time.perf_counter() - started:.1f}s")
 
     with connect(url) as conn, conn.cursor() as cur:
+        cur.execute(_BULK_SESSION)
         _require_sequence_engine(cur)
         base = {table: _max_id(cur, table) for table in TABLES}
         plan = _Plan(
@@ -666,6 +700,7 @@ def seed(
     def in_connection(lane: Callable[[pymysql.cursors.Cursor], None]) -> None:
         try:
             with connect(url) as conn, conn.cursor() as cur:
+                cur.execute(_BULK_SESSION)
                 lane(cur)
         except BaseException:
             failed.set()
@@ -674,8 +709,12 @@ def seed(
     lanes = (orders_lane, other_lane)
     if parallel:
         with ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="seed") as pool:
-            for future in [pool.submit(in_connection, lane) for lane in lanes]:
-                future.result()  # re-raises the first lane's error, if any
+            futures = [pool.submit(in_connection, lane) for lane in lanes]
+        # The lane that failed first raised the real error; the other one only stopped because of it.
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        real = [e for e in errors if not isinstance(e, _LaneStopped)]
+        if real or errors:
+            raise (real or errors)[0]
     else:
         for lane in lanes:
             in_connection(lane)
@@ -1322,6 +1361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     except pymysql.MySQLError as exc:
         print(f"error ({target}): {redact(str(exc))}", file=sys.stderr)
+        return 1
+    except DemoRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
 

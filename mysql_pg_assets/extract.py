@@ -16,8 +16,8 @@ import pyarrow as pa
 
 from mysql_pg_assets.casting import converted_expression, invalid_expression, read_expression
 from mysql_pg_assets.catalog import TablePlan
-from mysql_pg_assets.connections import SourceUnavailable, connectorx_url, mysql_session_setup
-from mysql_pg_assets.settings import DatabaseUrl, redact
+from mysql_pg_assets.connections import SourceUnavailable, connectorx_url, explain, mysql_timeouts
+from mysql_pg_assets.settings import DatabaseUrl
 from mysql_pg_assets.sql import mysql_ident, mysql_qualified
 
 DEFAULT_BATCH_ROWS = 100_000
@@ -138,6 +138,22 @@ def keys_sql(table: TablePlan) -> str:
     return f"SELECT {', '.join(expressions)} FROM {mysql_qualified(table.source_database, table.source_table)}"
 
 
+def in_session(select: str, server: str, lock_wait_s: int) -> str:
+    """``select`` carrying the session it needs: UTC (a TIMESTAMP is rendered in the session's zone, and
+    the server's default may be anything) and bounded lock waits (a table locked by a DDL or LOCK TABLES
+    must not hold the read for good).
+
+    connectorx ignores ``pre_execution_queries`` for MySQL, so the settings travel in the statement:
+    MariaDB's ``SET STATEMENT … FOR``, MySQL 8's ``SET_VAR`` optimizer hints.
+    """
+    settings = {"time_zone": "'+00:00'", "lock_wait_timeout": str(int(lock_wait_s)),
+                "innodb_lock_wait_timeout": str(int(lock_wait_s))}
+    if server == "mysql":
+        hints = " ".join(f"SET_VAR({name} = {value})" for name, value in settings.items())
+        return select.replace("SELECT ", f"SELECT /*+ {hints} */ ", 1)
+    return f"SET STATEMENT {', '.join(f'{name} = {value}' for name, value in settings.items())} FOR {select}"
+
+
 def _is_fatal(exc: BaseException) -> bool:
     return isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit)
 
@@ -154,11 +170,12 @@ def read_batches(
     url = mysql_url.with_database(table.source_database)
     try:
         reader = cx.read_sql(
-            connectorx_url(mysql_url, table.source_database), sql or select_sql(table, scope),
-            return_type="arrow_stream", batch_size=batch_rows, pre_execution_queries=mysql_session_setup(mysql_url),
+            connectorx_url(mysql_url, table.source_database),
+            in_session(sql or select_sql(table, scope), table.source_server, mysql_timeouts(mysql_url).lock),
+            return_type="arrow_stream", batch_size=batch_rows,
         )
         yield from reader
     except BaseException as exc:
         if _is_fatal(exc):
             raise
-        raise SourceUnavailable(f"reading {table.source_label} from {url}: {redact(str(exc))}") from None
+        raise SourceUnavailable(f"reading {table.source_label} from {url}: {explain(str(exc))}") from None

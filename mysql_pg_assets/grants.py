@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import pymysql
 
+from mysql_pg_assets.errors import ActionableError
 from mysql_pg_assets.sql import mysql_ident, mysql_qualified
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 _DENIED = (1142, 1143)
 
 
-class AccessDenied(RuntimeError):
+class AccessDenied(ActionableError, RuntimeError):
     """A privilege is missing; the message names the server's user, the table or columns and what to grant."""
 
 

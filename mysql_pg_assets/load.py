@@ -27,6 +27,7 @@ so the merge, which must survive a refused value, runs on psycopg.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import queue
 import threading
@@ -42,11 +43,10 @@ import polars as pl
 import psycopg
 
 from mysql_pg_assets.catalog import TOMBSTONE_COLUMN, ColumnPlan, TablePlan
-from mysql_pg_assets.connections import TargetError, adbc_connect, pg_connect, relation_exists
+from mysql_pg_assets.connections import TargetError, adbc_connect, explain, pg_connect, relation_exists
 from mysql_pg_assets.extract import Scope, Since, Window, staging_name
+from mysql_pg_assets.meta import MetaTables, ensure, existing
 from mysql_pg_assets.migrate import (
-    META_SCHEMA,
-    SCHEMA_CHANGES_DDL,
     Migration,
     apply_after,
     apply_before,
@@ -56,47 +56,10 @@ from mysql_pg_assets.migrate import (
     plan,
     plan_tables,
 )
-from mysql_pg_assets.settings import DatabaseUrl, redact
+from mysql_pg_assets.settings import DatabaseUrl
 from mysql_pg_assets.sql import pg_ident, pg_idents, pg_qualified, pg_type
 from mysql_pg_assets.transform import Conversions
 from mysql_pg_assets.validate import ValidatedBatch
-
-REJECTS = pg_qualified(META_SCHEMA, "rejects")
-
-_REJECTS_DDL = f"""CREATE TABLE IF NOT EXISTS {REJECTS} (
-  id bigserial PRIMARY KEY,
-  rejected_at timestamptz NOT NULL DEFAULT now(),
-  run_id text,
-  source_table text NOT NULL,
-  target_table text NOT NULL,
-  primary_key jsonb,
-  column_name text NOT NULL,
-  value text,
-  reason text NOT NULL
-)"""
-
-LEDGER = pg_qualified(META_SCHEMA, "loads")
-_LEDGER_DDL = f"""CREATE TABLE IF NOT EXISTS {LEDGER} (
-  id bigserial PRIMARY KEY,
-  loaded_at timestamptz NOT NULL DEFAULT now(),
-  run_id text,
-  source_table text NOT NULL,
-  target_table text NOT NULL,
-  partition text,
-  scope text NOT NULL,
-  window_start timestamptz,
-  window_end timestamptz,
-  watermark_from text,
-  watermark_to text,
-  newest_source_value timestamptz,
-  rows_read bigint NOT NULL,
-  rows_inserted bigint NOT NULL,
-  rows_updated bigint NOT NULL,
-  rows_deleted bigint NOT NULL,
-  rows_rejected bigint NOT NULL,
-  values_converted bigint NOT NULL,
-  seconds double precision NOT NULL
-)"""
 
 # Tries one cast and returns PostgreSQL's error message, or NULL when the value is accepted.
 # The value is bound (USING), never pasted; the type name was checked by sql.pg_type.
@@ -113,24 +76,26 @@ $fn$"""
 
 @dataclass(frozen=True)
 class Staging:
-    """The names of one load's staging tables, all in META_SCHEMA (``pg_qualified`` forms)."""
+    """The names of one load's staging tables, beside the project's tables (see ``meta``)."""
 
-    prefix: str
+    meta: MetaTables
+    prefix: str  # the meta prefix, then stage_<table digest>_<load>
 
     @classmethod
-    def for_table(cls, table: TablePlan) -> Staging:
+    def for_table(cls, table: TablePlan, meta: MetaTables) -> Staging:
         digest = hashlib.sha1(table.target_label.encode()).hexdigest()[:12]
-        return cls(f"stage_{digest}_{uuid.uuid4().hex[:8]}")
+        return cls(meta, meta.name(f"stage_{digest}_{uuid.uuid4().hex[:8]}"))
 
     @property
     def table_prefix(self) -> str:
+        """What every load of this table names its staging tables with: a killed load's are dropped by it."""
         return self.prefix.rsplit("_", 1)[0] + "_"
 
     def name(self, part: str) -> str:
         return f"{self.prefix}_{part}"
 
     def relation(self, part: str) -> str:
-        return pg_qualified(META_SCHEMA, self.name(part))
+        return pg_qualified(self.meta.schema, self.name(part))
 
     def batch(self, number: int) -> str:
         """One batch's valid rows: merged as soon as it is staged, while the next one is read."""
@@ -169,6 +134,7 @@ class LoadResult:
     newest_source_value: datetime | None = None  # the newest cursor or partition timestamp: lag
     schema_changes: tuple[str, ...] = ()  # the migration this load applied (migrate.Migration.summary)
     schema_pending: tuple[str, ...] = ()  # what of it waits for a load that covers every row
+    rejects_table: str = "mysql_pg_assets.rejects"  # where this load's rejects are (see meta)
 
     @property
     def rows_loaded(self) -> int:
@@ -438,23 +404,16 @@ class _Merger:
 
 
 @contextmanager
-def _table_lock(postgres_url: DatabaseUrl, table: TablePlan) -> Iterator[psycopg.Connection]:
-    """A connection holding the table's session advisory lock, with schemas and reject table ready."""
+def _table_lock(postgres_url: DatabaseUrl, table: TablePlan) -> Iterator[tuple[psycopg.Connection, MetaTables]]:
+    """A connection holding the table's session advisory lock, with the schemas and project tables ready."""
     connection = pg_connect(postgres_url, autocommit=True)
     try:
-        with connection.transaction():
-            # Loads of tables in one schema run in parallel: a lock keeps them from racing here.
-            connection.execute("SELECT pg_advisory_xact_lock(hashtextextended('mysql_pg_assets schemas', 0))")
-            for schema in (table.target_schema, META_SCHEMA):
-                connection.execute(f"CREATE SCHEMA IF NOT EXISTS {pg_ident(schema)}")
-            connection.execute(_REJECTS_DDL)
-            connection.execute(_LEDGER_DDL)
-            connection.execute(SCHEMA_CHANGES_DDL)
+        meta = ensure(connection, table.target_schema)
         # Another load of this table: wait for it however long it takes (it has timeouts of its own).
         connection.execute("SET lock_timeout = 0")
         connection.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", ("table " + table.target_label,))
         connection.execute("RESET lock_timeout")
-        yield connection
+        yield connection, meta
     finally:
         connection.close()  # also releases the advisory lock
 
@@ -465,20 +424,20 @@ def pending_migration(postgres_url: DatabaseUrl, table: TablePlan) -> Migration 
         return plan_tables(connection, [table]).get(table.target_label) or None
 
 
-def _drop_staging(connection: psycopg.Connection, prefix: str) -> None:
+def _drop_staging(connection: psycopg.Connection, schema: str, prefix: str) -> None:
     """Drop staging tables that start with ``prefix`` (a killed run's, or this run's own)."""
     names = [row[0] for row in connection.execute(
-        "SELECT tablename FROM pg_tables WHERE schemaname = %s AND starts_with(tablename, %s)", (META_SCHEMA, prefix),
+        "SELECT tablename FROM pg_tables WHERE schemaname = %s AND starts_with(tablename, %s)", (schema, prefix),
     )]
     for name in names:
-        connection.execute(f"DROP TABLE IF EXISTS {pg_qualified(META_SCHEMA, name)}")
+        connection.execute(f"DROP TABLE IF EXISTS {pg_qualified(schema, name)}")
 
 
-def _ingest(cursor: adbc.Cursor, name: str, frame: pl.DataFrame, create: bool) -> None:
+def _ingest(cursor: adbc.Cursor, schema: str, name: str, frame: pl.DataFrame, create: bool) -> None:
     if create:  # created empty and UNLOGGED: staging needs no WAL
-        cursor.adbc_ingest(name, frame.clear().to_arrow(), mode="create", db_schema_name=META_SCHEMA)
-        cursor.execute(f"ALTER TABLE {pg_qualified(META_SCHEMA, name)} SET UNLOGGED")
-    cursor.adbc_ingest(name, frame.to_arrow(), mode="append", db_schema_name=META_SCHEMA)
+        cursor.adbc_ingest(name, frame.clear().to_arrow(), mode="create", db_schema_name=schema)
+        cursor.execute(f"ALTER TABLE {pg_qualified(schema, name)} SET UNLOGGED")
+    cursor.adbc_ingest(name, frame.to_arrow(), mode="append", db_schema_name=schema)
 
 
 def _stage(
@@ -493,21 +452,23 @@ def _stage(
         with connection.cursor() as cursor:
             for number, batch in enumerate(batches):
                 first = not rows_staged
-                _ingest(cursor, staging.name(staging.batch(number)), batch.rows, create=True)
-                _ingest(cursor, staging.name("rejects"), batch.rejects, create=first)
+                schema = staging.meta.schema
+                _ingest(cursor, schema, staging.name(staging.batch(number)), batch.rows, create=True)
+                _ingest(cursor, schema, staging.name("rejects"), batch.rejects, create=first)
                 if table.primary_key:
-                    _ingest(cursor, staging.name("rejected_keys"), batch.rejected_keys, create=first)
-                    _ingest(cursor, staging.name("loaded_keys"), batch.rows.select(key_names), create=first)
+                    _ingest(cursor, schema, staging.name("rejected_keys"), batch.rejected_keys, create=first)
+                    _ingest(cursor, schema, staging.name("loaded_keys"), batch.rows.select(key_names), create=first)
                 rows_staged = True
                 merger.submit(staging.relation(staging.batch(number)))
                 totals["rows_read"] += batch.rows.height + batch.rejected_rows
                 totals["rejected_rows"] += batch.rejected_rows
                 conversions.add(batch.conversions)
             for frame in keys:
-                _ingest(cursor, staging.name("source_keys"), frame, create=not keys_staged)
+                _ingest(cursor, staging.meta.schema, staging.name("source_keys"), frame, create=not keys_staged)
                 keys_staged = True
     except adbc.Error as exc:
-        raise TargetError(f"staging {table.target_label}: {redact(str(exc))}") from None
+        raise TargetError(
+            f"staging {table.target_label} in PostgreSQL at {postgres_url}: {explain(str(exc))}") from None
     finally:
         connection.close()
     return rows_staged, keys_staged
@@ -542,10 +503,11 @@ def last_watermark(postgres_url: DatabaseUrl, table: TablePlan) -> str | None:
     """The newest cursor value the last load of this table recorded, if the table still exists."""
     target = pg_qualified(table.target_schema, table.target_table)
     with pg_connect(postgres_url, autocommit=True) as connection:
-        if not (relation_exists(connection, target) and relation_exists(connection, LEDGER)):
+        meta = existing(connection, table.target_schema)
+        if meta is None or not relation_exists(connection, target):
             return None
         row = connection.execute(
-            f"SELECT watermark_to FROM {LEDGER} WHERE target_table = %s AND watermark_to IS NOT NULL "
+            f"SELECT watermark_to FROM {meta.ledger} WHERE target_table = %s AND watermark_to IS NOT NULL "
             f"ORDER BY id DESC LIMIT 1", (table.target_label,),
         ).fetchone()
         return row[0] if row else None
@@ -561,12 +523,12 @@ def load_table(
 ) -> LoadResult:
     """Merge the scope's rows into the target in one transaction; see the module docstring."""
     started = time.perf_counter()
-    staging = Staging.for_table(table)
     totals = {"rows_read": 0, "rejected_rows": 0}
     conversions = Conversions()
     watermark_from = scope.value if isinstance(scope, Since) else None
-    with _table_lock(postgres_url, table) as connection:
-        _drop_staging(connection, staging.table_prefix)  # left by a killed run of this table
+    with _table_lock(postgres_url, table) as (connection, meta):
+        staging = Staging.for_table(table, meta)
+        _drop_staging(connection, meta.schema, staging.table_prefix)  # left by a killed run of this table
         try:
             rejected_values = 0
             with connection.transaction():
@@ -606,8 +568,8 @@ def load_table(
                 watermark, newest = merger.newest()
                 if rows_staged:
                     rejected_values = connection.execute(
-                        f"INSERT INTO {REJECTS} (run_id, source_table, target_table, primary_key, column_name, value,"
-                        f" reason) SELECT %s, %s, %s, primary_key::jsonb, column_name, value, reason"
+                        f"INSERT INTO {meta.rejects} (run_id, source_table, target_table, primary_key, column_name,"
+                        f" value, reason) SELECT %s, %s, %s, primary_key::jsonb, column_name, value, reason"
                         f" FROM {staging.rejects}",
                         (run_id, table.source_label, table.target_label),
                     ).rowcount
@@ -615,24 +577,27 @@ def load_table(
                     totals["rows_read"], merger.inserted, merger.updated, deleted,
                     totals["rejected_rows"] + merger.refused, rejected_values, time.perf_counter() - started,
                     conversions, watermark or (str(watermark_from) if watermark_from is not None else None), newest,
-                    tuple(migration.summary()) if migration else (), tuple(pending),
+                    tuple(migration.summary()) if migration else (), tuple(pending), meta.label("rejects"),
                 )
-                _record(connection, table, result, run_id, scope, partition, watermark_from)
+                _record(connection, meta, table, result, run_id, scope, partition, watermark_from)
         except psycopg.Error as exc:
-            raise TargetError(f"loading {table.target_label}: {redact(str(exc))}") from exc
+            raise TargetError(f"loading {table.target_label} into PostgreSQL at {postgres_url}: "
+                              f"{explain(str(exc))}") from None
         finally:
-            _drop_staging(connection, staging.prefix)
+            if not connection.broken:  # a server gone away: the next load of the table drops them
+                with contextlib.suppress(psycopg.Error):
+                    _drop_staging(connection, meta.schema, staging.prefix)
     return result
 
 
 def _record(
-    connection: psycopg.Connection, table: TablePlan, result: LoadResult, run_id: str | None, scope: Scope,
-    partition: str | None, watermark_from: object,
+    connection: psycopg.Connection, meta: MetaTables, table: TablePlan, result: LoadResult, run_id: str | None,
+    scope: Scope, partition: str | None, watermark_from: object,
 ) -> None:
     """One ledger row per load, written in the load's own transaction."""
     window = (scope.start, scope.end) if isinstance(scope, Window) else (None, None)
     connection.execute(
-        f"INSERT INTO {LEDGER} (run_id, source_table, target_table, partition, scope, window_start, window_end,"
+        f"INSERT INTO {meta.ledger} (run_id, source_table, target_table, partition, scope, window_start, window_end,"
         f" watermark_from, watermark_to, newest_source_value, rows_read, rows_inserted, rows_updated, rows_deleted,"
         f" rows_rejected, values_converted, seconds) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
         f" %s, %s, %s)",

@@ -33,24 +33,11 @@ from dataclasses import dataclass, replace
 import psycopg
 
 from mysql_pg_assets.catalog import TOMBSTONE_COLUMN, ColumnPlan, TablePlan
+from mysql_pg_assets.errors import ActionableError
+from mysql_pg_assets.meta import ensure, existing
 from mysql_pg_assets.sql import pg_fit_name, pg_ident, pg_idents, pg_literal, pg_qualified, pg_type
 
-META_SCHEMA = "mysql_pg_assets"
-SCHEMA_CHANGES = pg_qualified(META_SCHEMA, "schema_changes")
 APPROVAL_JOB = "approve_schema_change"
-
-SCHEMA_CHANGES_DDL = f"""CREATE TABLE IF NOT EXISTS {SCHEMA_CHANGES} (
-  id bigserial PRIMARY KEY,
-  recorded_at timestamptz NOT NULL DEFAULT now(),
-  target_table text NOT NULL,
-  fingerprint text NOT NULL,
-  changes jsonb NOT NULL,
-  destructive boolean NOT NULL,
-  approved_run_id text,
-  approved_at timestamptz,
-  applied_run_id text,
-  applied_at timestamptz
-)"""
 
 
 # --- the table from the mapping ---------------------------------------------------------------
@@ -274,7 +261,7 @@ class Migration:
         return [f"{'DESTRUCTIVE ' if c.destructive else ''}{c.describe()}" for c in self.changes]
 
 
-class SchemaChangeHeld(RuntimeError):
+class SchemaChangeHeld(ActionableError, RuntimeError):
     """A destructive change waits for its approval; the message says what it is and how to approve it."""
 
     def __init__(self, migration: Migration) -> None:
@@ -383,36 +370,33 @@ def plan_tables(connection: psycopg.Connection, tables: Iterable[TablePlan]) -> 
     return migrations
 
 
-def _ensure_ledger(connection: psycopg.Connection) -> None:
-    connection.execute(f"CREATE SCHEMA IF NOT EXISTS {pg_ident(META_SCHEMA)}")
-    connection.execute(SCHEMA_CHANGES_DDL)
-
-
 def approved(connection: psycopg.Connection, migration: Migration) -> bool:
-    if connection.execute("SELECT to_regclass(%s) IS NULL", (SCHEMA_CHANGES,)).fetchone()[0]:
+    meta = existing(connection, migration.table.target_schema)
+    if meta is None:
         return False
     return connection.execute(
-        f"SELECT EXISTS (SELECT 1 FROM {SCHEMA_CHANGES} WHERE target_table = %s AND fingerprint = %s"
+        f"SELECT EXISTS (SELECT 1 FROM {meta.schema_changes} WHERE target_table = %s AND fingerprint = %s"
         f" AND approved_at IS NOT NULL AND applied_at IS NULL)",
         (migration.table.target_label, migration.fingerprint),
     ).fetchone()[0]
 
 
-def applied_count(connection: psycopg.Connection, target_label: str) -> int:
+def applied_count(connection: psycopg.Connection, table: TablePlan) -> int:
     """How many migrations of the table have been applied: part of a run key, so that a change made,
     undone and made again gets a new run."""
-    if connection.execute("SELECT to_regclass(%s) IS NULL", (SCHEMA_CHANGES,)).fetchone()[0]:
+    meta = existing(connection, table.target_schema)
+    if meta is None:
         return 0
-    return connection.execute(f"SELECT count(*) FROM {SCHEMA_CHANGES} WHERE target_table = %s AND applied_at"
-                              f" IS NOT NULL", (target_label,)).fetchone()[0]
+    return connection.execute(f"SELECT count(*) FROM {meta.schema_changes} WHERE target_table = %s AND applied_at"
+                              f" IS NOT NULL", (table.target_label,)).fetchone()[0]
 
 
 def approve(connection: psycopg.Connection, migration: Migration, run_id: str | None) -> None:
     """Record the approval of exactly these changes; the next load of the table applies them."""
-    _ensure_ledger(connection)
+    meta = ensure(connection, migration.table.target_schema)
     if not approved(connection, migration):
         connection.execute(
-            f"INSERT INTO {SCHEMA_CHANGES} (target_table, fingerprint, changes, destructive, approved_run_id,"
+            f"INSERT INTO {meta.schema_changes} (target_table, fingerprint, changes, destructive, approved_run_id,"
             f" approved_at) VALUES (%s, %s, %s::jsonb, %s, %s, now())",
             (migration.table.target_label, migration.fingerprint, json.dumps(migration.summary()),
              bool(migration.destructive), run_id),
@@ -441,15 +425,15 @@ def apply_after(connection: psycopg.Connection, migration: Migration, run_id: st
                 pending.append(f"{step.unless_nulls_in}: NOT NULL once every row is loaded again")
                 continue
             connection.execute(step.sql)
-    _ensure_ledger(connection)
+    meta = ensure(connection, migration.table.target_schema)
     updated = connection.execute(
-        f"UPDATE {SCHEMA_CHANGES} SET applied_run_id = %s, applied_at = now() WHERE target_table = %s"
+        f"UPDATE {meta.schema_changes} SET applied_run_id = %s, applied_at = now() WHERE target_table = %s"
         f" AND fingerprint = %s AND approved_at IS NOT NULL AND applied_at IS NULL",
         (run_id, migration.table.target_label, migration.fingerprint),
     ).rowcount
     if not updated:
         connection.execute(
-            f"INSERT INTO {SCHEMA_CHANGES} (target_table, fingerprint, changes, destructive, applied_run_id,"
+            f"INSERT INTO {meta.schema_changes} (target_table, fingerprint, changes, destructive, applied_run_id,"
             f" applied_at) VALUES (%s, %s, %s::jsonb, %s, %s, now())",
             (migration.table.target_label, migration.fingerprint, json.dumps(migration.summary()),
              bool(migration.destructive), run_id),

@@ -20,7 +20,8 @@ from typing import Any
 from mysql_pg_assets.catalog import TOMBSTONE_COLUMN, ColumnPlan, TablePlan
 from mysql_pg_assets.connections import mysql_connection, pg_connection, relation_exists
 from mysql_pg_assets.extract import Window, window_sql
-from mysql_pg_assets.load import REJECTS, pg_window_sql
+from mysql_pg_assets.load import pg_window_sql
+from mysql_pg_assets.meta import existing
 from mysql_pg_assets.migrate import expected_shape, table_shape
 from mysql_pg_assets.settings import DatabaseUrl
 from mysql_pg_assets.sql import mysql_ident, mysql_qualified, pg_ident, pg_idents, pg_qualified
@@ -181,8 +182,12 @@ def table_counts(
 def rejects_sample(url: DatabaseUrl, table: TablePlan, run_id: str, limit: int = 20) -> list[dict[str, Any]]:
     """The first rejects of a run: key, column, value and reason, for a check's failure cases."""
     with pg_connection(url) as connection:
+        meta = existing(connection, table.target_schema)
+        if meta is None:
+            return []
         rows = connection.execute(
-            f"SELECT primary_key, column_name, value, reason FROM {REJECTS} WHERE run_id = %s AND target_table = %s"
+            f"SELECT primary_key, column_name, value, reason FROM {meta.rejects} WHERE run_id = %s"
+            f" AND target_table = %s"
             f" ORDER BY id LIMIT %s", (run_id, table.target_label, limit)).fetchall()
     return [{"primary_key": key, "column": column, "value": value, "reason": reason}
             for key, column, value, reason in rows]

@@ -152,7 +152,7 @@ def build_schema_drift_sensor(spec: SyncSpec, catalog: Catalog, interval_s: int 
         with pg_connect(postgres.database_url, autocommit=True) as connection:
             migrations = plan_tables(connection, tables)
             approvals = {label: approved(connection, m) for label, m in migrations.items() if m.destructive}
-            applied = {label: applied_count(connection, label) for label, m in migrations.items() if m}
+            applied = {t.target_label: applied_count(connection, t) for t in tables if migrations.get(t.target_label)}
         for table in tables:
             migration = migrations.get(table.target_label)
             if not migration:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from mysql_pg_assets.errors import ConfigError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 LOCAL_MYSQL_URL = "mysql://mpa:mpa@127.0.0.1:33061/shop"
@@ -45,14 +47,18 @@ class DatabaseUrl:
     def parse(cls, url: str) -> DatabaseUrl:
         parts = urlsplit(url)
         if not parts.scheme or not parts.hostname:
-            raise ValueError(f"not a database URL: {redact(url)!r} (expected scheme://user:password@host:port/database)")
+            raise ConfigError(f"not a database URL: {redact(url)!r} (expected scheme://user:password@host:port/database)")
         default_port = 3306 if parts.scheme.startswith(("mysql", "mariadb")) else 5432
+        try:
+            port = parts.port or default_port
+        except ValueError:
+            raise ConfigError(f"not a port number in the database URL {redact(url)!r}") from None
         return cls(
             scheme=parts.scheme,
             user=unquote(parts.username or ""),
             password=unquote(parts.password or ""),
             host=parts.hostname,
-            port=parts.port or default_port,
+            port=port,
             database=unquote(parts.path.lstrip("/")),
             query=parts.query,
         )

@@ -45,6 +45,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
+from mysql_pg_assets.errors import ActionableError
 from mysql_pg_assets.sql import PG_NAME_BYTES, pg_type
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
@@ -59,7 +60,7 @@ def _fits_postgresql(name: str | None) -> str | None:
 PgName = Annotated[NonEmpty, AfterValidator(_fits_postgresql)]
 
 
-class SpecError(ValueError):
+class SpecError(ActionableError, ValueError):
     """The sync spec is wrong; the message names the file and the key."""
 
 
@@ -205,11 +206,28 @@ def parse_spec(data: object, origin: str = "<spec>") -> SyncSpec:
         raise SpecError(f"{origin}: {problems}") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML keeps the last of two equal keys without a word; a spec that says a thing twice is an error."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
 def load_spec(path: Path) -> SyncSpec:
     if not path.is_file():
         raise SpecError(f"sync spec not found: {path} (set SYNC_CONFIG to the path of your sync.yaml)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+        where = getattr(exc, "problem_mark", None)
+        line = f" line {where.line + 1}" if where is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"{path}:{line}: not valid YAML: {problem}") from None
     return parse_spec(data, str(path))

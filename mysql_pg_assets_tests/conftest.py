@@ -102,6 +102,7 @@ def demo_settings(
     """Settings for the demo spec, and the environment the Dagster resources read them from."""
     spec = yaml.safe_load((PROJECT_ROOT / "sync.yaml").read_text(encoding="utf-8"))
     spec["source"] = {"database": demo_source.database}
+    spec["target"] = {"schema": "shop"}
     config = write_spec(tmp_path_factory.mktemp("spec") / "sync.yaml", spec)
     settings = Settings(mysql_url=demo_source, postgres_url=make_pg_database("warehouse"), sync_config=config)
     saved = {k: os.environ.get(k) for k in ("MYSQL_URL", "POSTGRES_URL", "SYNC_CONFIG")}

@@ -185,8 +185,16 @@ def test_a_timestamp_is_the_same_instant_whatever_the_server_time_zone(
         cur.execute("SET time_zone = '+05:30'")
         cur.execute("CREATE TABLE zoned (id INT PRIMARY KEY, ts TIMESTAMP NULL)")
         cur.execute("INSERT INTO zoned VALUES (1, '2024-06-01 12:00:00')")  # 06:30 UTC
+        # The server's own default zone, which every new session starts in, is not UTC either.
+        cur.execute("SELECT @@GLOBAL.time_zone")
+        (default_zone,) = cur.fetchone()
+        cur.execute("SET GLOBAL time_zone = '-07:00'")
     target = make_pg_database("cast_zone")
-    sync_table(_plan(casting_source, "zoned"), casting_source, target)
+    try:
+        sync_table(_plan(casting_source, "zoned"), casting_source, target)
+    finally:
+        with mysql_connection(casting_source) as connection, connection.cursor() as cur:
+            cur.execute("SET GLOBAL time_zone = %s", (default_zone,))
     with pg_connection(target) as connection:
         (value,) = connection.execute('SELECT ts FROM casting.zoned').fetchone()
     assert value == datetime(2024, 6, 1, 6, 30, tzinfo=UTC)

@@ -283,6 +283,25 @@ def _snapshot(url: DatabaseUrl, table: str, columns: str) -> dict[int, tuple[obj
     return {int(row[0]): row[1:] for row in _query(url, f"SELECT id, {columns} FROM {table}")}  # type: ignore[arg-type]
 
 
+def _orphans(url: DatabaseUrl) -> dict[str, int]:
+    """Rows whose foreign key names no parent: the seed writes with the checks off, so it must keep them valid."""
+    rows = _query(url, "SELECT k.TABLE_NAME, k.COLUMN_NAME, k.REFERENCED_TABLE_NAME, k.REFERENCED_COLUMN_NAME"
+                       " FROM information_schema.KEY_COLUMN_USAGE k WHERE k.TABLE_SCHEMA = %s"
+                       " AND k.REFERENCED_TABLE_NAME IS NOT NULL", (url.database,))
+    assert len(rows) == 9, rows  # the shop's foreign keys
+    return {f"{child}.{column}": _query(url, f"SELECT COUNT(*) FROM `{child}` c LEFT JOIN `{parent}` p ON"
+                                             f" p.`{key}` = c.`{column}` WHERE c.`{column}` IS NOT NULL AND"
+                                             f" p.`{key}` IS NULL")[0][0]
+            for child, column, parent, key in rows}
+
+
+def test_seeded_and_simulated_rows_keep_every_reference(demo_db: DatabaseUrl) -> None:
+    _fresh(demo_db, orders=3_000)
+    assert set(_orphans(demo_db).values()) == {0}
+    demo.simulate(demo_db.secret, interval=0, iterations=5, seed=3, out=None)
+    assert set(_orphans(demo_db).values()) == {0}
+
+
 def test_simulate_changes_rows(demo_db: DatabaseUrl) -> None:
     _fresh(demo_db, orders=1_000)
     before_counts = demo.table_counts(demo_db.secret)

@@ -11,7 +11,8 @@ from mysql_pg_assets.catalog import TablePlan, discover
 from mysql_pg_assets.cli import schema_changes
 from mysql_pg_assets.connections import mysql_connection, pg_connection
 from mysql_pg_assets.load import pending_migration
-from mysql_pg_assets.migrate import SCHEMA_CHANGES, SchemaChangeHeld, approve, plan, widens
+from mysql_pg_assets.meta import SCHEMA_CHANGES
+from mysql_pg_assets.migrate import SchemaChangeHeld, approve, plan, widens
 from mysql_pg_assets.parity import compare_rows, schema_differences
 from mysql_pg_assets.pipeline import sync_table
 from mysql_pg_assets.settings import DatabaseUrl, Settings

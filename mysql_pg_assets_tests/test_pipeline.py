@@ -17,7 +17,7 @@ from dagster import AssetKey, DagsterInstance, materialize
 from mysql_pg_assets.assets import build_table_assets
 from mysql_pg_assets.catalog import Catalog, TablePlan, discover
 from mysql_pg_assets.connections import mysql_connection, pg_connection
-from mysql_pg_assets.load import LEDGER, REJECTS
+from mysql_pg_assets.meta import LEDGER, REJECTS
 from mysql_pg_assets.parity import compare_rows
 from mysql_pg_assets.pipeline import sync_table
 from mysql_pg_assets.resources import MySQLSource, PostgresTarget

@@ -44,7 +44,8 @@ from hypothesis import strategies as st
 
 from mysql_pg_assets.catalog import TablePlan, discover
 from mysql_pg_assets.connections import mysql_connection, pg_connection
-from mysql_pg_assets.load import REJECTS, LoadResult
+from mysql_pg_assets.load import LoadResult
+from mysql_pg_assets.meta import REJECTS
 from mysql_pg_assets.pipeline import sync_table
 from mysql_pg_assets.settings import DatabaseUrl
 from mysql_pg_assets.spec import parse_spec

@@ -10,7 +10,7 @@ from dagster import DagsterInstance, materialize
 from mysql_pg_assets.assets import build_table_assets
 from mysql_pg_assets.catalog import TablePlan, discover
 from mysql_pg_assets.connections import mysql_connection, pg_connection
-from mysql_pg_assets.load import REJECTS
+from mysql_pg_assets.meta import REJECTS
 from mysql_pg_assets.pipeline import sync_table
 from mysql_pg_assets.resources import MySQLSource, PostgresTarget
 from mysql_pg_assets.settings import DatabaseUrl

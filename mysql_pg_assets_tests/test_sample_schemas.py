@@ -35,7 +35,7 @@ from mysql_pg_assets.assets import asset_key
 from mysql_pg_assets.catalog import TablePlan, discover
 from mysql_pg_assets.connections import mysql_connection, pg_connection
 from mysql_pg_assets.definitions import build_definitions
-from mysql_pg_assets.load import REJECTS
+from mysql_pg_assets.meta import REJECTS
 from mysql_pg_assets.parity import compare_rows
 from mysql_pg_assets.settings import PROJECT_ROOT, DatabaseUrl, Settings
 from mysql_pg_assets.spec import load_spec

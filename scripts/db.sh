@@ -21,6 +21,7 @@ umask 022
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DATA_DIR="${MPA_DATA_DIR:-$REPO_ROOT/.local}"
+DATA_DIR_CHOSEN="${MPA_DATA_DIR:+yes}"
 
 MYSQL_PORT="${MPA_MYSQL_PORT:-33061}"
 MYSQL_USER="${MPA_MYSQL_USER:-mpa}"
@@ -47,7 +48,26 @@ is_root() { [[ "$(id -u)" -eq 0 ]]; }
 
 # ---------------------------------------------------------------- paths ----
 
+# As root the servers run as the unprivileged users mysql and postgres, which must reach the data
+# dir through every parent directory. A clone in a home folder others cannot traverse (/root, a
+# 0700 home) would keep them out: then the data lives in /var/tmp/mpa-<hash of the clone's path>
+# instead, the same place every time for this clone, and the script says so.
+others_can_traverse() {
+    local dir="$1"
+    while [[ "$dir" != / ]]; do
+        [[ -d "$dir" ]] && { [[ "$(stat -c %A "$dir")" == *x ]] || return 1; }
+        dir="$(dirname "$dir")"
+    done
+}
+
 resolve_paths() {
+    if is_root && [[ -z "$DATA_DIR_CHOSEN" ]] && ! others_can_traverse "$DATA_DIR"; then
+        local hash
+        hash="$(printf '%s' "$REPO_ROOT" | sha1sum | cut -c1-12)"
+        log "$DATA_DIR is not reachable by the mysql and postgres users (a parent directory is private);" \
+            "keeping the data in /var/tmp/mpa-$hash instead (set MPA_DATA_DIR to choose)"
+        DATA_DIR="/var/tmp/mpa-$hash"
+    fi
     mkdir -p "$DATA_DIR"
     DATA_DIR="$(cd "$DATA_DIR" && pwd)"
 

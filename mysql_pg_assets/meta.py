@@ -1,0 +1,163 @@
+"""The project's own tables in PostgreSQL: rejects, the load ledger, schema changes, and each load's staging.
+
+Where they live is decided here, once, for everyone who reads or writes them:
+
+- the schema ``mysql_pg_assets``, when it exists and this role may create tables in it, or when the
+  role may create it (``CREATE`` on the database);
+- otherwise the target schema itself, their names prefixed ``mpa_`` so that no synced table can
+  collide with them. This is the role a DBA hands a pre-created schema it owns and nothing more:
+  it loads on the first try, and its rejects are ``<schema>.mpa_rejects``.
+
+The target schema is created only when missing: PostgreSQL checks ``CREATE`` on the database even
+for ``CREATE SCHEMA IF NOT EXISTS`` on a schema that exists, which such a role does not have. A
+target schema that is missing and may not be created is a :class:`TargetError` that says what to
+run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+from mysql_pg_assets.connections import TargetError
+from mysql_pg_assets.sql import pg_ident, pg_qualified
+
+META_SCHEMA = "mysql_pg_assets"
+FALLBACK_PREFIX = "mpa_"
+
+
+@dataclass(frozen=True)
+class MetaTables:
+    schema: str
+    prefix: str = ""
+
+    def name(self, table: str) -> str:
+        return self.prefix + table
+
+    def relation(self, table: str) -> str:
+        return pg_qualified(self.schema, self.name(table))
+
+    def label(self, table: str) -> str:
+        """schema.table as a person types it."""
+        return f"{self.schema}.{self.name(table)}"
+
+    @property
+    def rejects(self) -> str:
+        return self.relation("rejects")
+
+    @property
+    def ledger(self) -> str:
+        return self.relation("loads")
+
+    @property
+    def schema_changes(self) -> str:
+        return self.relation("schema_changes")
+
+    def ddl(self) -> list[str]:
+        return [
+            f"""CREATE TABLE IF NOT EXISTS {self.rejects} (
+  id bigserial PRIMARY KEY,
+  rejected_at timestamptz NOT NULL DEFAULT now(),
+  run_id text,
+  source_table text NOT NULL,
+  target_table text NOT NULL,
+  primary_key jsonb,
+  column_name text NOT NULL,
+  value text,
+  reason text NOT NULL
+)""",
+            f"""CREATE TABLE IF NOT EXISTS {self.ledger} (
+  id bigserial PRIMARY KEY,
+  loaded_at timestamptz NOT NULL DEFAULT now(),
+  run_id text,
+  source_table text NOT NULL,
+  target_table text NOT NULL,
+  partition text,
+  scope text NOT NULL,
+  window_start timestamptz,
+  window_end timestamptz,
+  watermark_from text,
+  watermark_to text,
+  newest_source_value timestamptz,
+  rows_read bigint NOT NULL,
+  rows_inserted bigint NOT NULL,
+  rows_updated bigint NOT NULL,
+  rows_deleted bigint NOT NULL,
+  rows_rejected bigint NOT NULL,
+  values_converted bigint NOT NULL,
+  seconds double precision NOT NULL
+)""",
+            f"""CREATE TABLE IF NOT EXISTS {self.schema_changes} (
+  id bigserial PRIMARY KEY,
+  recorded_at timestamptz NOT NULL DEFAULT now(),
+  target_table text NOT NULL,
+  fingerprint text NOT NULL,
+  changes jsonb NOT NULL,
+  destructive boolean NOT NULL,
+  approved_run_id text,
+  approved_at timestamptz,
+  applied_run_id text,
+  applied_at timestamptz
+)""",
+        ]
+
+
+DEFAULT = MetaTables(META_SCHEMA)
+# Where they are for a role that may create schemas (the usual case, and the tests'): for readers' SQL.
+REJECTS, LEDGER, SCHEMA_CHANGES = DEFAULT.rejects, DEFAULT.ledger, DEFAULT.schema_changes
+
+
+def _schema_state(connection: psycopg.Connection, schema: str) -> tuple[bool, bool]:
+    """(exists, this role may create tables in it)."""
+    exists, creatable = connection.execute(
+        "SELECT to_regnamespace(%s) IS NOT NULL, to_regnamespace(%s) IS NOT NULL"
+        " AND has_schema_privilege(to_regnamespace(%s), 'CREATE, USAGE')", (pg_ident(schema),) * 3).fetchone()
+    return bool(exists), bool(creatable)
+
+
+def _may_create_schemas(connection: psycopg.Connection) -> bool:
+    return bool(connection.execute("SELECT has_database_privilege(current_database(), 'CREATE')").fetchone()[0])
+
+
+def locate(connection: psycopg.Connection, target_schema: str) -> MetaTables:
+    """Where the project's tables are, or will be when a load creates them; changes nothing."""
+    exists, usable = _schema_state(connection, META_SCHEMA)
+    if usable or (not exists and _may_create_schemas(connection)):
+        return DEFAULT
+    return MetaTables(target_schema, FALLBACK_PREFIX)
+
+
+def ensure_schema(connection: psycopg.Connection, schema: str) -> None:
+    """Create ``schema`` if it is missing; one this role may not create is an error that says what to run."""
+    if _schema_state(connection, schema)[0]:
+        return
+    if not _may_create_schemas(connection):
+        role, database = connection.execute("SELECT current_user, current_database()").fetchone()
+        raise TargetError(
+            f"PostgreSQL schema {schema!r} does not exist in database {database!r} and role {role!r} may not create "
+            f"it: run CREATE SCHEMA {pg_ident(schema)} AUTHORIZATION {pg_ident(role)}, or set target.schema in the "
+            f"sync spec to a schema the role owns")
+    connection.execute(f"CREATE SCHEMA IF NOT EXISTS {pg_ident(schema)}")
+
+
+def ensure(connection: psycopg.Connection, target_schema: str) -> MetaTables:
+    """The target schema and the project's tables, created where missing.
+
+    Loads of many tables start at once: a transaction-level advisory lock keeps them from racing to
+    create the same schema or table (PostgreSQL's IF NOT EXISTS is not safe against that)."""
+    with connection.transaction():
+        connection.execute("SELECT pg_advisory_xact_lock(hashtextextended('mysql_pg_assets schemas', 0))")
+        ensure_schema(connection, target_schema)
+        meta = locate(connection, target_schema)
+        ensure_schema(connection, meta.schema)
+        for statement in meta.ddl():
+            connection.execute(statement)
+    return meta
+
+
+def existing(connection: psycopg.Connection, target_schema: str) -> MetaTables | None:
+    """The project's tables if a load has created them (None: no load yet), for readers."""
+    meta = locate(connection, target_schema)
+    exists = connection.execute("SELECT to_regclass(%s) IS NOT NULL", (meta.ledger,)).fetchone()[0]
+    return meta if exists else None
