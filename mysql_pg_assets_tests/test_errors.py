@@ -52,8 +52,8 @@ def test_the_command_line_prints_what_to_do_and_no_traceback(
     duplicated = tmp_path / "dup.yaml"
     duplicated.write_text("include: ['*']\ntables:\n  books: {deletes: delete}\n  books: {deletes: tombstone}\n")
     cases = {
-        "duplicated key": ({"SYNC_CONFIG": str(duplicated)}, f"{duplicated}: line 4: not valid YAML: duplicate key 'books' "
-                                                             f"(first on line 3)"),
+        "duplicated key": ({"SYNC_CONFIG": str(duplicated)},
+                           f"{duplicated}: line 4: not valid YAML: duplicate key 'books' (first on line 3)"),
         "misspelled database": ({"SYNC_CONFIG": str(write_spec(tmp_path / "db.yaml", {"source": {
             "database": "shpo"}}))}, "source.database: MySQL at mysql://mpa:***@"),
         "include matching nothing": ({"SYNC_CONFIG": str(write_spec(tmp_path / "inc.yaml", {"include": ["bok*"]}))},
