@@ -33,6 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -249,8 +250,36 @@ def connect(url: DatabaseUrl, *, with_database: bool = True, autocommit: bool = 
 # --------------------------------------------------------------------------------------------
 
 
-class DemoRefused(RuntimeError):
+class DemoError(RuntimeError):
+    """The demo cannot do what it was asked; the message says why."""
+
+
+class DemoRefused(DemoError):
     """The demo would replace tables that are not its own."""
+
+
+class SeedFailed(DemoError):
+    """A seeding statement failed; the message names the table and MySQL's error."""
+
+
+def _lock_name(url: DatabaseUrl) -> str:
+    return "mpa-demo-" + hashlib.sha1(url.database.encode()).hexdigest()[:16]
+
+
+@contextmanager
+def exclusive(url: DatabaseUrl) -> Iterator[None]:
+    """Seeding and the change simulator never run on one database at once: the seed takes its ids from
+    MAX(id) when it starts, the simulator from AUTO_INCREMENT, and together they collide (duplicate keys,
+    deadlocks). A named lock is held for a whole seed (and schema rebuild) and for each simulator tick."""
+    name = _lock_name(url)
+    with connect(url, with_database=False) as conn, conn.cursor() as cur:
+        cur.execute("SELECT GET_LOCK(%s, 3600)", (name,))
+        if cur.fetchone()[0] != 1:
+            raise DemoRefused(f"{url}: another seed or simulator kept the demo's lock for an hour")
+        try:
+            yield
+        finally:
+            cur.execute("SELECT RELEASE_LOCK(%s)", (name,))
 
 
 def create_schema(conn_url: str, drop_existing: bool = True) -> None:
@@ -265,7 +294,7 @@ def create_schema(conn_url: str, drop_existing: bool = True) -> None:
             f"CREATE DATABASE IF NOT EXISTS {mysql_ident(url.database)}"
             " CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
         )
-    with connect(url) as conn, conn.cursor() as cur:
+    with exclusive(url), connect(url) as conn, conn.cursor() as cur:
         cur.execute("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"
                     " AND TABLE_NAME IN %s AND TABLE_COMMENT <> %s", (TABLES, DEMO_MARK))
         foreign = sorted(row[0] for row in cur.fetchall())
@@ -603,7 +632,7 @@ def _require_sequence_engine(cur: pymysql.cursors.Cursor) -> None:
     cur.execute("SELECT SUPPORT FROM information_schema.ENGINES WHERE ENGINE = 'SEQUENCE'")
     row = cur.fetchone()
     if not row or row[0] not in ("YES", "DEFAULT"):
-        raise RuntimeError("the SEQUENCE storage engine (MariaDB >= 10.0) is required to seed the demo data")
+        raise DemoError("the SEQUENCE storage engine (MariaDB >= 10.0) is required to seed the demo data")
 
 
 class _LaneStopped(Exception):
@@ -643,15 +672,26 @@ def seed(
         raise ValueError("chunk_rows must be >= 1000")
     say = log or (lambda _msg: None)
     url = _database_url(conn_url)
+    with exclusive(url):
+        return _seed(url, orders, seed, chunk_rows, parallel, say)
+
+
+def _seed(url: DatabaseUrl, orders: int, seed: int, chunk_rows: int, parallel: bool,
+          say: Callable[[str], None]) -> dict[str, int]:
     inserted: Counter[str] = Counter()
     lock = threading.Lock()
     failed = threading.Event()
+
+    first_error: list[BaseException] = []
 
     def run(cur: pymysql.cursors.Cursor, table: str, statement: _Statement) -> None:
         if failed.is_set():  # the other lane failed: stop between statements; its error is the one raised
             raise _LaneStopped
         started = time.perf_counter()
-        cur.execute(*statement)
+        try:
+            cur.execute(*statement)
+        except pymysql.MySQLError as exc:
+            raise SeedFailed(f"seeding {table}: {redact(str(exc))}") from exc
         with lock:
             inserted[table] += cur.rowcount
         say(f"  {table}: +{cur.rowcount} rows in {time.perf_counter() - started:.1f}s")
@@ -702,19 +742,21 @@ def seed(
             with connect(url) as conn, conn.cursor() as cur:
                 cur.execute(_BULK_SESSION)
                 lane(cur)
-        except BaseException:
+        except _LaneStopped:
+            raise
+        except BaseException as exc:
+            with lock:  # the first real error, whichever lane it came from, is the one raised
+                first_error.append(exc)
             failed.set()
             raise
 
     lanes = (orders_lane, other_lane)
     if parallel:
         with ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="seed") as pool:
-            futures = [pool.submit(in_connection, lane) for lane in lanes]
-        # The lane that failed first raised the real error; the other one only stopped because of it.
-        errors = [f.exception() for f in futures if f.exception() is not None]
-        real = [e for e in errors if not isinstance(e, _LaneStopped)]
-        if real or errors:
-            raise (real or errors)[0]
+            for future in [pool.submit(in_connection, lane) for lane in lanes]:
+                future.exception()  # wait for both lanes
+        if first_error:
+            raise first_error[0]
     else:
         for lane in lanes:
             in_connection(lane)
@@ -756,7 +798,7 @@ def _products_sql(r: _Rand, plan: _Plan, lo: int, hi: int) -> _Statement:
 INSERT INTO products (id, sku, name, category_id, price, weight_kg, rating, attributes,
                       thumbnail, release_year, stock, is_digital, created_at, updated_at)
 SELECT s.id,
-  CONCAT('SKU-', LPAD(HEX({r.below("sku", k, 4096)}), 3, '0'), '-', LPAD(s.id, 7, '0')),
+  CONCAT('SKU-', LPAD(HEX({r.below("sku", k, 4096)}), 3, '0'), '-', LPAD(s.id, GREATEST(7, LENGTH(s.id)), '0')),
   CONCAT({r.pick("adj", k, _ADJECTIVES)}, ' ', {r.pick("noun", k, _NOUNS)}, ' ',
          CHAR(65 + {r.below("model", k, 26)} USING ascii), '-', {r.between("model_no", k, 1, 999)}),
   {category},
@@ -1255,8 +1297,12 @@ def simulate(
                     time.sleep(interval)
                 tick += 1
                 with conn.cursor() as cur:
-                    stats = _tick(cur, rng)
-                conn.commit()
+                    cur.execute("SELECT GET_LOCK(%s, 3600)", (_lock_name(url),))  # never during a seed
+                    try:
+                        stats = _tick(cur, rng)
+                        conn.commit()
+                    finally:
+                        cur.execute("SELECT RELEASE_LOCK(%s)", (_lock_name(url),))
                 total.add(stats)
                 emit(f"{_utc_now():%Y-%m-%d %H:%M:%S} tick {tick}: {stats.summary()}")
         except KeyboardInterrupt:
@@ -1362,7 +1408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except pymysql.MySQLError as exc:
         print(f"error ({target}): {redact(str(exc))}", file=sys.stderr)
         return 1
-    except DemoRefused as exc:
+    except DemoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -7,6 +7,7 @@ They run on the server in ``MYSQL_URL``, in a database of their own that the ses
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -348,3 +349,30 @@ def test_cli_seed_prints_counts_without_password(demo_db: DatabaseUrl, capsys: p
     if demo_db.password:
         assert ":***@" in out
     assert _query(demo_db, "SELECT COUNT(*) FROM orders") == [(500,)]
+
+
+def test_a_failing_lane_shows_its_own_error(demo_db: DatabaseUrl, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not 'seeding aborted': the statement that failed, its table and MySQL's words."""
+    demo.create_schema(demo_db.secret, drop_existing=True)
+    monkeypatch.setattr(demo, "_order_items_sql", lambda *_args: ("INSERT INTO order_items (nope) VALUES (1)", {}))
+    with pytest.raises(demo.SeedFailed, match=r"seeding order_items: .*Unknown column 'nope'"):
+        demo.seed(demo_db.secret, orders=2_000)
+
+
+def test_the_simulator_waits_for_a_seed_instead_of_colliding_with_it(demo_db: DatabaseUrl) -> None:
+    _fresh(demo_db, orders=2_000)
+    errors: list[BaseException] = []
+
+    def simulate() -> None:
+        try:
+            demo.simulate(demo_db.secret, interval=0, iterations=30, seed=5, out=None)
+        except BaseException as exc:  # pragma: no cover - what the test looks for
+            errors.append(exc)
+
+    simulator = threading.Thread(target=simulate)
+    simulator.start()
+    for _ in range(3):  # appended seeds take ids from MAX(id), the simulator from AUTO_INCREMENT
+        demo.seed(demo_db.secret, orders=2_000, seed=9)
+    simulator.join()
+    assert errors == []
+    assert set(_orphans(demo_db).values()) == {0}
