@@ -37,9 +37,11 @@ from mysql_pg_assets.extract import Window
 from mysql_pg_assets.load import LoadResult
 from mysql_pg_assets.parity import (
     Fingerprint,
+    Sample,
     checksum_columns,
     fingerprints,
     rejects_sample,
+    sample_rows,
     schema_differences,
     table_counts,
 )
@@ -143,6 +145,7 @@ REJECT_RATE = "reject_rate"
 ROW_COUNT_PARITY = "row_count_parity"
 TABLE_ROW_COUNT_PARITY = "table_row_count_parity"
 CHECKSUM_PARITY = "checksum_parity"
+SAMPLED_ROWS_MATCH = "sampled_rows_match"
 SCHEMA_CONFORMS = "schema_conforms"
 
 
@@ -164,8 +167,14 @@ def check_specs(table: TablePlan) -> list[AssetCheckSpec]:
             "the last. Only a warning while some partitions were never loaded.")),
         ] if table.partition is not None else []),
         AssetCheckSpec(CHECKSUM_PARITY, asset=key, description=(
-            "The same rows hold the same values: an MD5-based checksum of every row, summed inside each database "
-            "(no rows shipped); covers integers, decimals, strings and dates.")),
+            "The same rows hold the same values: an MD5 of every row's text, written alike by both databases as "
+            "the mapping converts each value (zero dates NULL, floats exactly, timestamps as instants), summed "
+            "inside each database; no rows shipped. JSON by kind and size (values: sampled_rows_match).")),
+        *([AssetCheckSpec(SAMPLED_ROWS_MATCH, asset=key, description=(
+            f"{table.checks.sampled_rows_match.rows} rows drawn at random from the loaded rows, read again from "
+            "both sides by their key and compared value by value, every column; the differing values are in "
+            "the check's metadata.")),
+        ] if table.primary_key else []),
         AssetCheckSpec(SCHEMA_CONFORMS, asset=key, description=(
             "The PostgreSQL table has the columns, types and nullability the mapping of MySQL's current "
             "columns gives.")),
@@ -200,9 +209,19 @@ def check_results(
             "mysql_rows": mysql_rows, "postgres_rows": postgres_rows, "difference": postgres_rows - mysql_rows}),
         check(CHECKSUM_PARITY, mysql == postgres, {
             "mysql_checksum": str(mysql.checksum), "postgres_checksum": str(postgres.checksum),
-            "columns": ", ".join(c.target_name for c in checksum_columns(table))}),
+            "columns": ", ".join(c.target_name for c in checksum_columns(table)),
+            "not_compared": ", ".join(f"{c.target_name} (pg_type overridden: {c.pg_type})" for c in table.columns
+                                      if c not in checksum_columns(table)) or "none"}),
         check(SCHEMA_CONFORMS, not schema_problems, {"differences": MetadataValue.json(schema_problems)}),
     ]
+
+
+def sample_check(table: TablePlan, sample: Sample) -> AssetCheckResult:
+    return AssetCheckResult(
+        check_name=SAMPLED_ROWS_MATCH, passed=sample.equal, severity=severity(table, SAMPLED_ROWS_MATCH),
+        metadata={"rows_compared": sample.compared, "values_different": len(sample.differences),
+                  "differences": MetadataValue.json(list(sample.differences))},
+    )
 
 
 def table_count_check(
@@ -309,6 +328,9 @@ def build_table_asset(table: TablePlan) -> AssetsDefinition:
         checks = check_results(table, result, sides, sample, schema_differences(postgres.database_url, table))
         if table.partition is not None:
             checks.append(table_count_check(context, table, mysql.database_url, postgres.database_url))
+        if table.primary_key:
+            checks.append(sample_check(table, sample_rows(mysql.database_url, postgres.database_url, table, window,
+                                                          table.checks.sampled_rows_match.rows)))
         for failed in (c for c in checks if not c.passed):
             alerts.send(alerts.Alert("check_failed", asset_key(table).to_user_string(), _check_reason(failed),
                                      partition=partition, run_id=run_id, check=failed.check_name,

@@ -72,6 +72,9 @@ class CastRule:
     name: str
     data_types: frozenset[str]
     pg_type: Callable[[MySQLColumn], str]
+    # What the value is, for the checks that compare both sides (parity): boolean, integer, decimal,
+    # float, double, bit, string, set, json, binary, date, datetime, timestamp, time, spatial, other.
+    kind: str = "other"
     read: str = "{col}"
     to_staging: Callable[[pl.Expr], pl.Expr] = _same
     when: Callable[[MySQLColumn], bool] = _always
@@ -152,6 +155,7 @@ CASTING_RULES: tuple[CastRule, ...] = (
         converted="({col} NOT IN (0, 1))",
         converted_as="non-0/1 value → true",
         note="MySQL's boolean idiom; a value other than 0 and 1 becomes true and is counted",
+        kind="boolean",
     ),
     CastRule(
         "tinyint → smallint",
@@ -159,23 +163,54 @@ CASTING_RULES: tuple[CastRule, ...] = (
         _fixed("smallint"),
         to_staging=_cast(pl.Int16),
         note="signed and unsigned",
+        kind="integer",
     ),
     CastRule(
-        "smallint → smallint", frozenset({"smallint"}), _fixed("smallint"), to_staging=_cast(pl.Int16), when=_signed
+        "smallint → smallint",
+        frozenset({"smallint"}),
+        _fixed("smallint"),
+        to_staging=_cast(pl.Int16),
+        when=_signed,
+        kind="integer",
     ),
-    CastRule("smallint unsigned → integer", frozenset({"smallint"}), _fixed("integer"), to_staging=_cast(pl.Int32)),
+    CastRule(
+        "smallint unsigned → integer",
+        frozenset({"smallint"}),
+        _fixed("integer"),
+        to_staging=_cast(pl.Int32),
+        kind="integer",
+    ),
     CastRule(
         "mediumint → integer",
         frozenset({"mediumint"}),
         _fixed("integer"),
         to_staging=_cast(pl.Int32),
         note="signed and unsigned",
+        kind="integer",
     ),
     CastRule(
-        "int → integer", frozenset({"int", "integer"}), _fixed("integer"), to_staging=_cast(pl.Int32), when=_signed
+        "int → integer",
+        frozenset({"int", "integer"}),
+        _fixed("integer"),
+        to_staging=_cast(pl.Int32),
+        when=_signed,
+        kind="integer",
     ),
-    CastRule("int unsigned → bigint", frozenset({"int", "integer"}), _fixed("bigint"), to_staging=_cast(pl.Int64)),
-    CastRule("bigint → bigint", frozenset({"bigint"}), _fixed("bigint"), to_staging=_cast(pl.Int64), when=_signed),
+    CastRule(
+        "int unsigned → bigint",
+        frozenset({"int", "integer"}),
+        _fixed("bigint"),
+        to_staging=_cast(pl.Int64),
+        kind="integer",
+    ),
+    CastRule(
+        "bigint → bigint",
+        frozenset({"bigint"}),
+        _fixed("bigint"),
+        to_staging=_cast(pl.Int64),
+        when=_signed,
+        kind="integer",
+    ),
     # An AUTO_INCREMENT key never nears 2^63 in practice and must stay an integer to be an
     # identity; it travels as text so that a value beyond bigint is refused by PostgreSQL and
     # rejected with a reason, never wrapped around.
@@ -186,6 +221,7 @@ CASTING_RULES: tuple[CastRule, ...] = (
         to_staging=_cast(pl.String),
         when=lambda c: c.auto_increment,
         note="an identity; a value past 2^63-1 is rejected with a reason",
+        kind="integer",
     ),
     # 2^64-1 does not fit in bigint; numeric(20) holds the whole unsigned range exactly.
     CastRule(
@@ -194,6 +230,7 @@ CASTING_RULES: tuple[CastRule, ...] = (
         _fixed("numeric(20)"),
         to_staging=_cast(pl.String),
         note="exact up to 18446744073709551615",
+        kind="integer",
     ),
     CastRule(
         "decimal(p,s) → numeric(p,s)",
@@ -201,13 +238,15 @@ CASTING_RULES: tuple[CastRule, ...] = (
         _numeric,
         read="CAST({col} AS CHAR)",
         note="read as text: exact up to DECIMAL(65,30)",
+        kind="decimal",
     ),
-    CastRule("float → real", frozenset({"float"}), _fixed("real"), to_staging=_cast(pl.Float32)),
+    CastRule("float → real", frozenset({"float"}), _fixed("real"), to_staging=_cast(pl.Float32), kind="float"),
     CastRule(
         "double → double precision",
         frozenset({"double", "real"}),
         _fixed("double precision"),
         to_staging=_cast(pl.Float64),
+        kind="double",
     ),
     CastRule(
         "bit(1) → boolean",
@@ -216,15 +255,23 @@ CASTING_RULES: tuple[CastRule, ...] = (
         read="CAST({col} AS UNSIGNED)",
         to_staging=_cast(pl.Boolean),
         when=lambda c: c.numeric_precision == 1,
+        kind="boolean",
     ),
-    CastRule("bit(n) → bit varying(n)", frozenset({"bit"}), _bit, read="LPAD(BIN({col}), {width}, '0')"),
+    CastRule("bit(n) → bit varying(n)", frozenset({"bit"}), _bit, read="LPAD(BIN({col}), {width}, '0')", kind="bit"),
     CastRule(
         "char(n)/varchar(n) → varchar(n)",
         frozenset({"char", "varchar"}),
         _varchar,
         note="NUL bytes removed and counted",
+        kind="string",
     ),
-    CastRule("text → text", _TEXT_TYPES, _fixed("text"), note="TINYTEXT … LONGTEXT; NUL bytes removed and counted"),
+    CastRule(
+        "text → text",
+        _TEXT_TYPES,
+        _fixed("text"),
+        note="TINYTEXT … LONGTEXT; NUL bytes removed and counted",
+        kind="string",
+    ),
     CastRule(
         "enum → text",
         frozenset({"enum"}),
@@ -233,15 +280,30 @@ CASTING_RULES: tuple[CastRule, ...] = (
         invalid="({col} + 0 = 0)",
         invalid_as="not one of the ENUM's values (MySQL's invalid-ENUM marker '')",
         note="with a CHECK of its values (option enum_check); '' (MySQL's invalid ENUM) is rejected",
+        kind="string",
     ),
-    CastRule("set → text[]", frozenset({"set"}), _fixed("text[]"), to_staging=_set_to_list, note="the empty set is {}"),
+    CastRule(
+        "set → text[]",
+        frozenset({"set"}),
+        _fixed("text[]"),
+        to_staging=_set_to_list,
+        note="the empty set is {}",
+        kind="set",
+    ),
     CastRule(
         "json → jsonb",
         frozenset({"json"}),
         _fixed("jsonb"),
         note="MariaDB's JSON (LONGTEXT with json_valid) too; a \\u0000 escape is rejected: jsonb cannot hold it",
+        kind="json",
     ),
-    CastRule("binary/blob → bytea", _BINARY_TYPES, _fixed("bytea"), note="BINARY, VARBINARY, TINYBLOB … LONGBLOB"),
+    CastRule(
+        "binary/blob → bytea",
+        _BINARY_TYPES,
+        _fixed("bytea"),
+        note="BINARY, VARBINARY, TINYBLOB … LONGBLOB",
+        kind="binary",
+    ),
     CastRule(
         "date → date",
         frozenset({"date"}),
@@ -249,6 +311,7 @@ CASTING_RULES: tuple[CastRule, ...] = (
         read=_ZERO_DATE_TO_NULL,
         **_ZERO_DATES,
         note="zero dates ('0000-00-00', '2024-00-10') become NULL and are counted",
+        kind="date",
     ),
     CastRule(
         "datetime → timestamp",
@@ -257,6 +320,7 @@ CASTING_RULES: tuple[CastRule, ...] = (
         read=_ZERO_DATE_TO_NULL,
         **_ZERO_DATES,
         note="zero dates become NULL and are counted",
+        kind="datetime",
     ),
     CastRule(
         "timestamp → timestamptz",
@@ -266,6 +330,7 @@ CASTING_RULES: tuple[CastRule, ...] = (
         to_staging=_time_zone_utc,
         **_ZERO_DATES,
         note="read in UTC (session time_zone '+00:00'): the same instant whatever the server's zone",
+        kind="timestamp",
     ),
     # TIME spans -838:59:59 to 838:59:59: an interval, not a time of day.
     CastRule(
@@ -274,14 +339,16 @@ CASTING_RULES: tuple[CastRule, ...] = (
         _fixed("interval"),
         read="CAST({col} AS CHAR)",
         note="-838:59:59 … 838:59:59 is a duration, not a time of day",
+        kind="time",
     ),
-    CastRule("year → smallint", frozenset({"year"}), _fixed("smallint"), to_staging=_cast(pl.Int16)),
+    CastRule("year → smallint", frozenset({"year"}), _fixed("smallint"), to_staging=_cast(pl.Int16), kind="integer"),
     CastRule(
         "spatial → bytea (WKB)",
         _SPATIAL_TYPES,
         _fixed("bytea"),
         read="ST_AsBinary({col})",
         note="ST_AsBinary: well-known binary",
+        kind="spatial",
     ),
 )
 

@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from mysql_pg_assets.canonical import comparable, mysql_text, pg_text
 from mysql_pg_assets.catalog import TOMBSTONE_COLUMN, ColumnPlan, TablePlan
 from mysql_pg_assets.connections import mysql_connection, pg_connection, relation_exists
 from mysql_pg_assets.extract import Window, window_sql
@@ -59,8 +60,6 @@ def postgres_row_count(url: DatabaseUrl, table: TablePlan) -> int | None:
         ).fetchone()[0])
 
 
-_INTEGERS = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint", "year"}
-_STRINGS = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum"}
 _NULL_MARK = 1  # chr(1) stands for NULL in the row text, which no text column holds in practice
 
 
@@ -73,42 +72,18 @@ class Fingerprint:
 
 
 def checksum_columns(table: TablePlan) -> list[ColumnPlan]:
-    """The columns whose text both databases render alike: integers, decimals, strings, dates.
-
-    Floats, JSON, binary, bits, sets, times and overridden types are left out of the checksum
-    (the row count still covers their rows).
-    """
-    def comparable(column: ColumnPlan) -> bool:
-        source = column.source
-        if column.pg_type != column.rule.pg_type(source) or column.pg_type == "boolean":
-            return False
-        return source.data_type in _INTEGERS | _STRINGS | {"decimal", "numeric", "date", "datetime", "timestamp"}
-
+    """The columns both databases write alike (``canonical``): every type, as the mapping converts it.
+    A column whose PostgreSQL type the spec overrides is left out; the row count still covers it."""
     return [c for c in table.columns if comparable(c)]
 
 
 def _mysql_text(column: ColumnPlan) -> str:
-    name, kind = mysql_ident(column.source.name), column.source.data_type
-    if kind in _STRINGS:
-        text = f"REPLACE(CONVERT({name} USING utf8mb4), CHAR(0 USING utf8mb4), '')"
-    elif kind in ("date", "datetime", "timestamp"):
-        value = f"IF(MONTH({name}) = 0 OR DAYOFMONTH({name}) = 0, NULL, {name})"
-        text = f"DATE_FORMAT({value}, '%Y-%m-%d')" if kind == "date" else \
-            f"DATE_FORMAT({value}, '%Y-%m-%d %H:%i:%s.%f')"
-    else:
-        text = f"CAST({name} AS CHAR)"
+    text = mysql_text(column, mysql_ident(column.source.name))
     return f"COALESCE(CONVERT({text} USING utf8mb4), CHAR({_NULL_MARK} USING utf8mb4))"
 
 
 def _pg_text(column: ColumnPlan) -> str:
-    name = pg_ident(column.target_name)
-    if column.source.data_type in ("datetime", "timestamp"):
-        text = f"to_char({name}, 'YYYY-MM-DD HH24:MI:SS.US')"
-    elif column.source.data_type == "date":
-        text = f"to_char({name}, 'YYYY-MM-DD')"
-    else:
-        text = f"{name}::text"
-    return f"COALESCE({text}, chr({_NULL_MARK}))"
+    return f"COALESCE({pg_text(column, pg_ident(column.target_name))}, chr({_NULL_MARK}))"
 
 
 def _scope_sql(table: TablePlan, window: Window | None) -> tuple[str, tuple, str, tuple]:
@@ -139,7 +114,6 @@ def fingerprints(
     # || rather than concat_ws: a PostgreSQL function takes at most 100 arguments.
     pg_row = " || '|' || ".join(_pg_text(c) for c in columns) if columns else "''"
     with mysql_connection(mysql_url) as connection, connection.cursor() as cur:
-        cur.execute("SET time_zone = '+00:00'")
         cur.execute(
             f"SELECT COUNT(*), COALESCE(SUM(CAST(CONV(SUBSTRING(MD5({mysql_row}), 1, 15), 16, 10) AS UNSIGNED)), 0)"
             f" FROM {mysql_qualified(table.source_database, table.source_table)}{mysql_where}", mysql_params)
@@ -212,7 +186,8 @@ def _set(value: Any) -> tuple[str, ...]:
 
 
 def _json_text(value: Any) -> Any:
-    return json.loads(value)
+    # Numbers as decimals: a float would make 1e400 infinite on one side and exact on the other.
+    return json.loads(value, parse_float=Decimal, parse_int=Decimal)
 
 
 def _utc(value: Any) -> Any:
@@ -231,29 +206,21 @@ def _bytes(value: Any) -> bytes:
 
 
 def _normalizer(column: ColumnPlan, side: str) -> Callable[[Any], Any]:
-    """How one column's values compare; ``side`` is "mysql" or "postgres"."""
-    rule = column.rule.name
+    """How one column's values compare, by the kind of its casting rule; ``side`` is "mysql" or "postgres"."""
+    kind = column.rule.kind
     if column.pg_type == "boolean":
         return lambda v: bool(_bits(v)) if isinstance(v, bytes) else bool(v)
-    if rule.startswith("bit(n)"):
-        return _bits
-    if rule.startswith("set"):
-        return _set
-    if rule.startswith("json"):
-        return _json_text if side == "mysql" else (lambda v: v)  # psycopg already parsed jsonb
-    if rule.startswith("timestamp"):
-        return _utc
-    if rule.startswith(("date ", "datetime")):
-        return _temporal
-    if rule.startswith("float"):
-        return _float32
-    if rule.startswith(("decimal", "bigint unsigned")):
-        return Decimal
-    if rule.startswith("spatial") and side == "mysql":
+    if kind == "json":
+        return _json_text  # both sides read as text (_pg_read)
+    if kind == "spatial" and side == "mysql":
         return lambda v: bytes(v)[4:]  # MySQL's internal form is a 4-byte SRID, then WKB
-    if column.pg_type == "bytea":
-        return _bytes
-    return lambda v: v
+    if kind == "string" and side == "mysql":
+        return lambda v: v.replace("\x00", "")  # the mapping removes NUL, which PostgreSQL text cannot hold
+    by_kind: dict[str, Callable[[Any], Any]] = {
+        "bit": _bits, "set": _set, "timestamp": _utc, "date": _temporal, "datetime": _temporal,
+        "float": _float32, "decimal": Decimal, "integer": int, "binary": _bytes, "spatial": _bytes,
+    }
+    return by_kind.get(kind, _bytes if column.pg_type == "bytea" else (lambda v: v))
 
 
 def _normalized(rows: list[tuple], normalizers: list[Callable[[Any], Any]]) -> list[tuple]:
@@ -264,10 +231,15 @@ def _sort_key(row: tuple) -> tuple:
     return tuple((v is None, repr(v)) for v in row)
 
 
+def _pg_read(column: ColumnPlan) -> str:
+    quoted = pg_ident(column.target_name)
+    return f"{quoted}::text" if column.rule.kind == "json" and column.pg_type == "jsonb" else quoted
+
+
 def _mysql_read(column: ColumnPlan) -> str:
     # The text protocol prints a FLOAT with 6 significant digits; as a DOUBLE it is exact.
     quoted = mysql_ident(column.source.name)
-    return f"CAST({quoted} AS DOUBLE)" if column.rule.name.startswith("float") else quoted
+    return f"CAST({quoted} AS DOUBLE)" if column.rule.kind == "float" else quoted
 
 
 def compare_rows(
@@ -275,7 +247,6 @@ def compare_rows(
 ) -> TableParity:
     """Compare every row and every value of one table. Meant for tests and demo-sized tables."""
     with mysql_connection(mysql_url) as connection, connection.cursor() as cur:
-        cur.execute("SET time_zone = '+00:00'")
         cur.execute(
             f"SELECT {', '.join(_mysql_read(c) for c in table.columns)} "
             f"FROM {mysql_qualified(table.source_database, table.source_table)}"
@@ -286,7 +257,7 @@ def compare_rows(
     if target_count is not None:
         with pg_connection(postgres_url) as connection:
             target_rows = connection.execute(
-                f"SELECT {pg_idents(c.target_name for c in table.columns)} "
+                f"SELECT {', '.join(_pg_read(c) for c in table.columns)} "
                 f"FROM {pg_qualified(table.target_schema, table.target_table)}{_alive(table)}"
             ).fetchall()
     expected = sorted(_normalized(source_rows, [_normalizer(c, "mysql") for c in table.columns]), key=_sort_key)
@@ -300,6 +271,80 @@ def compare_rows(
             changed = {n: (s, t) for n, s, t in zip(names, source_row, target_row, strict=True) if s != t}
             differences.append(f"row {dict(zip(names, source_row, strict=True))!r}: {changed!r}")
     return TableParity(table, len(source_rows), target_count, tuple(differences))
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Rows picked at random from what PostgreSQL holds in a scope, read again from both sides by their
+    key and compared value by value, every column of every type."""
+
+    compared: int
+    differences: tuple[dict[str, Any], ...]  # {"key", "column", "mysql", "postgres"}, values as text
+
+    @property
+    def equal(self) -> bool:
+        return not self.differences
+
+
+def _shown(value: Any, limit: int = 200) -> str | None:
+    text = None if value is None else repr(value)
+    return text if text is None or len(text) <= limit else text[:limit] + "…"
+
+
+def _mysql_key(value: Any) -> Any:
+    # A timestamptz key read from PostgreSQL is an aware instant; the MySQL session runs in UTC.
+    return value.astimezone(UTC).replace(tzinfo=None) if isinstance(value, datetime) and value.tzinfo else value
+
+
+def sample_rows(
+    mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, table: TablePlan, window: Window | None, rows: int = 20,
+    max_differences: int = 20,
+) -> Sample:
+    """``rows`` keys drawn at random from PostgreSQL's rows of the scope (a big table: from a sample of its
+    pages), their rows read from both sides and compared after the documented conversions. A key MySQL no
+    longer has is a difference too. Needs a primary key."""
+    assert table.primary_key, table.target_label
+    key_columns = [c for c in table.columns if c.target_name in table.primary_key]
+    target = pg_qualified(table.target_schema, table.target_table)
+    _, _, pg_where, pg_params = _scope_sql(table, window)
+    keys_sql = pg_idents(c.target_name for c in key_columns)
+    with pg_connection(postgres_url) as connection:
+        estimate = connection.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", (target,)).fetchone()
+        sampled = f" TABLESAMPLE SYSTEM ({min(100.0, 2000 * 100 / estimate[0]):.4f})" \
+            if window is None and estimate and estimate[0] > 200_000 else ""
+        keys = connection.execute(f"SELECT {keys_sql} FROM {target}{sampled}{pg_where} ORDER BY random() LIMIT %s",
+                                  (*pg_params, rows)).fetchall()
+        if not keys:
+            return Sample(0, ())
+        matches = " OR ".join(["(" + " AND ".join(f"{pg_ident(c.target_name)} = %s" for c in key_columns) + ")"]
+                              * len(keys))
+        target_rows = connection.execute(
+            f"SELECT {', '.join(_pg_read(c) for c in table.columns)} FROM {target} WHERE {matches}",
+            [v for key in keys for v in key]).fetchall()
+    mysql_matches = " OR ".join(["(" + " AND ".join(f"{mysql_ident(c.source.name)} = %s" for c in key_columns)
+                                 + ")"] * len(keys))
+    with mysql_connection(mysql_url) as connection, connection.cursor() as cur:
+        cur.execute(f"SELECT {', '.join(_mysql_read(c) for c in table.columns)} FROM "
+                    f"{mysql_qualified(table.source_database, table.source_table)} WHERE {mysql_matches}",
+                    [_mysql_key(v) for key in keys for v in key])
+        source_rows = list(cur.fetchall())
+    names = [c.target_name for c in table.columns]
+    positions = [names.index(c.target_name) for c in key_columns]
+
+    def by_key(found: list[tuple], side: str) -> dict[tuple, tuple]:
+        normalized = _normalized(found, [_normalizer(c, side) for c in table.columns])
+        return {tuple(row[i] for i in positions): row for row in normalized}
+
+    source, copy = by_key(source_rows, "mysql"), by_key(target_rows, "postgres")
+    differences: list[dict[str, Any]] = []
+    for key, row in copy.items():
+        shown_key = {names[i]: _shown(v) for i, v in zip(positions, key, strict=True)}
+        if key not in source:
+            differences.append({"key": shown_key, "column": None, "mysql": "(no such row)", "postgres": "(row)"})
+            continue
+        differences += [{"key": shown_key, "column": name, "mysql": _shown(a), "postgres": _shown(b)}
+                        for name, a, b in zip(names, source[key], row, strict=True) if a != b]
+    return Sample(len(copy), tuple(differences[:max_differences]))
 
 
 def schema_differences(url: DatabaseUrl, table: TablePlan) -> list[str]:

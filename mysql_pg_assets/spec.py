@@ -105,6 +105,10 @@ class RejectRate(CheckSetting):
     max: float = Field(0.01, ge=0, le=1, description="largest share of the rows read that may be rejected")
 
 
+class SampledRows(CheckSetting):
+    rows: int = Field(20, ge=1, le=10_000, description="rows drawn at random per load and compared value by value")
+
+
 class Checks(_Strict):
     """How each asset check's failure shows (and the reject rate's threshold)."""
 
@@ -113,6 +117,7 @@ class Checks(_Strict):
     row_count_parity: CheckSetting = Field(default_factory=CheckSetting)
     table_row_count_parity: CheckSetting = Field(default_factory=CheckSetting)
     checksum_parity: CheckSetting = Field(default_factory=CheckSetting)
+    sampled_rows_match: SampledRows = Field(default_factory=SampledRows)
     schema_conforms: CheckSetting = Field(default_factory=CheckSetting)
 
 
@@ -124,6 +129,7 @@ class TableChecks(_Strict):
     row_count_parity: CheckSetting | None = None
     table_row_count_parity: CheckSetting | None = None
     checksum_parity: CheckSetting | None = None
+    sampled_rows_match: SampledRows | None = None
     schema_conforms: CheckSetting | None = None
 
     def over(self, defaults: Checks) -> Checks:
