@@ -23,6 +23,7 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
     MonthlyPartitionsDefinition,
+    PartitionKeyRange,
     TableColumn,
     TableColumnConstraints,
     TableSchema,
@@ -40,6 +41,7 @@ from mysql_pg_assets.parity import (
     Sample,
     checksum_columns,
     fingerprints,
+    partition_row_counts,
     rejects_sample,
     sample_rows,
     schema_differences,
@@ -72,7 +74,30 @@ def asset_key(table: TablePlan) -> AssetKey:
     return AssetKey([dagster_safe_name(table.target_schema), table.asset_name])
 
 
-def materialization_metadata(table: TablePlan, result: LoadResult) -> dict[str, object]:
+def human_duration(seconds: float) -> str:
+    """'2 d 3 h', '3 h 12 min', '4 min 5 s', '12.5 s': a lag as a person reads it."""
+    whole = int(abs(seconds))
+    days, hours, minutes = whole // 86_400, whole % 86_400 // 3_600, whole % 3_600 // 60
+    sign = "-" if seconds < 0 else ""
+    if days:
+        return f"{sign}{days} d {hours} h"
+    if hours:
+        return f"{sign}{hours} h {minutes} min"
+    if minutes:
+        return f"{sign}{minutes} min {whole % 60} s"
+    return f"{sign}{abs(seconds):.1f} s"
+
+
+# In a run over several partitions these describe the whole run, and say so by their name.
+_RANGE_FIGURES = ("values_rejected", "values_converted", "conversions", "duration_s", "rows_per_s", "lag_s", "lag",
+                  "newest_source_value", "watermark")
+
+
+def materialization_metadata(table: TablePlan, result: LoadResult, run_range: str | None = None) -> dict[str, object]:
+    """What every partition of the run (or the table) shows. With ``run_range`` (a run over several
+    partitions) the row figures are each partition's own (``partition_metadata``) and the figures only
+    the whole run has are named ``range_…``, beside ``range``, so no plot shows one run's totals as a
+    partition's."""
     metadata: dict[str, object] = {
         "dagster/row_count": result.rows_loaded,
         "rows_read": result.rows_read,
@@ -96,9 +121,19 @@ def materialization_metadata(table: TablePlan, result: LoadResult) -> dict[str, 
         metadata["watermark"] = MetadataValue.text(result.watermark)
     if result.newest_source_value is not None:
         metadata["newest_source_value"] = MetadataValue.timestamp(result.newest_source_value)
-        lag = datetime.now(UTC) - result.newest_source_value
-        metadata["lag_s"] = MetadataValue.float(round(lag.total_seconds(), 1))
-    return metadata
+        lag = (datetime.now(UTC) - result.newest_source_value).total_seconds()
+        metadata["lag_s"] = MetadataValue.float(round(lag, 1))
+        metadata["lag"] = MetadataValue.text(human_duration(lag))
+    if run_range is None:
+        return metadata
+    ranged = {f"range_{k}" if k in _RANGE_FIGURES else k: v for k, v in metadata.items()}
+    return {"range": MetadataValue.text(run_range), **ranged}
+
+
+def partition_metadata(result: LoadResult, rows_in_postgres: dict[int, int]) -> dict[int, dict[str, object]]:
+    """Each partition's own figures in a run over several (by its position in the run's range)."""
+    return {position: {"dagster/row_count": rows_in_postgres.get(position, 0), **figures}
+            for position, figures in result.by_partition.items()}
 
 
 _PARTITIONS: dict[str, type[TimeWindowPartitionsDefinition]] = {
@@ -127,17 +162,25 @@ def partition_window(table: TablePlan, first: str, last: str) -> Window:
     assert partitions is not None, table.target_label
     start = partitions.time_window_for_partition_key(first).start
     end = partitions.time_window_for_partition_key(last).end
+    splits = tuple(partitions.time_window_for_partition_key(key).start
+                   for key in range_keys(table, first, last)[1:])  # a range: its figures per partition
     return Window(None if first == partitions.get_first_partition_key() else start,
-                  None if last == partitions.get_last_partition_key() else end)
+                  None if last == partitions.get_last_partition_key() else end, splits)
 
 
-def _scope(context: AssetExecutionContext, table: TablePlan) -> tuple[Window | None, str | None]:
-    """The run's window (one partition, or a whole range in a single-run backfill) and its label."""
+def range_keys(table: TablePlan, first: str, last: str) -> list[str]:
+    partitions = partitions_for(table)
+    assert partitions is not None, table.target_label
+    return partitions.get_partition_keys_in_range(PartitionKeyRange(first, last))
+
+
+def _scope(context: AssetExecutionContext, table: TablePlan) -> tuple[Window | None, str | None, list[str]]:
+    """The run's window (one partition, or a whole range in a single-run backfill), its label and keys."""
     if table.partition is None:
-        return None, None
+        return None, None, []
     keys = context.partition_key_range
     label = keys.start if keys.start == keys.end else f"{keys.start}...{keys.end}"
-    return partition_window(table, keys.start, keys.end), label
+    return partition_window(table, keys.start, keys.end), label, range_keys(table, keys.start, keys.end)
 
 
 ROWS_VALID = "rows_valid"
@@ -306,7 +349,7 @@ def build_table_asset(table: TablePlan) -> AssetsDefinition:
         },
     )
     def _sync(context: AssetExecutionContext, mysql: MySQLSource, postgres: PostgresTarget) -> MaterializeResult:
-        window, partition = _scope(context, table)
+        window, partition, keys = _scope(context, table)
         run_id = context.run.run_id
         result = sync_table(table, mysql.database_url, postgres.database_url, run_id=run_id,
                             window=window, partition=partition)
@@ -335,7 +378,13 @@ def build_table_asset(table: TablePlan) -> AssetsDefinition:
             alerts.send(alerts.Alert("check_failed", asset_key(table).to_user_string(), _check_reason(failed),
                                      partition=partition, run_id=run_id, check=failed.check_name,
                                      severity=failed.severity.value.lower()))
-        return MaterializeResult(metadata=materialization_metadata(table, result), check_results=checks)
+        run_range = None
+        if result.by_partition:  # one run over several partitions: each shows its own figures
+            run_range = f"{partition} ({len(keys)} partitions, one run)"
+            counts = partition_row_counts(postgres.database_url, table, window)
+            for position, metadata in partition_metadata(result, counts).items():
+                context.add_asset_metadata(metadata, partition_key=keys[position])
+        return MaterializeResult(metadata=materialization_metadata(table, result, run_range), check_results=checks)
 
     return _sync
 

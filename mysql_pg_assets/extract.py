@@ -35,6 +35,9 @@ class Window:
 
     start: datetime | None
     end: datetime | None
+    # A range of several partitions: where the 2nd, 3rd, … begin, so each row's partition (0: the
+    # first) can be counted on the way: a range's figures are reported per partition.
+    splits: tuple[datetime, ...] = ()
 
 
 @dataclass(frozen=True)

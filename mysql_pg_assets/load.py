@@ -33,6 +33,7 @@ import queue
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -135,6 +136,9 @@ class LoadResult:
     schema_changes: tuple[str, ...] = ()  # the migration this load applied (migrate.Migration.summary)
     schema_pending: tuple[str, ...] = ()  # what of it waits for a load that covers every row
     rejects_table: str = "mysql_pg_assets.rejects"  # where this load's rejects are (see meta)
+    # A range of several partitions: per partition (0: the range's first), rows_read, rows_rejected,
+    # rows_inserted, rows_updated, rows_deleted.
+    by_partition: dict[int, dict[str, int]] = field(default_factory=dict)
 
     @property
     def rows_loaded(self) -> int:
@@ -197,18 +201,23 @@ def _staged_values(table: TablePlan, alias: str = "s") -> dict[str, str]:
     return {c.target_name: f"{alias}.{staging_name(i)}::{pg_type(c.pg_type)}" for i, c in enumerate(table.columns)}
 
 
-_COUNT_WRITTEN = "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"
+_COUNT_WRITTEN = ("SELECT bucket, count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
+                  " FROM written GROUP BY bucket")
 
 
-def insert_sql(table: TablePlan, rows: str) -> str:
-    """A plain INSERT of every staged row: for a table created by this load, still without a key."""
+def insert_sql(table: TablePlan, rows: str, bucket: str | None = None) -> str:
+    """A plain INSERT of every staged row: for a table created by this load, still without a key.
+    With ``bucket`` (an expression over the target row ``t``), the rows written per bucket."""
     target = pg_qualified(table.target_schema, table.target_table)
     values = ", ".join(_staged_values(table).values())
     names = pg_idents(c.target_name for c in table.columns)
-    return f"INSERT INTO {target} ({names}) SELECT {values} FROM {rows} s"
+    insert = f"INSERT INTO {target} AS t ({names}) SELECT {values} FROM {rows} s"
+    if bucket is None:
+        return insert
+    return f"WITH written AS ({insert} RETURNING true AS inserted, {bucket} AS bucket)\n" + _COUNT_WRITTEN
 
 
-def upsert_sql(table: TablePlan, rows: str) -> str:
+def upsert_sql(table: TablePlan, rows: str, bucket: str | None = None) -> str:
     target = pg_qualified(table.target_schema, table.target_table)
     names = [c.target_name for c in table.columns]
     values = list(_staged_values(table).values())
@@ -216,8 +225,9 @@ def upsert_sql(table: TablePlan, rows: str) -> str:
         names.append(TOMBSTONE_COLUMN)
         values.append("NULL::timestamptz")
     insert = f"INSERT INTO {target} AS t ({pg_idents(names)})\n  SELECT {', '.join(values)} FROM {rows} s"
+    by = bucket or "0"
     if not table.primary_key:
-        return f"WITH written AS ({insert}\n  RETURNING true AS inserted)\n" + _COUNT_WRITTEN
+        return f"WITH written AS ({insert}\n  RETURNING true AS inserted, {by} AS bucket)\n" + _COUNT_WRITTEN
     others = [n for n in names if n not in table.primary_key]
     if others:
         assignments = ", ".join(f"{pg_ident(n)} = EXCLUDED.{pg_ident(n)}" for n in others)
@@ -228,7 +238,7 @@ def upsert_sql(table: TablePlan, rows: str) -> str:
         conflict = "DO NOTHING"
     # xmax = 0 tells a freshly inserted row from one the ON CONFLICT branch updated.
     return (f"WITH written AS ({insert}\n  ON CONFLICT ({pg_idents(table.primary_key)}) {conflict}\n"
-            f"  RETURNING (t.xmax = 0) AS inserted)\n" + _COUNT_WRITTEN)
+            f"  RETURNING (t.xmax = 0) AS inserted, {by} AS bucket)\n" + _COUNT_WRITTEN)
 
 
 def pg_window_bound(table: TablePlan, value: datetime) -> datetime:
@@ -258,6 +268,25 @@ def pg_window_sql(table: TablePlan, window: Window, alias: str = "t") -> tuple[s
     return " AND ".join(bounds), params
 
 
+def bucket_sql(table: TablePlan, scope: Scope, column: str) -> tuple[str, list[object]] | None:
+    """The partition of a range that a row is in (0: the first; NULL and earlier rows are the first's),
+    given the SQL of its partition column; None when the load is not a range of several partitions.
+    The load's transaction runs in UTC, so a timestamp column compares as the instant it stands for."""
+    if not isinstance(scope, Window) or not scope.splits:
+        return None
+    splits = [b.astimezone(UTC) if b.tzinfo else b.replace(tzinfo=UTC) for b in scope.splits]
+    return f"coalesce(width_bucket(({column})::timestamptz, %s::timestamptz[]), 0)", [splits]
+
+
+def _target_bucket(table: TablePlan, scope: Scope) -> tuple[str, list[object]] | None:
+    return bucket_sql(table, scope, f"t.{pg_ident(table.partition.column)}") if table.partition else None
+
+
+def _staged_bucket(table: TablePlan, scope: Scope) -> tuple[str, list[object]] | None:
+    column = table.partition_column
+    return bucket_sql(table, scope, _staged_values(table)[column.target_name]) if column else None
+
+
 def delete_missing_sql(
     table: TablePlan, staging: Staging, scope: Scope, rows_staged: bool, keys_staged: bool
 ) -> tuple[str, list[object]]:
@@ -283,8 +312,13 @@ def delete_missing_sql(
     if table.tombstones:
         tombstone = pg_ident(TOMBSTONE_COLUMN)
         conditions.append(f"t.{tombstone} IS NULL")
-        return f"UPDATE {target} t SET {tombstone} = now() WHERE {' AND '.join(conditions)}", params
-    return f"DELETE FROM {target} t" + (f" WHERE {' AND '.join(conditions)}" if conditions else ""), params
+        statement = f"UPDATE {target} t SET {tombstone} = now() WHERE {' AND '.join(conditions)}"
+    else:
+        statement = f"DELETE FROM {target} t" + (f" WHERE {' AND '.join(conditions)}" if conditions else "")
+    bucket = _target_bucket(table, scope)
+    by, by_params = bucket if bucket else ("0", [])
+    return (f"WITH gone AS ({statement} RETURNING {by} AS bucket) SELECT bucket, count(*) FROM gone GROUP BY bucket",
+            [*params, *by_params])
 
 
 def _column_types(connection: psycopg.Connection, relation: str) -> dict[str, str]:
@@ -295,7 +329,9 @@ def _column_types(connection: psycopg.Connection, relation: str) -> dict[str, st
     ).fetchall())
 
 
-def _reject_refused_values(connection: psycopg.Connection, table: TablePlan, staging: Staging, rows: str) -> int:
+def _reject_refused_values(
+    connection: psycopg.Connection, table: TablePlan, staging: Staging, rows: str, scope: Scope
+) -> Counts:
     """Move every row of the batch ``rows`` holding a value PostgreSQL refuses to the rejects."""
     connection.execute(_REFUSAL_FUNCTION)
     connection.execute("CREATE TEMP TABLE IF NOT EXISTS mpa_refused "
@@ -326,28 +362,50 @@ def _reject_refused_values(connection: psycopg.Connection, table: TablePlan, sta
         connection.execute(f"INSERT INTO {staging.rejected_keys} {refused_keys}")
         connection.execute(f"DELETE FROM {staging.loaded_keys} k WHERE ({', '.join(f'k.{n}' for n in key_names)}) "
                            f"IN ({refused_keys})")
-    return connection.execute(
-        f"DELETE FROM {rows} s WHERE s.ctid IN (SELECT row_id FROM pg_temp.mpa_refused)").rowcount
+    bucket = _staged_bucket(table, scope)
+    by, params = bucket if bucket else ("0", [])
+    return _per_bucket(connection.execute(
+        f"WITH gone AS (DELETE FROM {rows} s WHERE s.ctid IN (SELECT row_id FROM pg_temp.mpa_refused)"
+        f" RETURNING {by} AS bucket) SELECT bucket, count(*) FROM gone GROUP BY bucket", params or None).fetchall(),
+        ("refused",))
 
 
-def _write(connection: psycopg.Connection, table: TablePlan, rows: str, new_table: bool) -> tuple[int, int]:
-    if new_table:
-        return connection.execute(insert_sql(table, rows)).rowcount, 0
-    inserted, updated = connection.execute(upsert_sql(table, rows)).fetchone()
-    return int(inserted), int(updated)
+Counts = dict[int, Counter]  # partition of the range (0 when the load is not a range) → what happened to its rows
+
+
+def _per_bucket(rows: Iterable[tuple], names: tuple[str, ...]) -> Counts:
+    counts: Counts = {}
+    for bucket, *values in rows:
+        counts.setdefault(int(bucket), Counter()).update(dict(zip(names, map(int, values), strict=True)))
+    return counts
+
+
+def _add(total: Counts, more: Counts) -> None:
+    for bucket, counter in more.items():
+        total.setdefault(bucket, Counter()).update(counter)
+
+
+def _write(connection: psycopg.Connection, table: TablePlan, rows: str, new_table: bool, scope: Scope) -> Counts:
+    bucket = _target_bucket(table, scope)
+    by, params = bucket if bucket else (None, [])
+    if new_table and by is None:
+        return {0: Counter(inserted=connection.execute(insert_sql(table, rows)).rowcount)}
+    sql = insert_sql(table, rows, by) if new_table else upsert_sql(table, rows, by)
+    return _per_bucket(connection.execute(sql, params or None).fetchall(), ("inserted", "updated"))
 
 
 def _merge(
-    connection: psycopg.Connection, table: TablePlan, staging: Staging, rows: str, new_table: bool
-) -> tuple[int, int, int]:
-    """Upsert one staged batch; returns (inserted, updated, rows rejected by PostgreSQL)."""
+    connection: psycopg.Connection, table: TablePlan, staging: Staging, rows: str, new_table: bool, scope: Scope
+) -> Counts:
+    """Upsert one staged batch; returns, per partition, rows inserted, updated and rejected by PostgreSQL."""
     try:
         with connection.transaction():  # a savepoint: a refused value undoes only this statement
-            return (*_write(connection, table, rows, new_table), 0)
+            return _write(connection, table, rows, new_table, scope)
     except psycopg.DataError:  # SQLSTATE class 22: a value PostgreSQL cannot take
         pass
-    refused = _reject_refused_values(connection, table, staging, rows)
-    return (*_write(connection, table, rows, new_table), refused)  # now any error propagates
+    counts = _reject_refused_values(connection, table, staging, rows, scope)
+    _add(counts, _write(connection, table, rows, new_table, scope))  # now any error propagates
+    return counts
 
 
 class _Merger:
@@ -357,9 +415,11 @@ class _Merger:
     process of its own (MariaDB, one PostgreSQL backend for COPY, one for the transaction).
     """
 
-    def __init__(self, connection: psycopg.Connection, table: TablePlan, staging: Staging, new_table: bool) -> None:
+    def __init__(self, connection: psycopg.Connection, table: TablePlan, staging: Staging, new_table: bool,
+                 scope: Scope) -> None:
         self.connection, self.table, self.staging, self.new_table = connection, table, staging, new_table
-        self.inserted = self.updated = self.refused = 0
+        self.scope = scope
+        self.counts: Counts = {}
         self.watermarks: list[tuple[str | None, datetime | None]] = []
         self._queue: queue.Queue[str | None] = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
@@ -372,14 +432,15 @@ class _Merger:
             if self._error is not None:
                 continue  # drain: the main thread sees the error at its next submit
             try:
-                inserted, updated, refused = _merge(self.connection, self.table, self.staging, rows, self.new_table)
-                self.inserted, self.updated, self.refused = (
-                    self.inserted + inserted, self.updated + updated, self.refused + refused)
+                _add(self.counts, _merge(self.connection, self.table, self.staging, rows, self.new_table, self.scope))
                 if newest_sql:
                     self.watermarks.append(self.connection.execute(
                         f"SELECT {newest_sql[0]}, {newest_sql[1]} FROM {rows} s").fetchone())
             except BaseException as exc:
                 self._error = exc
+
+    def total(self, name: str) -> int:
+        return sum(counter[name] for counter in self.counts.values())
 
     def submit(self, rows: str) -> None:
         self._raise()
@@ -440,9 +501,26 @@ def _ingest(cursor: adbc.Cursor, schema: str, name: str, frame: pl.DataFrame, cr
     cursor.adbc_ingest(name, frame.to_arrow(), mode="append", db_schema_name=schema)
 
 
+@dataclass
+class _Tally:
+    """What the staged batches brought: rows read and rejected, in all and per partition of a range."""
+
+    rows_read: int = 0
+    rejected_rows: int = 0
+    conversions: Conversions = field(default_factory=Conversions)
+    by_partition: Counts = field(default_factory=dict)
+
+    def add(self, batch: ValidatedBatch) -> None:
+        self.rows_read += batch.rows.height + batch.rejected_rows
+        self.rejected_rows += batch.rejected_rows
+        self.conversions.add(batch.conversions)
+        _add(self.by_partition, {b: Counter(read=n) for b, n in batch.read_by_partition.items()})
+        _add(self.by_partition, {b: Counter(rejected=n) for b, n in batch.rejected_by_partition.items()})
+
+
 def _stage(
     postgres_url: DatabaseUrl, table: TablePlan, staging: Staging, batches: Iterable[ValidatedBatch],
-    keys: Iterable[pl.DataFrame], totals: dict[str, int], conversions: Conversions, merger: _Merger,
+    keys: Iterable[pl.DataFrame], tally: _Tally, merger: _Merger,
 ) -> tuple[bool, bool]:
     """COPY each batch into staging tables and hand it to the merger; returns what arrived."""
     connection = adbc_connect(postgres_url)
@@ -460,9 +538,7 @@ def _stage(
                     _ingest(cursor, schema, staging.name("loaded_keys"), batch.rows.select(key_names), create=first)
                 rows_staged = True
                 merger.submit(staging.relation(staging.batch(number)))
-                totals["rows_read"] += batch.rows.height + batch.rejected_rows
-                totals["rejected_rows"] += batch.rejected_rows
-                conversions.add(batch.conversions)
+                tally.add(batch)
             for frame in keys:
                 _ingest(cursor, staging.meta.schema, staging.name("source_keys"), frame, create=not keys_staged)
                 keys_staged = True
@@ -513,6 +589,18 @@ def last_watermark(postgres_url: DatabaseUrl, table: TablePlan) -> str | None:
         return row[0] if row else None
 
 
+def _by_partition(scope: Scope, staged: Counts, merged: Counts) -> dict[int, dict[str, int]]:
+    if not isinstance(scope, Window) or not scope.splits:
+        return {}
+    both = {b: staged.get(b, Counter()) + merged.get(b, Counter()) for b in range(len(scope.splits) + 1)}
+    return {b: {"rows_read": c["read"], "rows_rejected": c["rejected"] + c["refused"], "rows_inserted": c["inserted"],
+                "rows_updated": c["updated"], "rows_deleted": c["deleted"]} for b, c in both.items()}
+
+
+def _deleted(connection: psycopg.Connection, sql: str, params: list[object]) -> Counts:
+    return _per_bucket(connection.execute(sql, params).fetchall(), ("deleted",))
+
+
 def _scope_label(scope: Scope) -> str:
     return {Window: "partition", Since: "incremental"}.get(type(scope), "full")
 
@@ -523,8 +611,7 @@ def load_table(
 ) -> LoadResult:
     """Merge the scope's rows into the target in one transaction; see the module docstring."""
     started = time.perf_counter()
-    totals = {"rows_read": 0, "rejected_rows": 0}
-    conversions = Conversions()
+    tally = _Tally()
     watermark_from = scope.value if isinstance(scope, Since) else None
     with _table_lock(postgres_url, table) as (connection, meta):
         staging = Staging.for_table(table, meta)
@@ -543,20 +630,19 @@ def load_table(
                 migration = None if new_table else plan(connection, table)
                 if migration:
                     apply_before(connection, migration)
-                deleted = 0
+                deleted: Counts = {}
                 if not table.primary_key and not new_table:  # nothing to merge on: the scope is replaced
-                    deleted = connection.execute(*delete_missing_sql(table, staging, scope, False, False)).rowcount
-                merger = _Merger(connection, table, staging, new_table)
+                    deleted = _deleted(connection, *delete_missing_sql(table, staging, scope, False, False))
+                merger = _Merger(connection, table, staging, new_table, scope)
                 try:
                     rows_staged, keys_staged = _stage(
-                        postgres_url, table, staging, batches, source_keys, totals, conversions, merger)
+                        postgres_url, table, staging, batches, source_keys, tally, merger)
                 finally:
                     merger.finish()
                 if table.primary_key and new_table:
                     connection.execute(f"ALTER TABLE {target} ADD PRIMARY KEY ({pg_idents(table.primary_key)})")
                 elif table.primary_key:
-                    sql, params = delete_missing_sql(table, staging, scope, rows_staged, keys_staged)
-                    deleted = connection.execute(sql, params).rowcount
+                    deleted = _deleted(connection, *delete_missing_sql(table, staging, scope, rows_staged, keys_staged))
                 # Deferred foreign-key checks run now (a violation fails the load here, as it would at
                 # commit): PostgreSQL refuses DDL on a table with checks still pending.
                 connection.execute("SET CONSTRAINTS ALL IMMEDIATE")
@@ -573,11 +659,13 @@ def load_table(
                         f" FROM {staging.rejects}",
                         (run_id, table.source_label, table.target_label),
                     ).rowcount
+                _add(merger.counts, deleted)
                 result = LoadResult(
-                    totals["rows_read"], merger.inserted, merger.updated, deleted,
-                    totals["rejected_rows"] + merger.refused, rejected_values, time.perf_counter() - started,
-                    conversions, watermark or (str(watermark_from) if watermark_from is not None else None), newest,
+                    tally.rows_read, merger.total("inserted"), merger.total("updated"), merger.total("deleted"),
+                    tally.rejected_rows + merger.total("refused"), rejected_values, time.perf_counter() - started,
+                    tally.conversions, watermark or (None if watermark_from is None else str(watermark_from)), newest,
                     tuple(migration.summary()) if migration else (), tuple(pending), meta.label("rejects"),
+                    _by_partition(scope, tally.by_partition, merger.counts),
                 )
                 _record(connection, meta, table, result, run_id, scope, partition, watermark_from)
         except psycopg.Error as exc:

@@ -21,7 +21,7 @@ from mysql_pg_assets.canonical import comparable, mysql_text, pg_text
 from mysql_pg_assets.catalog import TOMBSTONE_COLUMN, ColumnPlan, TablePlan
 from mysql_pg_assets.connections import mysql_connection, pg_connection, relation_exists
 from mysql_pg_assets.extract import Window, window_sql
-from mysql_pg_assets.load import pg_window_sql
+from mysql_pg_assets.load import bucket_sql, pg_window_sql
 from mysql_pg_assets.meta import existing
 from mysql_pg_assets.migrate import expected_shape, table_shape
 from mysql_pg_assets.settings import DatabaseUrl
@@ -124,6 +124,20 @@ def fingerprints(
             f"SELECT count(*), coalesce(sum(('x' || substr(md5({pg_row}), 1, 15))::bit(60)::bigint), 0)"
             f" FROM {pg_qualified(table.target_schema, table.target_table)}{pg_where}", pg_params).fetchone()
     return Fingerprint(int(mysql_rows), int(mysql_sum)), Fingerprint(int(pg_rows), int(pg_sum))
+
+
+def partition_row_counts(url: DatabaseUrl, table: TablePlan, window: Window | None) -> dict[int, int]:
+    """Rows PostgreSQL holds in each partition of a range (by position in the range), after a load."""
+    assert table.partition is not None and window is not None, table.target_label
+    bucket = bucket_sql(table, window, pg_ident(table.partition.column))
+    by, by_params = bucket if bucket else ("0", [])
+    _, _, pg_where, pg_params = _scope_sql(table, window)
+    with pg_connection(url) as connection:
+        connection.execute("SET TimeZone = 'UTC'")  # a timestamp column compares as the instant it stands for
+        rows = connection.execute(
+            f"SELECT {by}, count(*) FROM {pg_qualified(table.target_schema, table.target_table)}{pg_where}"
+            f" GROUP BY 1", [*by_params, *pg_params]).fetchall()
+    return {int(bucket): int(count) for bucket, count in rows}
 
 
 @dataclass(frozen=True)

@@ -13,24 +13,35 @@ What a load reads (its scope):
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from datetime import datetime
 
 import pyarrow as pa
 
 from mysql_pg_assets.catalog import TablePlan
-from mysql_pg_assets.extract import DEFAULT_BATCH_ROWS, Scope, Since, Window, keys_sql, read_batches
+from mysql_pg_assets.extract import DEFAULT_BATCH_ROWS, Scope, Since, Window, keys_sql, read_batches, staging_name
 from mysql_pg_assets.load import LoadResult, last_watermark, load_table, pending_migration
 from mysql_pg_assets.settings import DatabaseUrl
-from mysql_pg_assets.transform import keys_to_staging, to_staging
+from mysql_pg_assets.transform import count_by_partition, keys_to_staging, to_staging
 from mysql_pg_assets.validate import ValidatedBatch, schema_for, validate
 
 
-def validated_batches(batches: Iterable[pa.RecordBatch], table: TablePlan) -> Iterator[ValidatedBatch]:
+def validated_batches(
+    batches: Iterable[pa.RecordBatch], table: TablePlan, splits: tuple[datetime, ...] = ()
+) -> Iterator[ValidatedBatch]:
+    """Each batch converted and validated; with ``splits`` (a range of partitions), its rows read and
+    rejected counted per partition."""
     schema = schema_for(table)
+    column = next((staging_name(i) for i, c in enumerate(table.columns) if c is table.partition_column), None)
     for batch in batches:
         if batch.num_rows:
             frame, conversions = to_staging(batch, table)
-            yield validate(frame, conversions, table, schema)
+            validated = validate(frame, conversions, table, schema)
+            if splits and column is not None:
+                read = count_by_partition(frame, column, splits)
+                validated = replace(validated, read_by_partition=read,
+                                    rejected_by_partition=read - count_by_partition(validated.rows, column, splits))
+            yield validated
 
 
 def parse_watermark(table: TablePlan, text: str) -> datetime | int:
@@ -69,5 +80,5 @@ def sync_table(
     keys: Iterable = ()
     if isinstance(scope, Since):
         keys = (keys_to_staging(b, table) for b in read_batches(mysql_url, table, batch_rows, sql=keys_sql(table)))
-    rows = validated_batches(batches, table)
+    rows = validated_batches(batches, table, scope.splits if isinstance(scope, Window) else ())
     return load_table(table, rows, postgres_url, run_id, scope, keys, partition)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import polars as pl
 import pyarrow as pa
@@ -70,6 +71,24 @@ def to_staging(batch: pa.RecordBatch | pa.Table, table: TablePlan) -> tuple[pl.D
                 index, kind = key.split("\t")
                 conversions.counts[(table.columns[int(index)].target_name, kind)] += int(count)
     return frame.select(expressions), conversions
+
+
+def partitions_of(values: pl.Series, splits: tuple[datetime, ...]) -> pl.Series:
+    """Which partition of a range each value is in (0: the first, which also holds NULL and earlier values):
+    the number of splits at or before it, as PostgreSQL's ``width_bucket`` counts it in the load."""
+    naive = [s.astimezone(UTC).replace(tzinfo=None) if s.tzinfo else s for s in splits]
+    if values.dtype == pl.Date:
+        values = values.cast(pl.Datetime("us"))
+    elif isinstance(values.dtype, pl.Datetime) and values.dtype.time_zone:
+        values = values.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+    values = values.cast(pl.Datetime("us")).fill_null(datetime.min)
+    return pl.Series(naive, dtype=pl.Datetime("us")).search_sorted(values, side="right")
+
+
+def count_by_partition(frame: pl.DataFrame, column: str, splits: tuple[datetime, ...]) -> Counter[int]:
+    if not splits or frame.height == 0:
+        return Counter({0: frame.height}) if frame.height else Counter()
+    return Counter(partitions_of(frame[column], splits).to_list())
 
 
 def keys_to_staging(batch: pa.RecordBatch, table: TablePlan) -> pl.DataFrame:

@@ -16,7 +16,8 @@ The same schema is what later asset checks run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 import pandera.errors
 import pandera.polars as pa
@@ -85,6 +86,9 @@ class ValidatedBatch:
     rejected_keys: pl.DataFrame  # the key columns (staging names) of the rejected rows
     rejected_rows: int
     conversions: Conversions
+    # In a load of several partitions: rows read and rows rejected, per partition of the range.
+    read_by_partition: Counter[int] = field(default_factory=Counter)
+    rejected_by_partition: Counter[int] = field(default_factory=Counter)
 
 
 def _reason(check: str) -> str:

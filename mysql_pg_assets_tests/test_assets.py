@@ -13,13 +13,14 @@ import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, ExecuteInProcessResult
 
 from mysql_pg_assets import demo
+from mysql_pg_assets.assets import human_duration
 from mysql_pg_assets.catalog import discover
 from mysql_pg_assets.connections import mysql_connection
 from mysql_pg_assets.definitions import build_definitions
 from mysql_pg_assets.parity import compare_rows
 from mysql_pg_assets.settings import PROJECT_ROOT, DatabaseUrl, Settings
 from mysql_pg_assets.spec import load_spec
-from mysql_pg_assets_tests.conftest import materialize_everything, write_spec
+from mysql_pg_assets_tests.conftest import DEMO_ORDERS, materialize_everything, write_spec
 
 DEMO_TABLES = {"categories", "customers", "products", "orders", "order_items", "payments", "reviews",
                "inventory_events"}
@@ -64,8 +65,13 @@ def test_every_demo_asset_materializes_equal_to_mysql(demo_settings: Settings) -
         # Six checks each (all demo tables have a key: sampled rows too), the whole-table count on partitioned ones.
         assert len(checks) == 6 * len(DEMO_TABLES) + len(partitioned) and all(c.passed for c in checks), checks
 
-        orders = _materializations(results, "shop__orders")[-1].metadata
-        assert orders["rows_read"].value == orders["rows_inserted"].value > 0
+        # One run over every month: each month's materialization has its own figures, which add up.
+        months = [m.metadata for m in _materializations(results, "shop__orders")]
+        read = [m["rows_read"].value for m in months]
+        assert read == [m["rows_inserted"].value for m in months] == [m["dagster/row_count"].value for m in months]
+        assert sum(read) == DEMO_ORDERS and len(set(read)) > 1 and {m["range"].value for m in months} == {
+            f"{months[0]['range'].value.split(' ')[0]} ({len(months)} partitions, one run)"}
+        orders = months[-1]
         schema = {c.name: c for c in orders["dagster/column_schema"].schema.columns}
         assert schema["id"].type == "bigint"  # BIGINT UNSIGNED AUTO_INCREMENT: an identity
         assert schema["status"].description.startswith("MySQL enum('pending'")
@@ -171,3 +177,9 @@ def test_definitions_validate(demo_settings: Settings, tmp_path: Path) -> None:
                          env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
 
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(12.46, "12.5 s"), (245, "4 min 5 s"), (11_520, "3 h 12 min"),
+                                               (183_600, "2 d 3 h"), (-90, "-1 min 30 s")])
+def test_lag_reads_as_a_duration(seconds: float, text: str) -> None:
+    assert human_duration(seconds) == text

@@ -281,3 +281,40 @@ def test_rows_outside_every_partition_are_loaded_or_rejected_and_the_table_check
             rejects = connection.execute(f"SELECT primary_key, column_name, value, reason FROM {REJECTS}"
                                          " WHERE target_table = 'flow.strict_visits'").fetchall()
         assert rejects == [({"id": 1}, "seen_at", "zero date", "NULL in a NOT NULL column")]
+
+
+def test_a_range_run_reports_each_partitions_own_figures(
+    events_source: DatabaseUrl, make_pg_database: Callable[[str], DatabaseUrl]
+) -> None:
+    """One run over three days: each day's materialization has its own rows, inserts, updates and deletes;
+    the figures only the whole run has are named range_…"""
+    pg = make_pg_database("per_partition")
+    catalog, table = _catalog(events_source, **DAILY)
+    (asset,) = build_table_assets(catalog)
+    resources = {"mysql": MySQLSource(url=events_source.secret), "postgres": PostgresTarget(url=pg.secret)}
+    tags = {"dagster/asset_partition_range_start": "2026-03-01", "dagster/asset_partition_range_end": "2026-03-03"}
+
+    def figures(result: object) -> dict[str, dict[str, object]]:
+        return {m.partition: {k: v.value for k, v in m.metadata.items()}
+                for m in result.asset_materializations_for_node("flow__events")}  # type: ignore[attr-defined]
+
+    with DagsterInstance.ephemeral() as instance:
+        _mysql(events_source, ("INSERT INTO events (id, happened_at, kind) VALUES (%s, %s, %s)",
+                               (400, datetime(2026, 3, 3, 9), "extra")))
+        first = figures(materialize([asset], instance=instance, resources=resources, tags=tags))
+        assert {p: (f["rows_read"], f["rows_inserted"], f["dagster/row_count"]) for p, f in first.items()} == {
+            "2026-03-01": (100, 100, 100), "2026-03-02": (100, 100, 100), "2026-03-03": (101, 101, 101)}
+        # Day 1 gets a row, day 2 two updates, day 3 loses three rows.
+        _mysql(events_source,
+               ("INSERT INTO events (id, happened_at, kind) VALUES (%s, %s, %s)",
+                (401, datetime(2026, 3, 1, 5), "new")),
+               ("UPDATE events SET kind = 'edited' WHERE id IN (%s, %s)", (1, 4)),
+               ("DELETE FROM events WHERE id IN (%s, %s, %s)", (2, 5, 8)))
+        second = figures(materialize([asset], instance=instance, resources=resources, tags=tags))
+        assert {p: (f["rows_inserted"], f["rows_updated"], f["rows_deleted"], f["dagster/row_count"])
+                for p, f in second.items()} == {
+            "2026-03-01": (1, 0, 0, 101), "2026-03-02": (0, 2, 0, 100), "2026-03-03": (0, 0, 3, 98)}
+        run_figures = second["2026-03-02"]
+        assert run_figures["range"] == "2026-03-01...2026-03-03 (3 partitions, one run)"
+        assert "range_duration_s" in run_figures and "duration_s" not in run_figures
+        assert compare_rows(events_source, pg, table).equal
