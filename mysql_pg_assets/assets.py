@@ -6,6 +6,7 @@ so the UI shows it before the first materialization; every materialization repor
 inserted, updated, deleted, duration and rows/s.
 """
 
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -34,6 +35,7 @@ from dagster import (
 
 from mysql_pg_assets import alerts
 from mysql_pg_assets.catalog import Catalog, TablePlan, dagster_safe_name
+from mysql_pg_assets.errors import ActionableError
 from mysql_pg_assets.extract import Window
 from mysql_pg_assets.load import LoadResult
 from mysql_pg_assets.parity import (
@@ -351,8 +353,14 @@ def build_table_asset(table: TablePlan) -> AssetsDefinition:
     def _sync(context: AssetExecutionContext, mysql: MySQLSource, postgres: PostgresTarget) -> MaterializeResult:
         window, partition, keys = _scope(context, table)
         run_id = context.run.run_id
-        result = sync_table(table, mysql.database_url, postgres.database_url, run_id=run_id,
-                            window=window, partition=partition)
+        try:
+            result = sync_table(table, mysql.database_url, postgres.database_url, run_id=run_id,
+                                window=window, partition=partition)
+        except ActionableError as exc:
+            # Also straight to stderr: when PostgreSQL holds Dagster's storage too and is gone, Dagster
+            # cannot record the failure, and this line is what the terminal or compute log shows at once.
+            print(f"mysql-pg-assets: {table.target_label}: {exc}", file=sys.stderr, flush=True)
+            raise
         context.log.info(
             f"{table.source_label} → {table.target_label}{f' [{partition}]' if partition else ''}: "
             f"{result.rows_read} rows read, {result.inserted} inserted, {result.updated} updated, "
