@@ -57,7 +57,7 @@ check: install $(LOCAL_DB)
 # A fresh demo shop in MySQL (in MYSQL_URL's database; tables that are not the demo's are never
 # replaced), and a fresh target in PostgreSQL to sync it into.
 seed: install $(LOCAL_DB)
-	$(ENV) $(RUN) python -m mysql_pg_assets.demo seed --orders $(ORDERS)
+	$(ENV) $(RUN) python -m mysql_pg_assets_demo seed --orders $(ORDERS)
 	$(ENV) $(RUN) python -m mysql_pg_assets.cli reset-target --yes
 
 materialize: check
@@ -70,11 +70,11 @@ ui: check
 	$(ENV) $(RUN) dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 simulate: install $(LOCAL_DB)
-	$(ENV) $(RUN) python -m mysql_pg_assets.demo simulate
+	$(ENV) $(RUN) python -m mysql_pg_assets_demo simulate
 
 # CHANGE=add-column (compatible: migrates by itself) or drop-column (waits for approve_schema_change)
 alter: install $(LOCAL_DB)
-	$(ENV) $(RUN) python -m mysql_pg_assets.demo alter $(or $(CHANGE),add-column)
+	$(ENV) $(RUN) python -m mysql_pg_assets_demo alter $(or $(CHANGE),add-column)
 
 demo: seed materialize summary
 	@if [ "$(UI)" != "0" ]; then $(MAKE) --no-print-directory ui; fi
@@ -83,7 +83,7 @@ test: install $(LOCAL_DB)
 	$(ENV) $(RUN) pytest
 
 lint: install
-	$(RUN) ruff check mysql_pg_assets mysql_pg_assets_tests bench
+	$(RUN) ruff check mysql_pg_assets mysql_pg_assets_tests mysql_pg_assets_demo bench
 
 # Benchmark (not a test): full load of the demo orders vs pgloader, incremental partition, peak RSS.
 #   make bench ARGS="--orders 200000 --repeat 1"      (default: 5,000,000 orders, 3 rounds)

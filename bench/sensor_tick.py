@@ -27,14 +27,18 @@ from datetime import datetime, timedelta
 
 from dagster import BetaWarning, DagsterInstance, build_sensor_context, materialize
 
-from mysql_pg_assets.assets import build_table_assets
-from mysql_pg_assets.catalog import discover
-from mysql_pg_assets.connections import mysql_connection, pg_connect
-from mysql_pg_assets.resources import MySQLSource, PostgresTarget
-from mysql_pg_assets.sensors import build_data_drift_sensor, build_freshness_alert_sensor, build_schema_drift_sensor
-from mysql_pg_assets.settings import Settings
-from mysql_pg_assets.spec import parse_spec
-from mysql_pg_assets.sql import mysql_ident, pg_ident
+from mysql_pg_assets.core.connections import mysql_connection, pg_connect
+from mysql_pg_assets.core.settings import Settings
+from mysql_pg_assets.core.sql import mysql_ident, pg_ident
+from mysql_pg_assets.defs.assets import build_table_assets
+from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
+from mysql_pg_assets.defs.sensors import (
+    build_data_drift_sensor,
+    build_freshness_alert_sensor,
+    build_schema_drift_sensor,
+)
+from mysql_pg_assets.sync.catalog.discover import discover
+from mysql_pg_assets.sync.spec import parse_spec
 
 warnings.filterwarnings("ignore", category=BetaWarning, message=".*backfill_policy.*")
 

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mysql_pg_assets.spec import SyncSpec
+    from mysql_pg_assets.sync.spec import SyncSpec
 
 MARK = "BENCH_RESULT "
 _RESULT_FIELDS = ("rows_read", "inserted", "updated", "deleted", "rejected_rows", "rejected_values", "seconds")
@@ -42,7 +42,7 @@ def build_spec(
     database: str, schema: str, table: str, partition_column: str | None, partition_start: datetime | None,
 ) -> SyncSpec:
     """The bench's spec: one table; with a partition only for windowed loads (the target table is the same)."""
-    from mysql_pg_assets.spec import parse_spec
+    from mysql_pg_assets.sync.spec import parse_spec
 
     data: dict[str, Any] = {"source": {"database": database}, "target": {"schema": schema}, "include": [table]}
     if partition_column and partition_start is not None:
@@ -63,11 +63,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="the first partition's start, for --window")
     args = parser.parse_args(argv)
 
-    from mysql_pg_assets.settings import DatabaseUrl, redact
+    from mysql_pg_assets.core.settings import DatabaseUrl, redact
 
     try:
-        from mysql_pg_assets.catalog import discover
-        from mysql_pg_assets.pipeline import sync_table
+        from mysql_pg_assets.sync.catalog.discover import discover
+        from mysql_pg_assets.sync.pipeline import sync_table
 
         mysql_url = DatabaseUrl.parse(os.environ["MYSQL_URL"])
         postgres_url = DatabaseUrl.parse(os.environ["POSTGRES_URL"])

@@ -22,17 +22,17 @@ import os
 import subprocess
 import sys
 
-from mysql_pg_assets.casting import rules_markdown
-from mysql_pg_assets.catalog import discover
-from mysql_pg_assets.connections import pg_connect, pg_connection
-from mysql_pg_assets.errors import ActionableError
-from mysql_pg_assets.meta import existing
-from mysql_pg_assets.migrate import approved, plan_tables
-from mysql_pg_assets.parity import compare_rows, count_parity
-from mysql_pg_assets.preflight import checks
-from mysql_pg_assets.settings import DatabaseUrl, Settings
-from mysql_pg_assets.spec import load_spec
-from mysql_pg_assets.sql import pg_qualified
+from mysql_pg_assets.checks.parity import compare_rows, count_parity
+from mysql_pg_assets.checks.preflight import checks
+from mysql_pg_assets.core.connections import pg_connect, pg_connection
+from mysql_pg_assets.core.errors import ActionableError
+from mysql_pg_assets.core.meta import existing
+from mysql_pg_assets.core.settings import DatabaseUrl, Settings
+from mysql_pg_assets.core.sql import pg_qualified
+from mysql_pg_assets.sync.catalog.casting import rules_markdown
+from mysql_pg_assets.sync.catalog.discover import discover
+from mysql_pg_assets.sync.load.migrate import approved, plan_tables
+from mysql_pg_assets.sync.spec import load_spec
 
 
 def summary(settings: Settings, rows: bool) -> int:
@@ -79,7 +79,7 @@ def schema_changes(settings: Settings) -> int:
 def materialize_all(settings: Settings) -> int:
     """Materialize every asset with the dagster CLI: unpartitioned ones in one run, and each set
     of partitioned ones over all its partitions in one run (their backfill policy is single-run)."""
-    from mysql_pg_assets.assets import asset_key, partitions_for
+    from mysql_pg_assets.defs.assets import asset_key, partitions_for
 
     catalog = discover(load_spec(settings.sync_config), settings.mysql_url)
     groups: dict[tuple[str, str], list[str]] = {}

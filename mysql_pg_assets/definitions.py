@@ -12,19 +12,19 @@ import warnings
 import click
 from dagster import BetaWarning, Definitions, EnvVar, definitions
 
-from mysql_pg_assets.assets import build_table_assets
-from mysql_pg_assets.catalog import discover
-from mysql_pg_assets.errors import ActionableError
-from mysql_pg_assets.jobs import build_schema_approval_job
-from mysql_pg_assets.resources import MySQLSource, PostgresTarget
-from mysql_pg_assets.sensors import (
+from mysql_pg_assets.core.errors import ActionableError
+from mysql_pg_assets.core.settings import Settings, export_local_defaults
+from mysql_pg_assets.defs.assets import build_table_assets
+from mysql_pg_assets.defs.jobs import build_schema_approval_job
+from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
+from mysql_pg_assets.defs.sensors import (
     alert_on_run_failure,
     build_data_drift_sensor,
     build_freshness_alert_sensor,
     build_schema_drift_sensor,
 )
-from mysql_pg_assets.settings import Settings, export_local_defaults
-from mysql_pg_assets.spec import load_spec
+from mysql_pg_assets.sync.catalog.discover import discover
+from mysql_pg_assets.sync.spec import load_spec
 
 # backfill_policy is marked beta; single-run backfills are what partitioned loads are built on.
 warnings.filterwarnings("ignore", category=BetaWarning, message=".*backfill_policy.*")

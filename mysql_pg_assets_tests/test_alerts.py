@@ -18,13 +18,13 @@ from dagster import (
     materialize,
 )
 
-from mysql_pg_assets.assets import build_table_assets
-from mysql_pg_assets.catalog import discover
-from mysql_pg_assets.connections import mysql_connection
-from mysql_pg_assets.resources import MySQLSource, PostgresTarget
-from mysql_pg_assets.sensors import alert_on_run_failure, build_freshness_alert_sensor
-from mysql_pg_assets.settings import DatabaseUrl
-from mysql_pg_assets.spec import parse_spec
+from mysql_pg_assets.core.connections import mysql_connection
+from mysql_pg_assets.core.settings import DatabaseUrl
+from mysql_pg_assets.defs.assets import build_table_assets
+from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
+from mysql_pg_assets.defs.sensors import alert_on_run_failure, build_freshness_alert_sensor
+from mysql_pg_assets.sync.catalog.discover import discover
+from mysql_pg_assets.sync.spec import parse_spec
 
 
 @pytest.fixture()

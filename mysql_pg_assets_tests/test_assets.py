@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, ExecuteInProcessResult
 
-from mysql_pg_assets import demo
-from mysql_pg_assets.assets import human_duration
-from mysql_pg_assets.catalog import discover
-from mysql_pg_assets.connections import mysql_connection
+from mysql_pg_assets.checks.parity import compare_rows
+from mysql_pg_assets.core.connections import mysql_connection
+from mysql_pg_assets.core.settings import PROJECT_ROOT, DatabaseUrl, Settings
 from mysql_pg_assets.definitions import build_definitions
-from mysql_pg_assets.parity import compare_rows
-from mysql_pg_assets.settings import PROJECT_ROOT, DatabaseUrl, Settings
-from mysql_pg_assets.spec import load_spec
+from mysql_pg_assets.defs.assets import human_duration
+from mysql_pg_assets.sync.catalog.discover import discover
+from mysql_pg_assets.sync.spec import load_spec
+from mysql_pg_assets_demo import shop as demo
 from mysql_pg_assets_tests.conftest import DEMO_ORDERS, materialize_everything, write_spec
 
 DEMO_TABLES = {"categories", "customers", "products", "orders", "order_items", "payments", "reviews",

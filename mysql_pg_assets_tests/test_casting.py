@@ -9,14 +9,14 @@ from decimal import Decimal
 
 import pytest
 
-from mysql_pg_assets.casting import MySQLColumn, rule_for, rules_markdown
-from mysql_pg_assets.catalog import TablePlan, discover
-from mysql_pg_assets.connections import mysql_connection, pg_connection
-from mysql_pg_assets.parity import compare_rows
-from mysql_pg_assets.pipeline import sync_table
-from mysql_pg_assets.settings import PROJECT_ROOT, DatabaseUrl
-from mysql_pg_assets.spec import parse_spec
-from mysql_pg_assets.sql import pg_qualified
+from mysql_pg_assets.checks.parity import compare_rows
+from mysql_pg_assets.core.connections import mysql_connection, pg_connection
+from mysql_pg_assets.core.settings import PROJECT_ROOT, DatabaseUrl
+from mysql_pg_assets.core.sql import pg_qualified
+from mysql_pg_assets.sync.catalog.casting import MySQLColumn, rule_for, rules_markdown
+from mysql_pg_assets.sync.catalog.discover import TablePlan, discover
+from mysql_pg_assets.sync.pipeline import sync_table
+from mysql_pg_assets.sync.spec import parse_spec
 
 
 @pytest.mark.parametrize(

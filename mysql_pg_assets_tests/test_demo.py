@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import pytest
 
-from mysql_pg_assets import demo
-from mysql_pg_assets.settings import DatabaseUrl
+from mysql_pg_assets.core.settings import DatabaseUrl
+from mysql_pg_assets_demo import shop as demo
 
 
 @pytest.fixture(scope="module")

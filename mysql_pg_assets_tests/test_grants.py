@@ -7,11 +7,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from mysql_pg_assets.catalog import discover
-from mysql_pg_assets.connections import mysql_connection
-from mysql_pg_assets.grants import AccessDenied
-from mysql_pg_assets.settings import DatabaseUrl
-from mysql_pg_assets.spec import SpecError, parse_spec
+from mysql_pg_assets.core.connections import mysql_connection
+from mysql_pg_assets.core.settings import DatabaseUrl
+from mysql_pg_assets.sync.catalog.discover import discover
+from mysql_pg_assets.sync.catalog.grants import AccessDenied
+from mysql_pg_assets.sync.spec import SpecError, parse_spec
 from mysql_pg_assets_tests.conftest import SESSION_ID
 
 
@@ -67,7 +67,7 @@ def test_a_table_the_user_cannot_see_is_an_error_when_named(guarded: tuple, capl
     with pytest.raises(SpecError, match="tables: hidden configured but not among the synced base tables"):
         discover(parse_spec({"tables": {"hidden": {}}}), reader)
     # With a glob, a table it has no grant on cannot be known: the log says why it may be missing.
-    with caplog.at_level(logging.WARNING, logger="mysql_pg_assets.grants"):
+    with caplog.at_level(logging.WARNING, logger="mysql_pg_assets.sync.catalog.grants"):
         catalog = discover(parse_spec({"include": ["*"]}), reader)
     assert [t.source_table for t in catalog.tables] == ["people"]
     assert "only on single tables" in caplog.text and f"`{url.database}`.*" in caplog.text

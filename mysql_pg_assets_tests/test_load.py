@@ -8,17 +8,17 @@ import psycopg
 import pytest
 from dagster import AssetKey
 
-from mysql_pg_assets.assets import build_table_assets
-from mysql_pg_assets.catalog import TablePlan, discover
-from mysql_pg_assets.connections import SourceUnavailable, TargetError, mysql_connection, pg_connection
-from mysql_pg_assets.extract import read_batches
-from mysql_pg_assets.load import load_table
-from mysql_pg_assets.parity import compare_rows
-from mysql_pg_assets.pipeline import sync_table, validated_batches
-from mysql_pg_assets.settings import DatabaseUrl, Settings
-from mysql_pg_assets.spec import load_spec, parse_spec
-from mysql_pg_assets.sql import pg_qualified
-from mysql_pg_assets.validate import ValidatedBatch
+from mysql_pg_assets.checks.parity import compare_rows
+from mysql_pg_assets.core.connections import SourceUnavailable, TargetError, mysql_connection, pg_connection
+from mysql_pg_assets.core.settings import DatabaseUrl, Settings
+from mysql_pg_assets.core.sql import pg_qualified
+from mysql_pg_assets.defs.assets import build_table_assets
+from mysql_pg_assets.sync.catalog.discover import TablePlan, discover
+from mysql_pg_assets.sync.extract import read_batches
+from mysql_pg_assets.sync.load.loader import load_table
+from mysql_pg_assets.sync.pipeline import sync_table, validated_batches
+from mysql_pg_assets.sync.spec import load_spec, parse_spec
+from mysql_pg_assets.sync.validate import ValidatedBatch
 
 
 def _plan(settings: Settings, name: str) -> TablePlan:

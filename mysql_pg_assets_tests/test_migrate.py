@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from mysql_pg_assets.catalog import TablePlan, discover
+from mysql_pg_assets.checks.parity import compare_rows, schema_differences
 from mysql_pg_assets.cli import schema_changes
-from mysql_pg_assets.connections import mysql_connection, pg_connection
-from mysql_pg_assets.load import pending_migration
-from mysql_pg_assets.meta import SCHEMA_CHANGES
-from mysql_pg_assets.migrate import SchemaChangeHeld, approve, plan, widens
-from mysql_pg_assets.parity import compare_rows, schema_differences
-from mysql_pg_assets.pipeline import sync_table
-from mysql_pg_assets.settings import DatabaseUrl, Settings
-from mysql_pg_assets.spec import parse_spec
+from mysql_pg_assets.core.connections import mysql_connection, pg_connection
+from mysql_pg_assets.core.meta import SCHEMA_CHANGES
+from mysql_pg_assets.core.settings import DatabaseUrl, Settings
+from mysql_pg_assets.sync.catalog.discover import TablePlan, discover
+from mysql_pg_assets.sync.load.loader import pending_migration
+from mysql_pg_assets.sync.load.migrate import SchemaChangeHeld, approve, plan, widens
+from mysql_pg_assets.sync.pipeline import sync_table
+from mysql_pg_assets.sync.spec import parse_spec
 from mysql_pg_assets_tests.conftest import write_spec
 
 ITEMS = """CREATE TABLE items (

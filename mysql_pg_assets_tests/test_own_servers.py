@@ -15,14 +15,14 @@ import psycopg
 import pytest
 from dagster import DagsterInstance, materialize
 
-from mysql_pg_assets.assets import build_table_assets
-from mysql_pg_assets.catalog import discover
-from mysql_pg_assets.connections import mysql_connection, pg_connection
-from mysql_pg_assets.parity import compare_rows
-from mysql_pg_assets.resources import MySQLSource, PostgresTarget
-from mysql_pg_assets.settings import PROJECT_ROOT, DatabaseUrl
-from mysql_pg_assets.spec import parse_spec
-from mysql_pg_assets.sql import pg_ident
+from mysql_pg_assets.checks.parity import compare_rows
+from mysql_pg_assets.core.connections import mysql_connection, pg_connection
+from mysql_pg_assets.core.settings import PROJECT_ROOT, DatabaseUrl
+from mysql_pg_assets.core.sql import pg_ident
+from mysql_pg_assets.defs.assets import build_table_assets
+from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
+from mysql_pg_assets.sync.catalog.discover import discover
+from mysql_pg_assets.sync.spec import parse_spec
 from mysql_pg_assets_tests.conftest import SESSION_ID
 
 PASSWORD = "p@ss:w/rd%1 ok"  # what a URL must carry percent-encoded
@@ -81,7 +81,7 @@ def test_the_demo_never_replaces_tables_that_are_not_its_own(
     with mysql_connection(url) as connection, connection.cursor() as cur:
         cur.execute("CREATE TABLE customers (id INT PRIMARY KEY, name TEXT)")  # someone's real table
         cur.execute("INSERT INTO customers VALUES (1, 'kept')")
-    run = subprocess.run([sys.executable, "-m", "mysql_pg_assets.demo", "seed", "--orders", "100"],
+    run = subprocess.run([sys.executable, "-m", "mysql_pg_assets_demo.shop", "seed", "--orders", "100"],
                          env={**os.environ, "MYSQL_URL": url.secret}, capture_output=True, text=True, timeout=120)
     assert run.returncode == 1 and "customers already exist and are not demo tables" in run.stderr, run.stderr
     assert "Traceback" not in run.stderr

@@ -7,12 +7,12 @@ from collections.abc import Callable
 
 import pytest
 
-from mysql_pg_assets.catalog import TablePlan, discover
-from mysql_pg_assets.connections import mysql_connection, pg_connection
-from mysql_pg_assets.parity import checksum_columns, fingerprints, sample_rows
-from mysql_pg_assets.pipeline import sync_table
-from mysql_pg_assets.settings import DatabaseUrl
-from mysql_pg_assets.spec import parse_spec
+from mysql_pg_assets.checks.parity import checksum_columns, fingerprints, sample_rows
+from mysql_pg_assets.core.connections import mysql_connection, pg_connection
+from mysql_pg_assets.core.settings import DatabaseUrl
+from mysql_pg_assets.sync.catalog.discover import TablePlan, discover
+from mysql_pg_assets.sync.pipeline import sync_table
+from mysql_pg_assets.sync.spec import parse_spec
 
 EVERY_TYPE = """CREATE TABLE every_type (
   id INT PRIMARY KEY, d DATE NULL, dt DATETIME(6) NULL, ts TIMESTAMP(3) NULL, zf INT(6) UNSIGNED ZEROFILL,

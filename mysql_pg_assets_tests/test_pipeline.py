@@ -14,16 +14,16 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
-from mysql_pg_assets.assets import build_table_assets
-from mysql_pg_assets.catalog import Catalog, TablePlan, discover
-from mysql_pg_assets.connections import mysql_connection, pg_connection
-from mysql_pg_assets.meta import LEDGER, REJECTS
-from mysql_pg_assets.parity import compare_rows
-from mysql_pg_assets.pipeline import sync_table
-from mysql_pg_assets.resources import MySQLSource, PostgresTarget
-from mysql_pg_assets.settings import DatabaseUrl
-from mysql_pg_assets.spec import parse_spec
-from mysql_pg_assets.sql import pg_qualified
+from mysql_pg_assets.checks.parity import compare_rows
+from mysql_pg_assets.core.connections import mysql_connection, pg_connection
+from mysql_pg_assets.core.meta import LEDGER, REJECTS
+from mysql_pg_assets.core.settings import DatabaseUrl
+from mysql_pg_assets.core.sql import pg_qualified
+from mysql_pg_assets.defs.assets import build_table_assets
+from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
+from mysql_pg_assets.sync.catalog.discover import Catalog, TablePlan, discover
+from mysql_pg_assets.sync.pipeline import sync_table
+from mysql_pg_assets.sync.spec import parse_spec
 from mysql_pg_assets_tests.conftest import write_spec
 
 EVENTS = """CREATE TABLE events (
@@ -150,10 +150,10 @@ def test_tombstones_keep_deleted_rows(
 
 KILLABLE = """
 import sys
-from mysql_pg_assets.catalog import discover
-from mysql_pg_assets.pipeline import sync_table
-from mysql_pg_assets.settings import DatabaseUrl
-from mysql_pg_assets.spec import parse_spec
+from mysql_pg_assets.sync.catalog.discover import discover
+from mysql_pg_assets.sync.pipeline import sync_table
+from mysql_pg_assets.core.settings import DatabaseUrl
+from mysql_pg_assets.sync.spec import parse_spec
 mysql, pg = DatabaseUrl.parse(sys.argv[1]), DatabaseUrl.parse(sys.argv[2])
 (table,) = discover(parse_spec({"target": {"schema": "flow"}, "include": ["big"]}), mysql).tables
 sync_table(table, mysql, pg, batch_rows=5000)

@@ -42,15 +42,15 @@ import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from mysql_pg_assets.catalog import TablePlan, discover
-from mysql_pg_assets.connections import mysql_connection, pg_connection
-from mysql_pg_assets.load import LoadResult
-from mysql_pg_assets.meta import REJECTS
-from mysql_pg_assets.parity import fingerprints, sample_rows
-from mysql_pg_assets.pipeline import sync_table
-from mysql_pg_assets.settings import DatabaseUrl
-from mysql_pg_assets.spec import parse_spec
-from mysql_pg_assets.sql import mysql_ident, pg_ident, pg_qualified
+from mysql_pg_assets.checks.parity import fingerprints, sample_rows
+from mysql_pg_assets.core.connections import mysql_connection, pg_connection
+from mysql_pg_assets.core.meta import REJECTS
+from mysql_pg_assets.core.settings import DatabaseUrl
+from mysql_pg_assets.core.sql import mysql_ident, pg_ident, pg_qualified
+from mysql_pg_assets.sync.catalog.discover import TablePlan, discover
+from mysql_pg_assets.sync.load.loader import LoadResult
+from mysql_pg_assets.sync.pipeline import sync_table
+from mysql_pg_assets.sync.spec import parse_spec
 
 SCHEMA = "prop"
 ZERO_DATE = "zero date → NULL"  # the conversion labels the README documents

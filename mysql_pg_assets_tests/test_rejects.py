@@ -7,15 +7,15 @@ from collections.abc import Callable
 import pytest
 from dagster import DagsterInstance, materialize
 
-from mysql_pg_assets.assets import build_table_assets
-from mysql_pg_assets.catalog import TablePlan, discover
-from mysql_pg_assets.connections import mysql_connection, pg_connection
-from mysql_pg_assets.meta import REJECTS
-from mysql_pg_assets.pipeline import sync_table
-from mysql_pg_assets.resources import MySQLSource, PostgresTarget
-from mysql_pg_assets.settings import DatabaseUrl
-from mysql_pg_assets.spec import parse_spec
-from mysql_pg_assets.sql import pg_qualified
+from mysql_pg_assets.core.connections import mysql_connection, pg_connection
+from mysql_pg_assets.core.meta import REJECTS
+from mysql_pg_assets.core.settings import DatabaseUrl
+from mysql_pg_assets.core.sql import pg_qualified
+from mysql_pg_assets.defs.assets import build_table_assets
+from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
+from mysql_pg_assets.sync.catalog.discover import TablePlan, discover
+from mysql_pg_assets.sync.pipeline import sync_table
+from mysql_pg_assets.sync.spec import parse_spec
 
 BAD_ROWS = """
 CREATE TABLE bad (

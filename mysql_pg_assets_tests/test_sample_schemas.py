@@ -31,15 +31,15 @@ from typing import Any
 import pytest
 from dagster import AssetKey, AssetMaterialization, DagsterInstance, materialize
 
-from mysql_pg_assets.assets import asset_key
-from mysql_pg_assets.catalog import TablePlan, discover
-from mysql_pg_assets.connections import mysql_connection, pg_connection
+from mysql_pg_assets.checks.parity import compare_rows
+from mysql_pg_assets.core.connections import mysql_connection, pg_connection
+from mysql_pg_assets.core.meta import REJECTS
+from mysql_pg_assets.core.settings import PROJECT_ROOT, DatabaseUrl, Settings
+from mysql_pg_assets.core.sql import mysql_ident, mysql_qualified, pg_ident, pg_qualified
 from mysql_pg_assets.definitions import build_definitions
-from mysql_pg_assets.meta import REJECTS
-from mysql_pg_assets.parity import compare_rows
-from mysql_pg_assets.settings import PROJECT_ROOT, DatabaseUrl, Settings
-from mysql_pg_assets.spec import load_spec
-from mysql_pg_assets.sql import mysql_ident, mysql_qualified, pg_ident, pg_qualified
+from mysql_pg_assets.defs.assets import asset_key
+from mysql_pg_assets.sync.catalog.discover import TablePlan, discover
+from mysql_pg_assets.sync.spec import load_spec
 from mysql_pg_assets_tests.conftest import write_spec
 
 SCRIPT = PROJECT_ROOT / "scripts" / "sample_schemas.sh"

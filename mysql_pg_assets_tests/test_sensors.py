@@ -17,15 +17,15 @@ from dagster import (
     materialize,
 )
 
-from mysql_pg_assets.assets import build_table_assets
-from mysql_pg_assets.catalog import discover
-from mysql_pg_assets.connections import mysql_connection, pg_connection
-from mysql_pg_assets.jobs import build_schema_approval_job
-from mysql_pg_assets.parity import compare_rows, schema_differences
-from mysql_pg_assets.resources import MySQLSource, PostgresTarget
-from mysql_pg_assets.sensors import build_data_drift_sensor, build_schema_drift_sensor
-from mysql_pg_assets.settings import DatabaseUrl
-from mysql_pg_assets.spec import parse_spec
+from mysql_pg_assets.checks.parity import compare_rows, schema_differences
+from mysql_pg_assets.core.connections import mysql_connection, pg_connection
+from mysql_pg_assets.core.settings import DatabaseUrl
+from mysql_pg_assets.defs.assets import build_table_assets
+from mysql_pg_assets.defs.jobs import build_schema_approval_job
+from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
+from mysql_pg_assets.defs.sensors import build_data_drift_sensor, build_schema_drift_sensor
+from mysql_pg_assets.sync.catalog.discover import discover
+from mysql_pg_assets.sync.spec import parse_spec
 
 DAILY = {"partition": {"column": "day", "granularity": "daily", "start": "2026-03-01", "end_offset": 0}}
 

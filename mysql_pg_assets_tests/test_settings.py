@@ -1,4 +1,4 @@
-from mysql_pg_assets.settings import DatabaseUrl, redact
+from mysql_pg_assets.core.settings import DatabaseUrl, redact
 
 
 def test_url_never_prints_its_password() -> None:

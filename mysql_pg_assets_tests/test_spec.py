@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from mysql_pg_assets.catalog import discover
-from mysql_pg_assets.connections import mysql_connection
-from mysql_pg_assets.settings import PROJECT_ROOT, DatabaseUrl
-from mysql_pg_assets.spec import SpecError, load_spec, parse_spec
+from mysql_pg_assets.core.connections import mysql_connection
+from mysql_pg_assets.core.settings import PROJECT_ROOT, DatabaseUrl
+from mysql_pg_assets.sync.catalog.discover import discover
+from mysql_pg_assets.sync.spec import SpecError, load_spec, parse_spec
 
 
 def test_the_shipped_spec_is_valid() -> None:

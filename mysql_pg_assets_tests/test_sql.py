@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mysql_pg_assets.sql import bound, mysql_ident, numbered, pg_ident, pg_literal
+from mysql_pg_assets.core.sql import bound, mysql_ident, numbered, pg_ident, pg_literal
 
 HOSTILE = ["%s", "%", "%%", "%(x)s", "{}", "$1", "?", "'", '"', "`", "\\", "a\nb", "--", "/*", "#", "$x$"]
 

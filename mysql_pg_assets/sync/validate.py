@@ -23,9 +23,9 @@ import pandera.errors
 import pandera.polars as pa
 import polars as pl
 
-from mysql_pg_assets.catalog import ColumnPlan, TablePlan
-from mysql_pg_assets.extract import converted_flag_name, invalid_flag_name, staging_name
-from mysql_pg_assets.transform import Conversions
+from mysql_pg_assets.sync.catalog.discover import ColumnPlan, TablePlan
+from mysql_pg_assets.sync.extract import converted_flag_name, invalid_flag_name, staging_name
+from mysql_pg_assets.sync.transform import Conversions
 
 REJECT_SCHEMA = {"primary_key": pl.String, "column_name": pl.String, "value": pl.String, "reason": pl.String}
 

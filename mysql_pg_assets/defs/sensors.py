@@ -34,15 +34,15 @@ from dagster import (
     sensor,
 )
 
-from mysql_pg_assets import alerts
-from mysql_pg_assets.assets import SCHEMA_CONFORMS, asset_key, partition_window, partitions_for, severity
-from mysql_pg_assets.catalog import Catalog, TablePlan, dagster_safe_name, discover
-from mysql_pg_assets.connections import pg_connect
-from mysql_pg_assets.migrate import APPROVAL_JOB, Migration, applied_count, approved, plan_tables
-from mysql_pg_assets.parity import fingerprints
-from mysql_pg_assets.resources import MySQLSource, PostgresTarget
-from mysql_pg_assets.settings import DatabaseUrl
-from mysql_pg_assets.spec import Freshness, SyncSpec
+from mysql_pg_assets.checks.parity import fingerprints
+from mysql_pg_assets.core import alerts
+from mysql_pg_assets.core.connections import pg_connect
+from mysql_pg_assets.core.settings import DatabaseUrl
+from mysql_pg_assets.defs.assets import SCHEMA_CONFORMS, asset_key, partition_window, partitions_for, severity
+from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
+from mysql_pg_assets.sync.catalog.discover import Catalog, TablePlan, dagster_safe_name, discover
+from mysql_pg_assets.sync.load.migrate import APPROVAL_JOB, Migration, applied_count, approved, plan_tables
+from mysql_pg_assets.sync.spec import Freshness, SyncSpec
 
 # The tags of a single-run backfill of a partition range, as Dagster's own backfills set them.
 RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"

@@ -18,12 +18,12 @@ from datetime import datetime
 
 import pyarrow as pa
 
-from mysql_pg_assets.catalog import TablePlan
-from mysql_pg_assets.extract import DEFAULT_BATCH_ROWS, Scope, Since, Window, keys_sql, read_batches, staging_name
-from mysql_pg_assets.load import LoadResult, last_watermark, load_table, pending_migration
-from mysql_pg_assets.settings import DatabaseUrl
-from mysql_pg_assets.transform import count_by_partition, keys_to_staging, to_staging
-from mysql_pg_assets.validate import ValidatedBatch, schema_for, validate
+from mysql_pg_assets.core.settings import DatabaseUrl
+from mysql_pg_assets.sync.catalog.discover import TablePlan
+from mysql_pg_assets.sync.extract import DEFAULT_BATCH_ROWS, Scope, Since, Window, keys_sql, read_batches, staging_name
+from mysql_pg_assets.sync.load.loader import LoadResult, last_watermark, load_table, pending_migration
+from mysql_pg_assets.sync.transform import count_by_partition, keys_to_staging, to_staging
+from mysql_pg_assets.sync.validate import ValidatedBatch, schema_for, validate
 
 
 def validated_batches(

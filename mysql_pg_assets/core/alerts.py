@@ -13,7 +13,7 @@ import os
 import urllib.request
 from dataclasses import asdict, dataclass
 
-from mysql_pg_assets.settings import redact
+from mysql_pg_assets.core.settings import redact
 
 log = logging.getLogger(__name__)
 

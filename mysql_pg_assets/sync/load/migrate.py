@@ -32,10 +32,10 @@ from dataclasses import dataclass, replace
 
 import psycopg
 
-from mysql_pg_assets.catalog import TOMBSTONE_COLUMN, ColumnPlan, TablePlan
-from mysql_pg_assets.errors import ActionableError
-from mysql_pg_assets.meta import ensure, existing
-from mysql_pg_assets.sql import pg_fit_name, pg_ident, pg_idents, pg_literal, pg_qualified, pg_type
+from mysql_pg_assets.core.errors import ActionableError
+from mysql_pg_assets.core.meta import ensure, existing
+from mysql_pg_assets.core.sql import pg_fit_name, pg_ident, pg_idents, pg_literal, pg_qualified, pg_type
+from mysql_pg_assets.sync.catalog.discover import TOMBSTONE_COLUMN, ColumnPlan, TablePlan
 
 APPROVAL_JOB = "approve_schema_change"
 

@@ -15,9 +15,9 @@ This is stage code: it knows nothing about Dagster.
 Usage::
 
     export MYSQL_URL=mysql://mpa:mpa@127.0.0.1:33061/shop
-    python -m mysql_pg_assets.demo seed --orders 200000
-    python -m mysql_pg_assets.demo simulate --interval 0.5
-    python -m mysql_pg_assets.demo alter add-column     # or drop-column
+    python -m mysql_pg_assets_demo seed --orders 200000
+    python -m mysql_pg_assets_demo simulate --interval 0.5
+    python -m mysql_pg_assets_demo alter add-column     # or drop-column
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from decimal import ROUND_HALF_UP, Decimal
 import pymysql
 import pymysql.cursors
 
-from mysql_pg_assets.settings import DatabaseUrl, redact
-from mysql_pg_assets.sql import mysql_ident
+from mysql_pg_assets.core.settings import DatabaseUrl, redact
+from mysql_pg_assets.core.sql import mysql_ident
 
 __all__ = [
     "ANCHOR",
@@ -1342,7 +1342,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="mysql://user:password@host:port/database (default: $MYSQL_URL)",
     )
     parser = argparse.ArgumentParser(
-        prog="python -m mysql_pg_assets.demo",
+        prog="python -m mysql_pg_assets_demo",
         description="Demo shop database: deterministic seed data and a live change simulator.",
         parents=[common],
     )

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import psycopg
 
-from mysql_pg_assets.connections import TargetError
-from mysql_pg_assets.sql import pg_ident, pg_qualified
+from mysql_pg_assets.core.connections import TargetError
+from mysql_pg_assets.core.sql import pg_ident, pg_qualified
 
 META_SCHEMA = "mysql_pg_assets"
 FALLBACK_PREFIX = "mpa_"

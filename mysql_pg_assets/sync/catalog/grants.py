@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import pymysql
 
-from mysql_pg_assets.errors import ActionableError
-from mysql_pg_assets.sql import mysql_ident, mysql_qualified
+from mysql_pg_assets.core.errors import ActionableError
+from mysql_pg_assets.core.sql import mysql_ident, mysql_qualified
 
 log = logging.getLogger(__name__)
 

@@ -33,12 +33,7 @@ from dagster import (
     asset,
 )
 
-from mysql_pg_assets import alerts
-from mysql_pg_assets.catalog import Catalog, TablePlan, dagster_safe_name
-from mysql_pg_assets.errors import ActionableError
-from mysql_pg_assets.extract import Window
-from mysql_pg_assets.load import LoadResult
-from mysql_pg_assets.parity import (
+from mysql_pg_assets.checks.parity import (
     Fingerprint,
     Sample,
     checksum_columns,
@@ -49,9 +44,14 @@ from mysql_pg_assets.parity import (
     schema_differences,
     table_counts,
 )
-from mysql_pg_assets.pipeline import sync_table
-from mysql_pg_assets.resources import MySQLSource, PostgresTarget
-from mysql_pg_assets.settings import DatabaseUrl
+from mysql_pg_assets.core import alerts
+from mysql_pg_assets.core.errors import ActionableError
+from mysql_pg_assets.core.settings import DatabaseUrl
+from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
+from mysql_pg_assets.sync.catalog.discover import Catalog, TablePlan, dagster_safe_name
+from mysql_pg_assets.sync.extract import Window
+from mysql_pg_assets.sync.load.loader import LoadResult
+from mysql_pg_assets.sync.pipeline import sync_table
 
 # Where rejects go when the role may create schemas; the materialization names the real place (see meta).
 REJECTS_TABLE = "mysql_pg_assets.rejects"

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from mysql_pg_assets.errors import ConfigError
+from mysql_pg_assets.core.errors import ConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 LOCAL_MYSQL_URL = "mysql://mpa:mpa@127.0.0.1:33061/shop"
 LOCAL_POSTGRES_URL = "postgresql://mpa:mpa@127.0.0.1:54329/warehouse"

@@ -16,12 +16,18 @@ from datetime import datetime
 
 import pymysql
 
-from mysql_pg_assets.casting import CastRule, MySQLColumn, enum_values, pg_default, rule_for
-from mysql_pg_assets.connections import SourceUnavailable, explain, mysql_connection
-from mysql_pg_assets.grants import Access, column_grant_error, read_access, unreadable, warn_table_level_only
-from mysql_pg_assets.settings import DatabaseUrl
-from mysql_pg_assets.spec import Checks, ColumnOverride, Freshness, Options, SpecError, SyncSpec, TableOverride
-from mysql_pg_assets.sql import pg_fit_name
+from mysql_pg_assets.core.connections import SourceUnavailable, explain, mysql_connection
+from mysql_pg_assets.core.settings import DatabaseUrl
+from mysql_pg_assets.core.sql import pg_fit_name
+from mysql_pg_assets.sync.catalog.casting import CastRule, MySQLColumn, enum_values, pg_default, rule_for
+from mysql_pg_assets.sync.catalog.grants import (
+    Access,
+    column_grant_error,
+    read_access,
+    unreadable,
+    warn_table_level_only,
+)
+from mysql_pg_assets.sync.spec import Checks, ColumnOverride, Freshness, Options, SpecError, SyncSpec, TableOverride
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from mysql_pg_assets.settings import DatabaseUrl
+from mysql_pg_assets.core.settings import DatabaseUrl
 
 
 class MySQLSource(ConfigurableResource):

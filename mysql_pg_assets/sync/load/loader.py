@@ -43,11 +43,13 @@ import adbc_driver_postgresql.dbapi as adbc
 import polars as pl
 import psycopg
 
-from mysql_pg_assets.catalog import TOMBSTONE_COLUMN, ColumnPlan, TablePlan
-from mysql_pg_assets.connections import TargetError, adbc_connect, explain, pg_connect, relation_exists
-from mysql_pg_assets.extract import Scope, Since, Window, staging_name
-from mysql_pg_assets.meta import MetaTables, ensure, existing
-from mysql_pg_assets.migrate import (
+from mysql_pg_assets.core.connections import TargetError, adbc_connect, explain, pg_connect, relation_exists
+from mysql_pg_assets.core.meta import MetaTables, ensure, existing
+from mysql_pg_assets.core.settings import DatabaseUrl
+from mysql_pg_assets.core.sql import pg_ident, pg_idents, pg_qualified, pg_type
+from mysql_pg_assets.sync.catalog.discover import TOMBSTONE_COLUMN, ColumnPlan, TablePlan
+from mysql_pg_assets.sync.extract import Scope, Since, Window, staging_name
+from mysql_pg_assets.sync.load.migrate import (
     Migration,
     apply_after,
     apply_before,
@@ -57,10 +59,8 @@ from mysql_pg_assets.migrate import (
     plan,
     plan_tables,
 )
-from mysql_pg_assets.settings import DatabaseUrl
-from mysql_pg_assets.sql import pg_ident, pg_idents, pg_qualified, pg_type
-from mysql_pg_assets.transform import Conversions
-from mysql_pg_assets.validate import ValidatedBatch
+from mysql_pg_assets.sync.transform import Conversions
+from mysql_pg_assets.sync.validate import ValidatedBatch
 
 # Tries one cast and returns PostgreSQL's error message, or NULL when the value is accepted.
 # The value is bound (USING), never pasted; the type name was checked by sql.pg_type.

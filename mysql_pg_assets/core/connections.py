@@ -29,9 +29,9 @@ import psycopg
 import pymysql
 import pymysql.cursors
 
-from mysql_pg_assets.errors import ActionableError
-from mysql_pg_assets.settings import DatabaseUrl, redact
-from mysql_pg_assets.sql import bound, numbered
+from mysql_pg_assets.core.errors import ActionableError
+from mysql_pg_assets.core.settings import DatabaseUrl, redact
+from mysql_pg_assets.core.sql import bound, numbered
 
 # What a driver's message means and what to do about it, first match wins: (pattern, advice).
 _ADVICE: tuple[tuple[str, str], ...] = (

@@ -14,11 +14,11 @@ from datetime import UTC, date, datetime
 import connectorx as cx
 import pyarrow as pa
 
-from mysql_pg_assets.casting import converted_expression, invalid_expression, read_expression
-from mysql_pg_assets.catalog import TablePlan
-from mysql_pg_assets.connections import SourceUnavailable, connectorx_url, explain, mysql_timeouts
-from mysql_pg_assets.settings import DatabaseUrl
-from mysql_pg_assets.sql import mysql_ident, mysql_qualified
+from mysql_pg_assets.core.connections import SourceUnavailable, connectorx_url, explain, mysql_timeouts
+from mysql_pg_assets.core.settings import DatabaseUrl
+from mysql_pg_assets.core.sql import mysql_ident, mysql_qualified
+from mysql_pg_assets.sync.catalog.casting import converted_expression, invalid_expression, read_expression
+from mysql_pg_assets.sync.catalog.discover import TablePlan
 
 DEFAULT_BATCH_ROWS = 100_000
 

@@ -17,15 +17,15 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from mysql_pg_assets.canonical import comparable, mysql_text, pg_text
-from mysql_pg_assets.catalog import TOMBSTONE_COLUMN, ColumnPlan, TablePlan
-from mysql_pg_assets.connections import mysql_connection, pg_connection, relation_exists
-from mysql_pg_assets.extract import Window, window_sql
-from mysql_pg_assets.load import bucket_sql, pg_window_sql
-from mysql_pg_assets.meta import existing
-from mysql_pg_assets.migrate import expected_shape, table_shape
-from mysql_pg_assets.settings import DatabaseUrl
-from mysql_pg_assets.sql import mysql_ident, mysql_qualified, pg_ident, pg_idents, pg_qualified
+from mysql_pg_assets.checks.canonical import comparable, mysql_text, pg_text
+from mysql_pg_assets.core.connections import mysql_connection, pg_connection, relation_exists
+from mysql_pg_assets.core.meta import existing
+from mysql_pg_assets.core.settings import DatabaseUrl
+from mysql_pg_assets.core.sql import mysql_ident, mysql_qualified, pg_ident, pg_idents, pg_qualified
+from mysql_pg_assets.sync.catalog.discover import TOMBSTONE_COLUMN, ColumnPlan, TablePlan
+from mysql_pg_assets.sync.extract import Window, window_sql
+from mysql_pg_assets.sync.load.loader import bucket_sql, pg_window_sql
+from mysql_pg_assets.sync.load.migrate import expected_shape, table_shape
 
 
 @dataclass(frozen=True)

@@ -45,8 +45,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
-from mysql_pg_assets.errors import ActionableError
-from mysql_pg_assets.sql import PG_NAME_BYTES, pg_type
+from mysql_pg_assets.core.errors import ActionableError
+from mysql_pg_assets.core.sql import PG_NAME_BYTES, pg_type
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from mysql_pg_assets.sql import pg_literal
+from mysql_pg_assets.core.sql import pg_literal
 
 _DISPLAY_WIDTH = re.compile(r"^\w+\((\d+)\)")
 

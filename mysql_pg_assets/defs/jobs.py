@@ -12,13 +12,13 @@ migrates the table and reloads it in one transaction. Giving ``fingerprint`` (sh
 from dagster import AssetObservation, Config, Failure, JobDefinition, MetadataValue, OpExecutionContext, job, op
 from pydantic import Field
 
-from mysql_pg_assets.assets import asset_key
-from mysql_pg_assets.catalog import Catalog
-from mysql_pg_assets.connections import pg_connect
-from mysql_pg_assets.migrate import APPROVAL_JOB, approve, plan_tables
-from mysql_pg_assets.resources import MySQLSource, PostgresTarget
-from mysql_pg_assets.sensors import current_tables
-from mysql_pg_assets.spec import SyncSpec
+from mysql_pg_assets.core.connections import pg_connect
+from mysql_pg_assets.defs.assets import asset_key
+from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
+from mysql_pg_assets.defs.sensors import current_tables
+from mysql_pg_assets.sync.catalog.discover import Catalog
+from mysql_pg_assets.sync.load.migrate import APPROVAL_JOB, approve, plan_tables
+from mysql_pg_assets.sync.spec import SyncSpec
 
 
 class SchemaChangeApproval(Config):

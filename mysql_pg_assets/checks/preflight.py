@@ -21,13 +21,13 @@ from dataclasses import dataclass
 
 import psycopg
 
-from mysql_pg_assets.catalog import discover
-from mysql_pg_assets.connections import TargetError, explain, pg_connection
-from mysql_pg_assets.errors import ActionableError
-from mysql_pg_assets.meta import locate
-from mysql_pg_assets.settings import DatabaseUrl, Settings
-from mysql_pg_assets.spec import load_spec
-from mysql_pg_assets.sql import pg_ident
+from mysql_pg_assets.core.connections import TargetError, explain, pg_connection
+from mysql_pg_assets.core.errors import ActionableError
+from mysql_pg_assets.core.meta import locate
+from mysql_pg_assets.core.settings import DatabaseUrl, Settings
+from mysql_pg_assets.core.sql import pg_ident
+from mysql_pg_assets.sync.catalog.discover import discover
+from mysql_pg_assets.sync.spec import load_spec
 
 
 @dataclass(frozen=True)
