@@ -28,7 +28,6 @@ from mysql_pg_assets.core.connections import pg_connect, pg_connection
 from mysql_pg_assets.core.errors import ActionableError
 from mysql_pg_assets.core.meta import existing
 from mysql_pg_assets.core.settings import DatabaseUrl, Settings
-from mysql_pg_assets.core.sql import pg_qualified
 from mysql_pg_assets.sync.catalog.casting import rules_markdown
 from mysql_pg_assets.sync.catalog.discover import discover
 from mysql_pg_assets.sync.load.migrate import approved, plan_tables
@@ -110,7 +109,7 @@ def reset_target(settings: Settings) -> int:
     catalog = discover(load_spec(settings.sync_config), settings.mysql_url)
     with pg_connection(settings.postgres_url) as connection, connection.transaction():
         for table in catalog.tables:
-            connection.execute(f"DROP TABLE IF EXISTS {pg_qualified(table.target_schema, table.target_table)} CASCADE")
+            connection.execute(f"DROP TABLE IF EXISTS {table.target} CASCADE")
         meta = existing(connection, catalog.target_schema)
         for history in (meta.ledger, meta.rejects, meta.schema_changes) if meta else ():
             connection.execute(f"DELETE FROM {history} WHERE target_table = ANY(%s)",

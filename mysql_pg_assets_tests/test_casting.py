@@ -14,7 +14,8 @@ from mysql_pg_assets.core.connections import mysql_connection, pg_connection
 from mysql_pg_assets.core.settings import PROJECT_ROOT, DatabaseUrl
 from mysql_pg_assets.core.sql import pg_qualified
 from mysql_pg_assets.sync.catalog.casting import MySQLColumn, rule_for, rules_markdown
-from mysql_pg_assets.sync.catalog.discover import TablePlan, discover
+from mysql_pg_assets.sync.catalog.discover import discover
+from mysql_pg_assets.sync.catalog.plans import TablePlan
 from mysql_pg_assets.sync.pipeline import sync_table
 from mysql_pg_assets.sync.spec import parse_spec
 

@@ -13,7 +13,8 @@ from mysql_pg_assets.core.connections import SourceUnavailable, TargetError, mys
 from mysql_pg_assets.core.settings import DatabaseUrl, Settings
 from mysql_pg_assets.core.sql import pg_qualified
 from mysql_pg_assets.defs.assets import build_table_assets
-from mysql_pg_assets.sync.catalog.discover import TablePlan, discover
+from mysql_pg_assets.sync.catalog.discover import discover
+from mysql_pg_assets.sync.catalog.plans import TablePlan
 from mysql_pg_assets.sync.extract import read_batches
 from mysql_pg_assets.sync.load.loader import load_table
 from mysql_pg_assets.sync.pipeline import sync_table, validated_batches

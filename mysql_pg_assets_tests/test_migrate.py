@@ -12,9 +12,9 @@ from mysql_pg_assets.cli import schema_changes
 from mysql_pg_assets.core.connections import mysql_connection, pg_connection
 from mysql_pg_assets.core.meta import SCHEMA_CHANGES
 from mysql_pg_assets.core.settings import DatabaseUrl, Settings
-from mysql_pg_assets.sync.catalog.discover import TablePlan, discover
-from mysql_pg_assets.sync.load.loader import pending_migration
-from mysql_pg_assets.sync.load.migrate import SchemaChangeHeld, approve, plan, widens
+from mysql_pg_assets.sync.catalog.discover import discover
+from mysql_pg_assets.sync.catalog.plans import TablePlan
+from mysql_pg_assets.sync.load.migrate import SchemaChangeHeld, approve, pending_migration, plan, widens
 from mysql_pg_assets.sync.pipeline import sync_table
 from mysql_pg_assets.sync.spec import parse_spec
 from mysql_pg_assets_tests.conftest import write_spec

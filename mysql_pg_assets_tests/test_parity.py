@@ -10,7 +10,8 @@ import pytest
 from mysql_pg_assets.checks.parity import checksum_columns, fingerprints, sample_rows
 from mysql_pg_assets.core.connections import mysql_connection, pg_connection
 from mysql_pg_assets.core.settings import DatabaseUrl
-from mysql_pg_assets.sync.catalog.discover import TablePlan, discover
+from mysql_pg_assets.sync.catalog.discover import discover
+from mysql_pg_assets.sync.catalog.plans import TablePlan
 from mysql_pg_assets.sync.pipeline import sync_table
 from mysql_pg_assets.sync.spec import parse_spec
 

@@ -21,7 +21,8 @@ from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.core.sql import pg_qualified
 from mysql_pg_assets.defs.assets import build_table_assets
 from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
-from mysql_pg_assets.sync.catalog.discover import Catalog, TablePlan, discover
+from mysql_pg_assets.sync.catalog.discover import discover
+from mysql_pg_assets.sync.catalog.plans import Catalog, TablePlan
 from mysql_pg_assets.sync.pipeline import sync_table
 from mysql_pg_assets.sync.spec import parse_spec
 from mysql_pg_assets_tests.conftest import write_spec

@@ -47,8 +47,9 @@ from mysql_pg_assets.core.connections import mysql_connection, pg_connection
 from mysql_pg_assets.core.meta import REJECTS
 from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.core.sql import mysql_ident, pg_ident, pg_qualified
-from mysql_pg_assets.sync.catalog.discover import TablePlan, discover
-from mysql_pg_assets.sync.load.loader import LoadResult
+from mysql_pg_assets.sync.catalog.discover import discover
+from mysql_pg_assets.sync.catalog.plans import TablePlan
+from mysql_pg_assets.sync.load.result import LoadResult
 from mysql_pg_assets.sync.pipeline import sync_table
 from mysql_pg_assets.sync.spec import parse_spec
 

@@ -23,7 +23,7 @@ out (the checks name it); its rows are still counted.
 
 from __future__ import annotations
 
-from mysql_pg_assets.sync.catalog.discover import ColumnPlan
+from mysql_pg_assets.sync.catalog.plans import ColumnPlan
 
 # Sign, integer mantissa in [2^52, 2^53) and binary exponent of a non-zero double x: with
 # e = floor(log2|x|) clamped to the double range and corrected by one where log2 rounds, m = |x|/2^e

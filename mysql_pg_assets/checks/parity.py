@@ -19,12 +19,11 @@ from typing import Any
 
 from mysql_pg_assets.checks.canonical import comparable, mysql_text, pg_text
 from mysql_pg_assets.core.connections import mysql_connection, pg_connection, relation_exists
-from mysql_pg_assets.core.meta import existing
 from mysql_pg_assets.core.settings import DatabaseUrl
-from mysql_pg_assets.core.sql import mysql_ident, mysql_qualified, pg_ident, pg_idents, pg_qualified
-from mysql_pg_assets.sync.catalog.discover import TOMBSTONE_COLUMN, ColumnPlan, TablePlan
+from mysql_pg_assets.core.sql import mysql_ident, mysql_qualified, pg_ident, pg_idents
+from mysql_pg_assets.sync.catalog.plans import TOMBSTONE_COLUMN, ColumnPlan, TablePlan
 from mysql_pg_assets.sync.extract import Window, window_sql
-from mysql_pg_assets.sync.load.loader import bucket_sql, pg_window_sql
+from mysql_pg_assets.sync.load.merge import bucket_sql, pg_window_sql
 from mysql_pg_assets.sync.load.migrate import expected_shape, table_shape
 
 
@@ -53,10 +52,10 @@ def _alive(table: TablePlan) -> str:
 
 def postgres_row_count(url: DatabaseUrl, table: TablePlan) -> int | None:
     with pg_connection(url) as connection:
-        if not relation_exists(connection, pg_qualified(table.target_schema, table.target_table)):
+        if not relation_exists(connection, table.target):
             return None
         return int(connection.execute(
-            f"SELECT count(*) FROM {pg_qualified(table.target_schema, table.target_table)}{_alive(table)}"
+            f"SELECT count(*) FROM {table.target}{_alive(table)}"
         ).fetchone()[0])
 
 
@@ -122,7 +121,7 @@ def fingerprints(
         connection.execute("SET TimeZone = 'UTC'")
         pg_rows, pg_sum = connection.execute(
             f"SELECT count(*), coalesce(sum(('x' || substr(md5({pg_row}), 1, 15))::bit(60)::bigint), 0)"
-            f" FROM {pg_qualified(table.target_schema, table.target_table)}{pg_where}", pg_params).fetchone()
+            f" FROM {table.target}{pg_where}", pg_params).fetchone()
     return Fingerprint(int(mysql_rows), int(mysql_sum)), Fingerprint(int(pg_rows), int(pg_sum))
 
 
@@ -135,7 +134,7 @@ def partition_row_counts(url: DatabaseUrl, table: TablePlan, window: Window | No
     with pg_connection(url) as connection:
         connection.execute("SET TimeZone = 'UTC'")  # a timestamp column compares as the instant it stands for
         rows = connection.execute(
-            f"SELECT {by}, count(*) FROM {pg_qualified(table.target_schema, table.target_table)}{pg_where}"
+            f"SELECT {by}, count(*) FROM {table.target}{pg_where}"
             f" GROUP BY 1", [*by_params, *pg_params]).fetchall()
     return {int(bucket): int(count) for bucket, count in rows}
 
@@ -165,20 +164,6 @@ def table_counts(
             tuple(b.astimezone(UTC).replace(tzinfo=None) if b.tzinfo else b for b in (first_start, last_end)))
         rows, before, after = (int(v) for v in cur.fetchone())
     return TableCounts(rows, postgres_row_count(postgres_url, table) or 0, before, after)
-
-
-def rejects_sample(url: DatabaseUrl, table: TablePlan, run_id: str, limit: int = 20) -> list[dict[str, Any]]:
-    """The first rejects of a run: key, column, value and reason, for a check's failure cases."""
-    with pg_connection(url) as connection:
-        meta = existing(connection, table.target_schema)
-        if meta is None:
-            return []
-        rows = connection.execute(
-            f"SELECT primary_key, column_name, value, reason FROM {meta.rejects} WHERE run_id = %s"
-            f" AND target_table = %s"
-            f" ORDER BY id LIMIT %s", (run_id, table.target_label, limit)).fetchall()
-    return [{"primary_key": key, "column": column, "value": value, "reason": reason}
-            for key, column, value, reason in rows]
 
 
 def count_parity(mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, table: TablePlan) -> TableParity:
@@ -272,7 +257,7 @@ def compare_rows(
         with pg_connection(postgres_url) as connection:
             target_rows = connection.execute(
                 f"SELECT {', '.join(_pg_read(c) for c in table.columns)} "
-                f"FROM {pg_qualified(table.target_schema, table.target_table)}{_alive(table)}"
+                f"FROM {table.target}{_alive(table)}"
             ).fetchall()
     expected = sorted(_normalized(source_rows, [_normalizer(c, "mysql") for c in table.columns]), key=_sort_key)
     actual = sorted(_normalized(target_rows, [_normalizer(c, "postgres") for c in table.columns]), key=_sort_key)
@@ -319,7 +304,7 @@ def sample_rows(
     longer has is a difference too. Needs a primary key."""
     assert table.primary_key, table.target_label
     key_columns = [c for c in table.columns if c.target_name in table.primary_key]
-    target = pg_qualified(table.target_schema, table.target_table)
+    target = table.target
     _, _, pg_where, pg_params = _scope_sql(table, window)
     keys_sql = pg_idents(c.target_name for c in key_columns)
     with pg_connection(postgres_url) as connection:
@@ -367,7 +352,7 @@ def schema_differences(url: DatabaseUrl, table: TablePlan) -> list[str]:
     Both shapes come from ``migrate``: the expected one is a temporary table built from the mapping,
     so PostgreSQL itself normalizes the types on both sides.
     """
-    target = pg_qualified(table.target_schema, table.target_table)
+    target = table.target
     with pg_connection(url) as connection:
         if not relation_exists(connection, target):
             return [f"{table.target_label} does not exist"]

@@ -161,3 +161,51 @@ def existing(connection: psycopg.Connection, target_schema: str) -> MetaTables |
     meta = locate(connection, target_schema)
     exists = connection.execute("SELECT to_regclass(%s) IS NOT NULL", (meta.ledger,)).fetchone()[0]
     return meta if exists else None
+
+
+# --- reading and writing them ------------------------------------------------------------------
+
+LEDGER_COLUMNS = ("run_id", "source_table", "target_table", "partition", "scope", "window_start", "window_end",
+                  "watermark_from", "watermark_to", "newest_source_value", "rows_read", "rows_inserted",
+                  "rows_updated", "rows_deleted", "rows_rejected", "values_converted", "seconds")
+
+
+def record_load(connection: psycopg.Connection, meta: MetaTables, row: dict[str, object]) -> None:
+    """One ledger row per load, written in the load's own transaction: it never records a load that
+    did not commit."""
+    names = ", ".join(LEDGER_COLUMNS)
+    connection.execute(f"INSERT INTO {meta.ledger} ({names}) VALUES ({', '.join(['%s'] * len(LEDGER_COLUMNS))})",
+                       [row[name] for name in LEDGER_COLUMNS])
+
+
+def write_rejects(connection: psycopg.Connection, meta: MetaTables, staged: str, run_id: str | None,
+                  source_label: str, target_label: str) -> int:
+    """Move a load's staged rejects (``staged``: key, column, value, reason) into the rejects table."""
+    return connection.execute(
+        f"INSERT INTO {meta.rejects} (run_id, source_table, target_table, primary_key, column_name, value, reason)"
+        f" SELECT %s, %s, %s, primary_key::jsonb, column_name, value, reason FROM {staged}",
+        (run_id, source_label, target_label)).rowcount
+
+
+def last_watermark(connection: psycopg.Connection, target_schema: str, target_label: str) -> str | None:
+    """The newest cursor value the last load of a table recorded (None: no load recorded one)."""
+    meta = existing(connection, target_schema)
+    if meta is None:
+        return None
+    row = connection.execute(
+        f"SELECT watermark_to FROM {meta.ledger} WHERE target_table = %s AND watermark_to IS NOT NULL"
+        f" ORDER BY id DESC LIMIT 1", (target_label,)).fetchone()
+    return row[0] if row else None
+
+
+def rejects_sample(connection: psycopg.Connection, target_schema: str, target_label: str, run_id: str,
+                   limit: int = 20) -> list[dict[str, object]]:
+    """The first rejects of a run: key, column, value and reason, for a check's failure cases."""
+    meta = existing(connection, target_schema)
+    if meta is None:
+        return []
+    rows = connection.execute(
+        f"SELECT primary_key, column_name, value, reason FROM {meta.rejects} WHERE run_id = %s"
+        f" AND target_table = %s ORDER BY id LIMIT %s", (run_id, target_label, limit)).fetchall()
+    return [{"primary_key": key, "column": column, "value": value, "reason": reason}
+            for key, column, value, reason in rows]

@@ -39,18 +39,19 @@ from mysql_pg_assets.checks.parity import (
     checksum_columns,
     fingerprints,
     partition_row_counts,
-    rejects_sample,
     sample_rows,
     schema_differences,
     table_counts,
 )
 from mysql_pg_assets.core import alerts
+from mysql_pg_assets.core.connections import pg_connection
 from mysql_pg_assets.core.errors import ActionableError
+from mysql_pg_assets.core.meta import rejects_sample
 from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
-from mysql_pg_assets.sync.catalog.discover import Catalog, TablePlan, dagster_safe_name
+from mysql_pg_assets.sync.catalog.plans import Catalog, TablePlan, dagster_safe_name
 from mysql_pg_assets.sync.extract import Window
-from mysql_pg_assets.sync.load.loader import LoadResult
+from mysql_pg_assets.sync.load.result import LoadResult
 from mysql_pg_assets.sync.pipeline import sync_table
 
 # Where rejects go when the role may create schemas; the materialization names the real place (see meta).
@@ -375,7 +376,7 @@ def build_table_asset(table: TablePlan) -> AssetsDefinition:
                 f"{result.rejects_table} WHERE run_id = '{run_id}'"
             )
         sides = fingerprints(mysql.database_url, postgres.database_url, table, window)
-        sample = rejects_sample(postgres.database_url, table, run_id) if result.rejected_rows else []
+        sample = _rejects(postgres.database_url, table, run_id) if result.rejected_rows else []
         checks = check_results(table, result, sides, sample, schema_differences(postgres.database_url, table))
         if table.partition is not None:
             checks.append(table_count_check(context, table, mysql.database_url, postgres.database_url))
@@ -395,6 +396,11 @@ def build_table_asset(table: TablePlan) -> AssetsDefinition:
         return MaterializeResult(metadata=materialization_metadata(table, result, run_range), check_results=checks)
 
     return _sync
+
+
+def _rejects(url: DatabaseUrl, table: TablePlan, run_id: str) -> list[dict[str, object]]:
+    with pg_connection(url) as connection:
+        return rejects_sample(connection, table.target_schema, table.target_label, run_id)
 
 
 def _description(table: TablePlan) -> str:

@@ -15,8 +15,8 @@ from pydantic import Field
 from mysql_pg_assets.core.connections import pg_connect
 from mysql_pg_assets.defs.assets import asset_key
 from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
-from mysql_pg_assets.defs.sensors import current_tables
-from mysql_pg_assets.sync.catalog.discover import Catalog
+from mysql_pg_assets.sync.catalog.discover import current_plans
+from mysql_pg_assets.sync.catalog.plans import Catalog
 from mysql_pg_assets.sync.load.migrate import APPROVAL_JOB, approve, plan_tables
 from mysql_pg_assets.sync.spec import SyncSpec
 
@@ -32,7 +32,7 @@ def build_schema_approval_job(spec: SyncSpec, catalog: Catalog) -> JobDefinition
                                                   "approves them.")
     def review_schema_change(context: OpExecutionContext, config: SchemaChangeApproval, mysql: MySQLSource,
                              postgres: PostgresTarget) -> None:
-        tables = current_tables(spec, catalog, mysql.database_url)
+        tables = current_plans(spec, catalog, mysql.database_url)
         table = next((t for t in tables if config.table in (t.target_label, t.source_table, t.source_label,
                                                             asset_key(t).to_user_string())), None)
         if table is None:

@@ -37,26 +37,15 @@ from dagster import (
 from mysql_pg_assets.checks.parity import fingerprints
 from mysql_pg_assets.core import alerts
 from mysql_pg_assets.core.connections import pg_connect
-from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.defs.assets import SCHEMA_CONFORMS, asset_key, partition_window, partitions_for, severity
 from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
-from mysql_pg_assets.sync.catalog.discover import Catalog, TablePlan, dagster_safe_name, discover
+from mysql_pg_assets.sync.catalog.discover import current_plans
+from mysql_pg_assets.sync.catalog.plans import Catalog, TablePlan, dagster_safe_name
 from mysql_pg_assets.sync.load.migrate import APPROVAL_JOB, Migration, applied_count, approved, plan_tables
 from mysql_pg_assets.sync.spec import Freshness, SyncSpec
 
 # The tags of a single-run backfill of a partition range, as Dagster's own backfills set them.
 RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
-
-
-def current_tables(spec: SyncSpec, catalog: Catalog, mysql_url: DatabaseUrl) -> list[TablePlan]:
-    """The code location's tables as MySQL has them now (the catalog read anew: a handful of queries).
-
-    The code location's own plans date from its last load; a run reads the catalog anew, and so
-    must a sensor that compares against MySQL. A table added to MySQL needs the code location
-    reloaded (it is a new asset); a table gone from MySQL is left out.
-    """
-    fresh = {t.source_table: t for t in discover(spec, mysql_url, missing_ok=True).tables}
-    return [fresh[t.source_table] for t in catalog.tables if t.source_table in fresh]
 
 
 def _repair_sensor(kind: str, catalog: Catalog, interval_s: int, description: str) -> Callable:
@@ -90,7 +79,7 @@ def build_data_drift_sensor(
         f"Compares row counts and checksums of materialized partitions of {catalog.source_database}, "
         f"{budget} per tick, and rematerializes the ones that differ."))
     def data_drift(context: SensorEvaluationContext, mysql: MySQLSource, postgres: PostgresTarget) -> SensorResult:
-        tables = current_tables(spec, catalog, mysql.database_url)
+        tables = current_plans(spec, catalog, mysql.database_url)
         with pg_connect(postgres.database_url, autocommit=True) as connection:
             migrating = {label for label, migration in plan_tables(connection, tables).items() if migration}
         # A table whose schema changed is the schema-drift sensor's: its checksums cannot compare yet.
@@ -146,7 +135,7 @@ def build_schema_drift_sensor(spec: SyncSpec, catalog: Catalog, interval_s: int 
         f"Watches {catalog.source_database}'s information_schema: migrates PostgreSQL for compatible "
         f"changes and rematerializes; holds destructive ones until {APPROVAL_JOB} approves them."))
     def schema_drift(context: SensorEvaluationContext, mysql: MySQLSource, postgres: PostgresTarget) -> SensorResult:
-        tables = current_tables(spec, catalog, mysql.database_url)
+        tables = current_plans(spec, catalog, mysql.database_url)
         held: dict[str, str] = json.loads(context.cursor)["held"] if context.cursor else {}
         requests, events = [], []
         with pg_connect(postgres.database_url, autocommit=True) as connection:

@@ -18,7 +18,7 @@ from mysql_pg_assets.core.connections import SourceUnavailable, connectorx_url, 
 from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.core.sql import mysql_ident, mysql_qualified
 from mysql_pg_assets.sync.catalog.casting import converted_expression, invalid_expression, read_expression
-from mysql_pg_assets.sync.catalog.discover import TablePlan
+from mysql_pg_assets.sync.catalog.plans import TablePlan, converted_flag_name, invalid_flag_name, staging_name
 
 DEFAULT_BATCH_ROWS = 100_000
 
@@ -101,20 +101,6 @@ def where_sql(table: TablePlan, scope: Scope) -> str:
         assert cursor is not None, table.target_label
         return f" WHERE {mysql_ident(cursor.source.name)} >= {mysql_literal(scope.value)}"
     return ""
-
-
-def staging_name(index: int) -> str:
-    return f"c{index}"
-
-
-def converted_flag_name(index: int) -> str:
-    """The column that is true where MySQL converted column ``index``'s value (a zero date)."""
-    return f"converted{index}"
-
-
-def invalid_flag_name(index: int) -> str:
-    """The column that is true where column ``index`` holds a value MySQL should have refused."""
-    return f"invalid{index}"
 
 
 def select_sql(table: TablePlan, scope: Scope = None) -> str:

@@ -18,10 +18,14 @@ from datetime import datetime
 
 import pyarrow as pa
 
+from mysql_pg_assets.core.connections import pg_connection, relation_exists
+from mysql_pg_assets.core.meta import last_watermark
 from mysql_pg_assets.core.settings import DatabaseUrl
-from mysql_pg_assets.sync.catalog.discover import TablePlan
-from mysql_pg_assets.sync.extract import DEFAULT_BATCH_ROWS, Scope, Since, Window, keys_sql, read_batches, staging_name
-from mysql_pg_assets.sync.load.loader import LoadResult, last_watermark, load_table, pending_migration
+from mysql_pg_assets.sync.catalog.plans import TablePlan, staging_name
+from mysql_pg_assets.sync.extract import DEFAULT_BATCH_ROWS, Scope, Since, Window, keys_sql, read_batches
+from mysql_pg_assets.sync.load.loader import load_table
+from mysql_pg_assets.sync.load.migrate import pending_migration
+from mysql_pg_assets.sync.load.result import LoadResult
 from mysql_pg_assets.sync.transform import count_by_partition, keys_to_staging, to_staging
 from mysql_pg_assets.sync.validate import ValidatedBatch, schema_for, validate
 
@@ -61,7 +65,9 @@ def scope_for(table: TablePlan, postgres_url: DatabaseUrl, window: Window | None
         migration = pending_migration(postgres_url, table)
         if migration is not None and migration.reloads_rows:
             return None  # rows loaded before a new or changed column must be read again
-        watermark = last_watermark(postgres_url, table)
+        with pg_connection(postgres_url) as connection:  # a table dropped in PostgreSQL is read whole again
+            exists = relation_exists(connection, table.target)
+            watermark = last_watermark(connection, table.target_schema, table.target_label) if exists else None
         if watermark is not None:
             return Since(parse_watermark(table, watermark))
     return None

@@ -19,8 +19,7 @@ from datetime import UTC, datetime
 import polars as pl
 import pyarrow as pa
 
-from mysql_pg_assets.sync.catalog.discover import TablePlan
-from mysql_pg_assets.sync.extract import converted_flag_name, invalid_flag_name, staging_name
+from mysql_pg_assets.sync.catalog.plans import TablePlan, converted_flag_name, invalid_flag_name, staging_name
 
 NUL_REMOVED = "NUL bytes removed"
 

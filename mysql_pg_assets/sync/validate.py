@@ -23,8 +23,13 @@ import pandera.errors
 import pandera.polars as pa
 import polars as pl
 
-from mysql_pg_assets.sync.catalog.discover import ColumnPlan, TablePlan
-from mysql_pg_assets.sync.extract import converted_flag_name, invalid_flag_name, staging_name
+from mysql_pg_assets.sync.catalog.plans import (
+    ColumnPlan,
+    TablePlan,
+    converted_flag_name,
+    invalid_flag_name,
+    staging_name,
+)
 from mysql_pg_assets.sync.transform import Conversions
 
 REJECT_SCHEMA = {"primary_key": pl.String, "column_name": pl.String, "value": pl.String, "reason": pl.String}
@@ -106,18 +111,14 @@ def passes_all(table: TablePlan) -> pl.Expr:
     return pl.all_horizontal(expressions).all()
 
 
-def _key_names(table: TablePlan) -> list[str]:
-    return [staging_name(i) for i, c in enumerate(table.columns) if c.target_name in table.primary_key]
-
-
 def validate(
     frame: pl.DataFrame, conversions: Conversions, table: TablePlan, schema: pa.DataFrameSchema
 ) -> ValidatedBatch:
     staging = [staging_name(i) for i in range(len(table.columns))]
     if frame.select(passes_all(table)).item():  # the usual case: no need for pandera's failure cases
         return ValidatedBatch(frame.select(staging), pl.DataFrame(schema=REJECT_SCHEMA),
-                              frame.select(_key_names(table)).clear(), 0, conversions)
-    key_names = _key_names(table)
+                              frame.select(table.key_staging_names).clear(), 0, conversions)
+    key_names = table.key_staging_names
     try:
         schema.validate(frame, lazy=True)
         failures = None

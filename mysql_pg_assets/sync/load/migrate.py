@@ -32,10 +32,12 @@ from dataclasses import dataclass, replace
 
 import psycopg
 
+from mysql_pg_assets.core.connections import pg_connection
 from mysql_pg_assets.core.errors import ActionableError
 from mysql_pg_assets.core.meta import ensure, existing
-from mysql_pg_assets.core.sql import pg_fit_name, pg_ident, pg_idents, pg_literal, pg_qualified, pg_type
-from mysql_pg_assets.sync.catalog.discover import TOMBSTONE_COLUMN, ColumnPlan, TablePlan
+from mysql_pg_assets.core.settings import DatabaseUrl
+from mysql_pg_assets.core.sql import pg_fit_name, pg_ident, pg_idents, pg_literal, pg_type
+from mysql_pg_assets.sync.catalog.plans import TOMBSTONE_COLUMN, ColumnPlan, TablePlan
 
 APPROVAL_JOB = "approve_schema_change"
 
@@ -68,7 +70,7 @@ def create_table_sql(table: TablePlan, with_key: bool = True) -> str:
     if table.primary_key and with_key:
         columns.append(f"PRIMARY KEY ({pg_idents(table.primary_key)})")
     body = ",\n  ".join(columns)
-    return f"CREATE TABLE IF NOT EXISTS {pg_qualified(table.target_schema, table.target_table)} (\n  {body}\n)"
+    return f"CREATE TABLE IF NOT EXISTS {table.target} (\n  {body}\n)"
 
 
 def object_name(table: TablePlan, name: str) -> str:
@@ -77,7 +79,7 @@ def object_name(table: TablePlan, name: str) -> str:
 
 
 def create_indexes_sql(table: TablePlan) -> list[str]:
-    target = pg_qualified(table.target_schema, table.target_table)
+    target = table.target
     return [
         f"CREATE {'UNIQUE ' if index.unique else ''}INDEX IF NOT EXISTS {pg_ident(object_name(table, index.name))} "
         f"ON {target} ({pg_idents(index.columns)})"
@@ -277,7 +279,7 @@ class SchemaChangeHeld(ActionableError, RuntimeError):
 
 def plan(connection: psycopg.Connection, table: TablePlan) -> Migration:
     """The changes that turn the existing PostgreSQL table into the mapping's (empty: none)."""
-    target = pg_qualified(table.target_schema, table.target_table)
+    target = table.target
     actual, expected = table_shape(connection, target), expected_shape(connection, table)
     plans = {c.target_name: c for c in table.columns}
     changes: list[Change] = []
@@ -364,10 +366,16 @@ def plan_tables(connection: psycopg.Connection, tables: Iterable[TablePlan]) -> 
     """Migrations of the tables that exist in PostgreSQL, by target label."""
     migrations = {}
     for table in tables:
-        target = pg_qualified(table.target_schema, table.target_table)
+        target = table.target
         if connection.execute("SELECT to_regclass(%s) IS NOT NULL", (target,)).fetchone()[0]:
             migrations[table.target_label] = plan(connection, table)
     return migrations
+
+
+def pending_migration(postgres_url: DatabaseUrl, table: TablePlan) -> Migration | None:
+    """The migration the next load of the table will apply (None: the table is missing or conforms)."""
+    with pg_connection(postgres_url) as connection:
+        return plan_tables(connection, [table]).get(table.target_label) or None
 
 
 def approved(connection: psycopg.Connection, migration: Migration) -> bool:
@@ -415,7 +423,7 @@ def apply_before(connection: psycopg.Connection, migration: Migration) -> None:
 def apply_after(connection: psycopg.Connection, migration: Migration, run_id: str | None) -> list[str]:
     """The constraints that need the loaded rows, then the record of the migration; returns what is
     left for a later load (a NOT NULL on a column that still holds NULLs outside this load's scope)."""
-    target = pg_qualified(migration.table.target_schema, migration.table.target_table)
+    target = migration.table.target
     pending = []
     for change in migration.changes:
         for step in change.after:
