@@ -78,7 +78,7 @@ def schema_changes(settings: Settings) -> int:
 def materialize_all(settings: Settings) -> int:
     """Materialize every asset with the dagster CLI: unpartitioned ones in one run, and each set
     of partitioned ones over all its partitions in one run (their backfill policy is single-run)."""
-    from mysql_pg_assets.defs.assets import asset_key, partitions_for
+    from mysql_pg_assets.defs.translator import asset_key, partitions_for
 
     catalog = discover(load_spec(settings.sync_config), settings.mysql_url)
     groups: dict[tuple[str, str], list[str]] = {}

@@ -16,7 +16,7 @@ from mysql_pg_assets.checks.parity import compare_rows
 from mysql_pg_assets.core.connections import mysql_connection
 from mysql_pg_assets.core.settings import PROJECT_ROOT, DatabaseUrl, Settings
 from mysql_pg_assets.definitions import build_definitions
-from mysql_pg_assets.defs.assets import human_duration
+from mysql_pg_assets.defs.translator import human_duration
 from mysql_pg_assets.sync.catalog.discover import discover
 from mysql_pg_assets.sync.spec import load_spec
 from mysql_pg_assets_demo import shop as demo

@@ -37,7 +37,7 @@ from mysql_pg_assets.core.meta import REJECTS
 from mysql_pg_assets.core.settings import PROJECT_ROOT, DatabaseUrl, Settings
 from mysql_pg_assets.core.sql import mysql_ident, mysql_qualified, pg_ident, pg_qualified
 from mysql_pg_assets.definitions import build_definitions
-from mysql_pg_assets.defs.assets import asset_key
+from mysql_pg_assets.defs.translator import asset_key
 from mysql_pg_assets.sync.catalog.discover import discover
 from mysql_pg_assets.sync.catalog.plans import TablePlan
 from mysql_pg_assets.sync.spec import load_spec

@@ -23,8 +23,8 @@ from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.core.sql import mysql_ident, mysql_qualified, pg_ident, pg_idents
 from mysql_pg_assets.sync.catalog.plans import TOMBSTONE_COLUMN, ColumnPlan, TablePlan
 from mysql_pg_assets.sync.extract import Window, window_sql
+from mysql_pg_assets.sync.load.ddl import expected_shape, table_shape
 from mysql_pg_assets.sync.load.merge import bucket_sql, pg_window_sql
-from mysql_pg_assets.sync.load.migrate import expected_shape, table_shape
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,8 @@ migrates the table and reloads it in one transaction. Giving ``fingerprint`` (sh
 from dagster import AssetObservation, Config, Failure, JobDefinition, MetadataValue, OpExecutionContext, job, op
 from pydantic import Field
 
-from mysql_pg_assets.core.connections import pg_connect
-from mysql_pg_assets.defs.assets import asset_key
 from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
+from mysql_pg_assets.defs.translator import asset_key
 from mysql_pg_assets.sync.catalog.discover import current_plans
 from mysql_pg_assets.sync.catalog.plans import Catalog
 from mysql_pg_assets.sync.load.migrate import APPROVAL_JOB, approve, plan_tables
@@ -38,7 +37,7 @@ def build_schema_approval_job(spec: SyncSpec, catalog: Catalog) -> JobDefinition
         if table is None:
             raise Failure(f"no synced table {config.table!r}; the tables are: "
                           f"{', '.join(t.target_label for t in tables)}")
-        with pg_connect(postgres.database_url, autocommit=True) as connection:
+        with postgres.connection() as connection:
             migration = plan_tables(connection, [table]).get(table.target_label)
             if not migration:
                 context.log.info(f"{table.target_label} conforms to MySQL's schema: nothing to approve")

@@ -6,9 +6,15 @@ name. The resources hand the stages a :class:`DatabaseUrl`, which masks its pass
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+import pymysql
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from mysql_pg_assets.core.connections import mysql_connection, pg_connection
 from mysql_pg_assets.core.settings import DatabaseUrl
 
 
@@ -21,6 +27,12 @@ class MySQLSource(ConfigurableResource):
     def database_url(self) -> DatabaseUrl:
         return DatabaseUrl.parse(self.url)
 
+    @contextmanager
+    def connection(self) -> Iterator[pymysql.Connection]:
+        """A connection from ``core.connections`` (UTC, bounded lock waits, errors worded), closed on exit."""
+        with mysql_connection(self.database_url) as connection:
+            yield connection
+
 
 class PostgresTarget(ConfigurableResource):
     """The PostgreSQL database tables are written to."""
@@ -30,3 +42,9 @@ class PostgresTarget(ConfigurableResource):
     @property
     def database_url(self) -> DatabaseUrl:
         return DatabaseUrl.parse(self.url)
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """An autocommit connection from ``core.connections`` (safe binding, timeouts), closed on exit."""
+        with pg_connection(self.database_url) as connection:
+            yield connection

@@ -34,15 +34,25 @@ from dagster import (
     sensor,
 )
 
+from mysql_pg_assets.checks.drift import (
+    Held,
+    SchemaRun,
+    data_repair,
+    freshness_change,
+    freshness_state,
+    reload_range,
+    schema_decisions,
+    units_to_check,
+)
 from mysql_pg_assets.checks.parity import fingerprints
 from mysql_pg_assets.core import alerts
-from mysql_pg_assets.core.connections import pg_connect
-from mysql_pg_assets.defs.assets import SCHEMA_CONFORMS, asset_key, partition_window, partitions_for, severity
+from mysql_pg_assets.defs.asset_checks import SCHEMA_CONFORMS, severity
 from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
+from mysql_pg_assets.defs.translator import asset_key, partition_window, partitions_for
 from mysql_pg_assets.sync.catalog.discover import current_plans
 from mysql_pg_assets.sync.catalog.plans import Catalog, TablePlan, dagster_safe_name
-from mysql_pg_assets.sync.load.migrate import APPROVAL_JOB, Migration, applied_count, approved, plan_tables
-from mysql_pg_assets.sync.spec import Freshness, SyncSpec
+from mysql_pg_assets.sync.load.migrate import APPROVAL_JOB, applied_count, approved, plan_tables
+from mysql_pg_assets.sync.spec import SyncSpec
 
 # The tags of a single-run backfill of a partition range, as Dagster's own backfills set them.
 RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -80,46 +90,51 @@ def build_data_drift_sensor(
         f"{budget} per tick, and rematerializes the ones that differ."))
     def data_drift(context: SensorEvaluationContext, mysql: MySQLSource, postgres: PostgresTarget) -> SensorResult:
         tables = current_plans(spec, catalog, mysql.database_url)
-        with pg_connect(postgres.database_url, autocommit=True) as connection:
+        with postgres.connection() as connection:
             migrating = {label for label, migration in plan_tables(connection, tables).items() if migration}
         # A table whose schema changed is the schema-drift sensor's: its checksums cannot compare yet.
         units = [(t, p) for t, p in _units(context, tables) if t.target_label not in migrating]
         if not units:
             return SensorResult(skip_reason=SkipReason("nothing materialized yet"))
-        start = int(json.loads(context.cursor)["next"]) % len(units) if context.cursor else 0
-        checked = [units[(start + i) % len(units)] for i in range(min(budget, len(units)))]
+        checked, cursor = units_to_check(units, int(json.loads(context.cursor)["next"]) if context.cursor else 0,
+                                         budget)
         requests = []
         for table, partition in checked:
             window = partition_window(table, partition, partition) if partition is not None else None
-            source, target = fingerprints(mysql.database_url, postgres.database_url, table, window)
-            if source != target:
-                context.log.info(f"{table.target_label} [{partition or 'all'}] drifted: MySQL {source}, "
-                                 f"PostgreSQL {target}")
-                requests.append(RunRequest(
-                    run_key=f"drift:{table.target_label}:{partition}:{source.rows}:{source.checksum}:"
-                            f"{target.rows}:{target.checksum}",
-                    asset_selection=[asset_key(table)], partition_key=partition,
-                    tags={"mysql_pg_assets/reason": "data drift"},
-                ))
-        return SensorResult(run_requests=requests, cursor=json.dumps({"next": (start + len(checked)) % len(units)}))
+            repair = data_repair(table, partition, *fingerprints(mysql.database_url, postgres.database_url, table,
+                                                                 window))
+            if repair is not None:
+                context.log.info(repair.reason)
+                requests.append(RunRequest(run_key=repair.run_key, asset_selection=[asset_key(table)],
+                                           partition_key=partition, tags={"mysql_pg_assets/reason": "data drift"}))
+        return SensorResult(run_requests=requests, cursor=json.dumps({"next": cursor}))
 
     return data_drift
 
 
-def _rematerialize(context: SensorEvaluationContext, table: TablePlan, migration: Migration, run_key: str,
-                   reason: str) -> RunRequest:
-    """One run that loads what the migration touches: every materialized partition (one single-run range,
-    gaps included) when rows must be read again, else the newest one; the whole of an unpartitioned table."""
-    key = asset_key(table)
-    tags = {"mysql_pg_assets/reason": reason}
-    partitions = partitions_for(table)
+def _rematerialize(context: SensorEvaluationContext, run: SchemaRun) -> RunRequest:
+    """One run that loads what the migration touches (``drift.reload_range``): a single-run range of
+    partitions, or the whole of an unpartitioned table."""
+    key = asset_key(run.table)
+    tags = {"mysql_pg_assets/reason": run.reason}
+    partitions = partitions_for(run.table)
     if partitions is None:
-        return RunRequest(run_key=run_key, asset_selection=[key], tags=tags)
-    # Nothing materialized in this instance (loads made elsewhere): every partition, the table may hold any.
-    done = sorted(context.instance.get_materialized_partitions(key)) or partitions.get_partition_keys()
-    first = done[0] if migration.reloads_rows else done[-1]
-    return RunRequest(run_key=run_key, asset_selection=[key], tags={
-        **tags, RANGE_START_TAG: first, RANGE_END_TAG: done[-1]})
+        return RunRequest(run_key=run.run_key, asset_selection=[key], tags=tags)
+    first, last = reload_range(list(context.instance.get_materialized_partitions(key)),
+                               partitions.get_partition_keys(), run.migration.reloads_rows)
+    return RunRequest(run_key=run.run_key, asset_selection=[key], tags={**tags, RANGE_START_TAG: first,
+                                                                         RANGE_END_TAG: last})
+
+
+def _held_check(held: Held) -> AssetCheckEvaluation:
+    return AssetCheckEvaluation(
+        asset_key=asset_key(held.table), check_name=SCHEMA_CONFORMS, passed=False,
+        severity=severity(held.table, SCHEMA_CONFORMS),
+        description="MySQL's schema changed destructively; nothing changes until it is approved.",
+        metadata={"differences": MetadataValue.json(held.migration.summary()),
+                  "fingerprint": MetadataValue.text(held.migration.fingerprint),
+                  "to_approve": MetadataValue.text(held.how)},
+    )
 
 
 def build_schema_drift_sensor(spec: SyncSpec, catalog: Catalog, interval_s: int = 60) -> SensorDefinition:
@@ -136,56 +151,25 @@ def build_schema_drift_sensor(spec: SyncSpec, catalog: Catalog, interval_s: int 
         f"changes and rematerializes; holds destructive ones until {APPROVAL_JOB} approves them."))
     def schema_drift(context: SensorEvaluationContext, mysql: MySQLSource, postgres: PostgresTarget) -> SensorResult:
         tables = current_plans(spec, catalog, mysql.database_url)
-        held: dict[str, str] = json.loads(context.cursor)["held"] if context.cursor else {}
-        requests, events = [], []
-        with pg_connect(postgres.database_url, autocommit=True) as connection:
+        reported: dict[str, str] = json.loads(context.cursor)["held"] if context.cursor else {}
+        with postgres.connection() as connection:
             migrations = plan_tables(connection, tables)
             approvals = {label: approved(connection, m) for label, m in migrations.items() if m.destructive}
             applied = {t.target_label: applied_count(connection, t) for t in tables if migrations.get(t.target_label)}
-        for table in tables:
-            migration = migrations.get(table.target_label)
-            if not migration:
-                held.pop(table.target_label, None)
-                continue
-            label, fingerprint = table.target_label, migration.fingerprint
-            changes = "; ".join(migration.summary())
-            if not migration.destructive or approvals[label]:
-                context.log.info(f"{label}: schema changed in MySQL ({changes}): requesting the migrating run")
-                reason = "schema drift" + (" (approved)" if migration.destructive else "")
-                run_key = f"schema:{label}:{fingerprint}:{applied[label]}"
-                requests.append(_rematerialize(context, table, migration, run_key, reason))
-                continue
-            if held.get(label) == fingerprint:
-                continue  # reported already
-            held[label] = fingerprint
-            how = f"launch the job {APPROVAL_JOB} with config table: {label}, approve: true"
-            context.log.warning(f"{label}: destructive schema change held: {changes}; {how}")
-            events.append(AssetCheckEvaluation(
-                asset_key=asset_key(table), check_name=SCHEMA_CONFORMS, passed=False,
-                severity=severity(table, SCHEMA_CONFORMS),
-                description="MySQL's schema changed destructively; nothing changes until it is approved.",
-                metadata={"differences": MetadataValue.json(migration.summary()),
-                          "fingerprint": MetadataValue.text(fingerprint), "to_approve": MetadataValue.text(how)},
-            ))
-            alerts.send(alerts.Alert("schema_change_held", asset_key(table).to_user_string(),
-                                     f"{changes}; {how}", check=SCHEMA_CONFORMS,
-                                     severity=table.checks.schema_conforms.severity))
-        return SensorResult(run_requests=requests, asset_events=events, cursor=json.dumps({"held": held}))
+        runs, holds, reported = schema_decisions(tables, migrations, approvals, applied, reported)
+        for run in runs:
+            context.log.info(f"{run.table.target_label}: schema changed in MySQL "
+                             f"({'; '.join(run.migration.summary())}): requesting the migrating run")
+        for held in holds:
+            context.log.warning(f"{held.table.target_label}: destructive schema change held: {held.changes}; "
+                                f"{held.how}")
+            alerts.send(alerts.Alert("schema_change_held", asset_key(held.table).to_user_string(),
+                                     f"{held.changes}; {held.how}", check=SCHEMA_CONFORMS,
+                                     severity=held.table.checks.schema_conforms.severity))
+        return SensorResult(run_requests=[_rematerialize(context, run) for run in runs],
+                            asset_events=[_held_check(held) for held in holds], cursor=json.dumps({"held": reported}))
 
     return schema_drift
-
-
-def freshness_state(last_materialized: float | None, now: float, freshness: Freshness) -> str:
-    """PASS, WARN, FAIL or UNKNOWN (never materialized): the rule of Dagster's time-window freshness policy,
-    which the UI shows, applied to the time of the asset's latest materialization."""
-    if last_materialized is None:
-        return "UNKNOWN"
-    age = now - last_materialized
-    if age >= freshness.fail_after.total_seconds():
-        return "FAIL"
-    if freshness.warn_after is not None and age >= freshness.warn_after.total_seconds():
-        return "WARN"
-    return "PASS"
 
 
 def build_freshness_alert_sensor(
@@ -213,7 +197,7 @@ def build_freshness_alert_sensor(
             state = freshness_state(event.timestamp if event else None, now, table.freshness)
             label, previous = key.to_user_string(), states.get(key.to_user_string(), "UNKNOWN")
             states[label] = state
-            if state == previous or state == "UNKNOWN" or (state == "PASS" and previous == "UNKNOWN"):
+            if not freshness_change(previous, state):
                 continue
             if state == "PASS":
                 reason, level = "materialized again: fresh", "info"

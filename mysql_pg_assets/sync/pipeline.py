@@ -51,7 +51,7 @@ def validated_batches(
 def parse_watermark(table: TablePlan, text: str) -> datetime | int:
     cursor = table.cursor
     assert cursor is not None
-    if cursor.pg_type in ("timestamptz", "timestamp", "date"):
+    if cursor.temporal:
         return datetime.fromisoformat(text)
     return int(text)
 

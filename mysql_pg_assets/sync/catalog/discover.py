@@ -81,7 +81,7 @@ _JSON_VALID = re.compile(r"^json_valid\(`((?:[^`]|``)+)`\)$", re.I)
 
 
 @dataclass(frozen=True)
-class _Index:
+class Index:
     name: str
     columns: list[str]
     unique: bool
@@ -104,7 +104,7 @@ class _Schema:
 
     tables: list[str]
     columns: dict[str, list[MySQLColumn]]
-    indexes: dict[str, dict[str, _Index]]
+    indexes: dict[str, dict[str, Index]]
     foreign_keys: dict[str, dict[str, _ForeignKey]]
 
 
@@ -133,9 +133,9 @@ def _read_information_schema(cur: pymysql.cursors.Cursor, database: str) -> _Sch
             datetime_precision=dt_precision, charset=charset, extra=extra or "", default=default,
         ))
     cur.execute(_INDEXES_SQL, (database,))
-    indexes: dict[str, dict[str, _Index]] = defaultdict(dict)
+    indexes: dict[str, dict[str, Index]] = defaultdict(dict)
     for table, index, non_unique, column, kind in cur.fetchall():
-        entry = indexes[table].setdefault(index, _Index(index, [], not int(non_unique), kind.upper()))
+        entry = indexes[table].setdefault(index, Index(index, [], not int(non_unique), kind.upper()))
         entry.columns.append(column)
     cur.execute(_FOREIGN_KEYS_SQL, (database, database))
     foreign_keys: dict[str, dict[str, _ForeignKey]] = defaultdict(dict)
@@ -233,7 +233,7 @@ def _plan_column(column: MySQLColumn, override: ColumnOverride | None, options: 
 
 
 def plan_table(
-    database: str, schema: str, table: str, columns: list[MySQLColumn], indexes: dict[str, _Index],
+    database: str, schema: str, table: str, columns: list[MySQLColumn], indexes: dict[str, Index],
     override: TableOverride, options: Options,
 ) -> TablePlan:
     where = f"tables.{table}"

@@ -6,7 +6,7 @@ import psycopg
 
 from mysql_pg_assets.core.sql import pg_ident, pg_idents, pg_qualified
 from mysql_pg_assets.sync.catalog.plans import TablePlan
-from mysql_pg_assets.sync.load.migrate import object_name
+from mysql_pg_assets.sync.load.ddl import object_name
 
 # RESTRICT cannot be deferred in PostgreSQL; NO ACTION is RESTRICT checked at commit.
 _REFERENTIAL_ACTIONS = {"CASCADE": "CASCADE", "SET NULL": "SET NULL", "SET DEFAULT": "SET DEFAULT",

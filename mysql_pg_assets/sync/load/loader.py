@@ -46,15 +46,9 @@ from mysql_pg_assets.core.sql import pg_idents
 from mysql_pg_assets.sync.catalog.plans import ColumnPlan, TablePlan
 from mysql_pg_assets.sync.extract import Scope, Since, Window
 from mysql_pg_assets.sync.load.constraints import add_foreign_keys, follow_identities
+from mysql_pg_assets.sync.load.ddl import create_indexes_sql, create_table_sql
 from mysql_pg_assets.sync.load.merge import delete_missing_sql, insert_sql, staged_values, target_bucket, upsert_sql
-from mysql_pg_assets.sync.load.migrate import (
-    Migration,
-    apply_after,
-    apply_before,
-    create_indexes_sql,
-    create_table_sql,
-    plan,
-)
+from mysql_pg_assets.sync.load.migrate import Migration, apply_after, apply_before, plan
 from mysql_pg_assets.sync.load.result import Counts, LoadResult, add_counts, by_partition, per_bucket
 from mysql_pg_assets.sync.load.salvage import reject_refused_values
 from mysql_pg_assets.sync.load.staging import Staging, Tally, drop_staging, stage
@@ -134,7 +128,7 @@ class _Merger:
 
     def newest(self) -> tuple[str | None, datetime | None]:
         cursor = self.table.cursor
-        numeric = cursor is not None and cursor.pg_type not in ("timestamptz", "timestamp", "date")
+        numeric = cursor is not None and not cursor.temporal
         marks = [w for w, _ in self.watermarks if w is not None]
         watermark = max(marks, key=(lambda w: int(w)) if numeric else None) if marks else None
         times = [t for _, t in self.watermarks if t is not None]
@@ -173,11 +167,11 @@ def _newest(table: TablePlan) -> tuple[str, str] | None:
 
     watermark = "NULL::text"
     if cursor is not None:
-        if cursor.pg_type in ("timestamptz", "timestamp", "date"):
+        if cursor.temporal:
             watermark = f"to_char({as_utc(cursor)} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
         else:
             watermark = f"max({values[cursor.target_name]})::text"
-    temporal = cursor if cursor is not None and cursor.pg_type in ("timestamptz", "timestamp", "date") else partition
+    temporal = cursor if cursor is not None and cursor.temporal else partition
     return watermark, as_utc(temporal) if temporal is not None else "NULL::timestamptz"
 
 

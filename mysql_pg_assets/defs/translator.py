@@ -1,0 +1,188 @@
+"""From a table plan to Dagster: asset key, column schema, partitions and windows, freshness, descriptions
+and materialization metadata. The one place the plan's terms become Dagster's.
+"""
+
+from datetime import UTC, datetime
+
+from dagster import (
+    AssetKey,
+    DailyPartitionsDefinition,
+    FreshnessPolicy,
+    HourlyPartitionsDefinition,
+    MetadataValue,
+    MonthlyPartitionsDefinition,
+    PartitionKeyRange,
+    TableColumn,
+    TableColumnConstraints,
+    TableSchema,
+    TimeWindowPartitionsDefinition,
+    WeeklyPartitionsDefinition,
+)
+
+from mysql_pg_assets.sync.catalog.plans import TablePlan, dagster_safe_name
+from mysql_pg_assets.sync.extract import Window
+from mysql_pg_assets.sync.load.result import LoadResult
+
+
+def asset_key(table: TablePlan) -> AssetKey:
+    return AssetKey([dagster_safe_name(table.target_schema), table.asset_name])
+
+
+def parent_keys(table: TablePlan) -> list[AssetKey]:
+    """MySQL's foreign keys that are lineage (see ``catalog.lineage``), as the asset's dependencies."""
+    parents = {AssetKey([dagster_safe_name(table.target_schema), dagster_safe_name(key.referenced_target)])
+               for key in table.foreign_keys if key.lineage}
+    return sorted(parents, key=lambda k: k.path)
+
+
+def column_schema(table: TablePlan) -> TableSchema:
+    return TableSchema(columns=[
+        TableColumn(
+            name=column.target_name,
+            type=column.pg_type,
+            description=f"MySQL {column.source.column_type} → PostgreSQL {column.pg_type} "
+                        f"(rule: {column.rule.name})",
+            constraints=TableColumnConstraints(
+                nullable=column.nullable, unique=list(table.primary_key) == [column.target_name]
+            ),
+        )
+        for column in table.columns
+    ])
+
+
+def freshness_for(table: TablePlan) -> FreshnessPolicy | None:
+    if table.freshness is None:
+        return None
+    return FreshnessPolicy.time_window(fail_window=table.freshness.fail_after, warn_window=table.freshness.warn_after)
+
+
+_PARTITIONS: dict[str, type[TimeWindowPartitionsDefinition]] = {
+    "hourly": HourlyPartitionsDefinition,
+    "daily": DailyPartitionsDefinition,
+    "weekly": WeeklyPartitionsDefinition,
+    "monthly": MonthlyPartitionsDefinition,
+}
+
+
+def partitions_for(table: TablePlan) -> TimeWindowPartitionsDefinition | None:
+    if table.partition is None:
+        return None
+    start = table.partition.start
+    return _PARTITIONS[table.partition.granularity](
+        start_date=start if table.partition.granularity == "hourly" else start.date().isoformat(),
+        end_offset=table.partition.end_offset, timezone="UTC",
+    )
+
+
+def partition_window(table: TablePlan, first: str, last: str) -> Window:
+    """The rows of the partitions ``first`` … ``last``. The first partition also holds every row before
+    it and every row whose partition column is NULL or a zero date, the last one every row after it
+    (it moves on as time does): so every MySQL row is some partition's, and none is left out."""
+    partitions = partitions_for(table)
+    assert partitions is not None, table.target_label
+    start = partitions.time_window_for_partition_key(first).start
+    end = partitions.time_window_for_partition_key(last).end
+    splits = tuple(partitions.time_window_for_partition_key(key).start
+                   for key in range_keys(table, first, last)[1:])  # a range: its figures per partition
+    return Window(None if first == partitions.get_first_partition_key() else start,
+                  None if last == partitions.get_last_partition_key() else end, splits)
+
+
+def range_keys(table: TablePlan, first: str, last: str) -> list[str]:
+    partitions = partitions_for(table)
+    assert partitions is not None, table.target_label
+    return partitions.get_partition_keys_in_range(PartitionKeyRange(first, last))
+
+
+def key_ranges(keys: list[str], every_key: list[str], limit: int = 5) -> str:
+    """Partition keys as runs of neighbours: '2025-01...2025-03, 2025-05' (``every_key`` gives the order)."""
+    position = {key: i for i, key in enumerate(every_key)}
+    runs: list[list[str]] = []
+    for key in sorted(keys, key=position.__getitem__):
+        if runs and position[runs[-1][-1]] + 1 == position[key]:
+            runs[-1].append(key)
+        else:
+            runs.append([key])
+    text = ", ".join(run[0] if len(run) == 1 else f"{run[0]}...{run[-1]}" for run in runs[:limit])
+    return (text + (f" and {len(runs) - limit} more ranges" if len(runs) > limit else "")) or "none"
+
+
+def human_duration(seconds: float) -> str:
+    """'2 d 3 h', '3 h 12 min', '4 min 5 s', '12.5 s': a lag as a person reads it."""
+    whole = int(abs(seconds))
+    days, hours, minutes = whole // 86_400, whole % 86_400 // 3_600, whole % 3_600 // 60
+    sign = "-" if seconds < 0 else ""
+    if days:
+        return f"{sign}{days} d {hours} h"
+    if hours:
+        return f"{sign}{hours} h {minutes} min"
+    if minutes:
+        return f"{sign}{minutes} min {whole % 60} s"
+    return f"{sign}{abs(seconds):.1f} s"
+
+
+# In a run over several partitions these describe the whole run, and say so by their name.
+_RANGE_FIGURES = ("values_rejected", "values_converted", "conversions", "duration_s", "rows_per_s", "lag_s", "lag",
+                  "newest_source_value", "watermark")
+
+
+def materialization_metadata(table: TablePlan, result: LoadResult, run_range: str | None = None) -> dict[str, object]:
+    """What every partition of the run (or the table) shows. With ``run_range`` (a run over several
+    partitions) the row figures are each partition's own (``partition_metadata``) and the figures only
+    the whole run has are named ``range_…``, beside ``range``, so no plot shows one run's totals as a
+    partition's."""
+    metadata: dict[str, object] = {
+        "dagster/row_count": result.rows_loaded,
+        "rows_read": result.rows_read,
+        "rows_inserted": result.inserted,
+        "rows_updated": result.updated,
+        "rows_deleted": result.deleted,
+        "rows_rejected": result.rejected_rows,
+        "values_rejected": result.rejected_values,
+        "values_converted": result.conversions.total,
+        "conversions": MetadataValue.json(result.conversions.as_metadata()),
+        "rejects_table": MetadataValue.text(result.rejects_table),
+        "duration_s": MetadataValue.float(round(result.seconds, 3)),
+        "rows_per_s": MetadataValue.float(round(result.rows_read / result.seconds, 1) if result.seconds else 0.0),
+        "dagster/column_schema": column_schema(table),
+    }
+    if result.schema_changes:
+        metadata["schema_changes"] = MetadataValue.json(list(result.schema_changes))
+    if result.schema_pending:
+        metadata["schema_pending"] = MetadataValue.json(list(result.schema_pending))
+    if result.watermark is not None:
+        metadata["watermark"] = MetadataValue.text(result.watermark)
+    if result.newest_source_value is not None:
+        metadata["newest_source_value"] = MetadataValue.timestamp(result.newest_source_value)
+        lag = (datetime.now(UTC) - result.newest_source_value).total_seconds()
+        metadata["lag_s"] = MetadataValue.float(round(lag, 1))
+        metadata["lag"] = MetadataValue.text(human_duration(lag))
+    if run_range is None:
+        return metadata
+    ranged = {f"range_{k}" if k in _RANGE_FIGURES else k: v for k, v in metadata.items()}
+    return {"range": MetadataValue.text(run_range), **ranged}
+
+
+def partition_metadata(result: LoadResult, rows_in_postgres: dict[int, int]) -> dict[int, dict[str, object]]:
+    """Each partition's own figures in a run over several (by its position in the run's range)."""
+    return {position: {"dagster/row_count": rows_in_postgres.get(position, 0), **figures}
+            for position, figures in result.by_partition.items()}
+
+
+def description(table: TablePlan) -> str:
+    lines = [f"MySQL table `{table.source_label}` kept in PostgreSQL as `{table.target_label}`."]
+    for key in table.foreign_keys:
+        if not key.lineage:
+            lines.append(f"Foreign key `{key.name}` ({', '.join(key.columns)} → {key.referenced_target}) is not "
+                         f"drawn as lineage, nor created as a constraint: {key.not_lineage}.")
+    return "\n\n".join(lines)
+
+
+def load_description(table: TablePlan) -> str:
+    if table.partition is not None:
+        return (f"{table.partition.granularity} partitions on {table.partition.column}; each run upserts its window "
+                f"and {'tombstones' if table.tombstones else 'deletes'} rows gone from MySQL in it")
+    if table.cursor_column and table.primary_key:
+        return (f"incremental: rows with {table.cursor_column} at or past the last load's newest, "
+                f"deletes found by comparing keys")
+    return "full: every row, rows gone from MySQL deleted"
