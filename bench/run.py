@@ -29,7 +29,7 @@ Why it is built this way:
   is reported and the trial is run again with that clause added, and so are the following rounds:
   a ratio to a pgloader that cannot load the table would mean nothing. The summary names the
   clauses the compared pgloader needed.
-* Source: the demo shop (``mysql_pg_assets_demo.shop``) in its own MySQL database ``mpa_bench``, reused
+* Source: the demo shop (``mysql_pg_assets_demo``) in its own MySQL database ``mpa_bench``, reused
   when it already has the requested number of orders (seeding 5 million takes minutes).
   Target: its own PostgreSQL database ``mpa_bench``; each contender writes to its own schema,
   dropped before each of its trials, and everything is left in place afterwards.
@@ -68,8 +68,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+import mysql_pg_assets_demo as demo
 from mysql_pg_assets.core.settings import DatabaseUrl, redact
-from mysql_pg_assets_demo import shop as demo
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

@@ -1,7 +1,7 @@
-"""``python -m mysql_pg_assets_demo seed | simulate | alter``: the demo shop's command line."""
+"""``python -m mysql_pg_assets_demo``: see ``cli``."""
 
 import sys
 
-from mysql_pg_assets_demo.shop import main
+from mysql_pg_assets_demo.cli import main
 
 sys.exit(main())

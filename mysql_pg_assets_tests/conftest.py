@@ -18,10 +18,10 @@ import pytest
 import yaml
 from dagster import DagsterInstance, Definitions, ExecuteInProcessResult, materialize
 
+import mysql_pg_assets_demo as demo
 from mysql_pg_assets.core.connections import mysql_connection
 from mysql_pg_assets.core.settings import PROJECT_ROOT, DatabaseUrl, Settings
 from mysql_pg_assets.core.sql import mysql_ident, pg_ident
-from mysql_pg_assets_demo import shop as demo
 
 SESSION_ID = uuid.uuid4().hex[:8]
 DEMO_ORDERS = 2_000

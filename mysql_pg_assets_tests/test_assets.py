@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, ExecuteInProcessResult
 
+import mysql_pg_assets_demo as demo
 from mysql_pg_assets.checks.parity import compare_rows
 from mysql_pg_assets.core.connections import mysql_connection
 from mysql_pg_assets.core.settings import PROJECT_ROOT, DatabaseUrl, Settings
@@ -19,7 +20,6 @@ from mysql_pg_assets.definitions import build_definitions
 from mysql_pg_assets.defs.translator import human_duration
 from mysql_pg_assets.sync.catalog.discover import discover
 from mysql_pg_assets.sync.spec import load_spec
-from mysql_pg_assets_demo import shop as demo
 from mysql_pg_assets_tests.conftest import DEMO_ORDERS, materialize_everything, write_spec
 
 DEMO_TABLES = {"categories", "customers", "products", "orders", "order_items", "payments", "reviews",

@@ -12,8 +12,9 @@ from collections.abc import Callable
 
 import pytest
 
+import mysql_pg_assets_demo as demo
 from mysql_pg_assets.core.settings import DatabaseUrl
-from mysql_pg_assets_demo import shop as demo
+from mysql_pg_assets_demo import cli, expressions, rows, schema, seeding
 
 
 @pytest.fixture(scope="module")
@@ -47,24 +48,24 @@ def test_urls_are_checked_without_showing_the_password(capsys: pytest.CaptureFix
         demo.seed("mysql://shop:s3cr%40t@db.example:33061/")
     assert "s3cr" not in str(no_database.value) and ":***@db.example:33061" in str(no_database.value)
     with pytest.raises(SystemExit) as usage_error:
-        demo.main(["simulate", "--mysql-url", "mysql://shop:s3cr%40t@db.example:33061"])
+        cli.main(["simulate", "--mysql-url", "mysql://shop:s3cr%40t@db.example:33061"])
     assert usage_error.value.code == 2
     err = capsys.readouterr().err
     assert "names no database" in err and "s3cr" not in err
     # mariadb:// and mysql+driver:// are MySQL URLs too, with MySQL's default port.
-    assert demo._database_url("mariadb://shop@db.example/shop").port == 3306
-    assert demo._database_url("mysql+pymysql://shop@db.example/shop").port == 3306
+    assert schema._database_url("mariadb://shop@db.example/shop").port == 3306
+    assert schema._database_url("mysql+pymysql://shop@db.example/shop").port == 3306
 
 
 def test_generated_sql_binds_strings_and_renders_only_numbers() -> None:
-    plan = demo._Plan(
+    plan = rows._Plan(
         orders=1_000, customers=100, products=50, reviews=200, inventory_events=500, base=dict.fromkeys(demo.TABLES, 0)
     )
-    sql, params = demo._customers_sql(demo._Rand(1, "customers"), plan, 1, 100)
+    sql, params = rows._customers_sql(expressions._Rand(1, "customers"), plan, 1, 100)
     for tricky in ("O'Brien", "Back\\slash and 'quotes'", "Дмитрий"):  # quotes, backslash, non-ASCII
         assert tricky in params.values() and tricky not in sql, tricky
     with pytest.raises(TypeError):
-        demo._const_sql("1; DROP TABLE orders")  # type: ignore[arg-type]
+        expressions._const_sql("1; DROP TABLE orders")  # type: ignore[arg-type]
 
 
 def test_seed_is_deterministic(demo_db: DatabaseUrl) -> None:
@@ -131,11 +132,11 @@ def test_row_counts_and_data_follow_the_spec(demo_db: DatabaseUrl) -> None:
     assert one("SELECT COUNT(*) FROM orders o WHERE o.total <> (SELECT SUM(amount)"
                " FROM payments p WHERE p.order_id = o.id)") == 0  # fmt: skip
     # The edge cases the sync has to survive are present.
-    assert one(f"SELECT COUNT(*) FROM payments WHERE fee_micros = {demo.UINT64_MAX}") > 0
+    assert one(f"SELECT COUNT(*) FROM payments WHERE fee_micros = {schema.UINT64_MAX}") > 0
     assert (
         one(
-            f"SELECT COUNT(*) FROM payments WHERE fee_micros >= {demo.INT64_OVERFLOW}"
-            f" AND fee_micros < {demo.UINT64_MAX}"
+            f"SELECT COUNT(*) FROM payments WHERE fee_micros >= {schema.INT64_OVERFLOW}"
+            f" AND fee_micros < {schema.UINT64_MAX}"
         )
         > 0
     )
@@ -334,7 +335,7 @@ def test_simulate_changes_rows(demo_db: DatabaseUrl) -> None:
 
 
 def test_cli_seed_prints_counts_without_password(demo_db: DatabaseUrl, capsys: pytest.CaptureFixture[str]) -> None:
-    assert demo.main(["seed", "--orders", "500", "--seed", "3", "--mysql-url", demo_db.secret]) == 0
+    assert cli.main(["seed", "--orders", "500", "--seed", "3", "--mysql-url", demo_db.secret]) == 0
     captured = capsys.readouterr()
     out = captured.out
     for table in demo.TABLES:
@@ -354,7 +355,7 @@ def test_cli_seed_prints_counts_without_password(demo_db: DatabaseUrl, capsys: p
 def test_a_failing_lane_shows_its_own_error(demo_db: DatabaseUrl, monkeypatch: pytest.MonkeyPatch) -> None:
     """Not 'seeding aborted': the statement that failed, its table and MySQL's words."""
     demo.create_schema(demo_db.secret, drop_existing=True)
-    monkeypatch.setattr(demo, "_order_items_sql", lambda *_args: ("INSERT INTO order_items (nope) VALUES (1)", {}))
+    monkeypatch.setattr(seeding, "_order_items_sql", lambda *_args: ("INSERT INTO order_items (nope) VALUES (1)", {}))
     with pytest.raises(demo.SeedFailed, match=r"seeding order_items: .*Unknown column 'nope'"):
         demo.seed(demo_db.secret, orders=2_000)
 

@@ -81,7 +81,7 @@ def test_the_demo_never_replaces_tables_that_are_not_its_own(
     with mysql_connection(url) as connection, connection.cursor() as cur:
         cur.execute("CREATE TABLE customers (id INT PRIMARY KEY, name TEXT)")  # someone's real table
         cur.execute("INSERT INTO customers VALUES (1, 'kept')")
-    run = subprocess.run([sys.executable, "-m", "mysql_pg_assets_demo.shop", "seed", "--orders", "100"],
+    run = subprocess.run([sys.executable, "-m", "mysql_pg_assets_demo", "seed", "--orders", "100"],
                          env={**os.environ, "MYSQL_URL": url.secret}, capture_output=True, text=True, timeout=120)
     assert run.returncode == 1 and "customers already exist and are not demo tables" in run.stderr, run.stderr
     assert "Traceback" not in run.stderr

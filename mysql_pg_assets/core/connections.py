@@ -2,7 +2,7 @@
 
 Every consumer (the stages, the checks, the sensors, the CLI) asks here, so every connection:
 
-- binds parameters through :mod:`mysql_pg_assets.sql`'s quote-aware scanner: PostgreSQL through a
+- binds parameters through :mod:`mysql_pg_assets.core.sql`'s quote-aware scanner: PostgreSQL through a
   ``RawCursor`` (``$n`` placeholders, bound by the server), MySQL through a cursor that escapes
   values into the ``%s`` slots outside quotes. An identifier holding ``%s``, ``%``, ``{}``, ``$1`` or
   quotes is never mistaken for a placeholder;

@@ -7,7 +7,7 @@ Placeholders are written ``%s`` and found by :func:`placeholders`, a scanner tha
 dialect's quoting: a ``%s`` (or ``%``, ``{}``, ``$1``, ``?``) inside a quoted identifier or a string
 literal is text, never a placeholder. The drivers' own ``%`` formatting cannot know that (psycopg's
 ``sql.Identifier("a%b")`` executed with parameters fails), so the connections of
-:mod:`mysql_pg_assets.connections` use cursors that bind through this scanner instead.
+:mod:`mysql_pg_assets.core.connections` use cursors that bind through this scanner instead.
 """
 
 from __future__ import annotations

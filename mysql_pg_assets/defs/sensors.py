@@ -1,16 +1,16 @@
 """Sensors: watch for divergence between MySQL and PostgreSQL and request the runs that repair it.
 
-The schema-drift sensor reads MySQL's information_schema every tick and plans the migration of
-each synced table (``migrate``): compatible changes get a run that migrates and reloads,
-destructive ones wait for the ``approve_schema_change`` job.
+Each sensor gathers its inputs (the catalog read anew, migrations planned by ``migrate``,
+fingerprints from ``parity``, what the Dagster instance has materialized), asks ``checks.drift``
+what to do, and turns the answer into Dagster's terms: run requests, check evaluations, alerts.
 
-The data-drift sensor compares fingerprints (row count and checksum, computed inside each
-database: ``parity.fingerprints``) of what has been materialized: every loaded partition of a
-partitioned table, the whole of any other table. Each tick checks at most ``budget`` of them and
-its cursor moves on, so a tick's cost is bounded (two aggregate queries per partition or table)
-and every unit is checked in turn. A difference requests a run of exactly that partition, with a
-run key made of both fingerprints: the same drift is never repaired twice, and a new change in
-MySQL gets a new repair.
+- ``schema_drift_<schema>``: compatible changes get a run that migrates and reloads; destructive
+  ones wait for the ``approve_schema_change`` job, reported once per change.
+- ``data_drift_<schema>``: at most ``budget`` materialized partitions (or whole tables) per tick,
+  in turn; a unit whose fingerprints differ is reloaded, exactly once per drift.
+- ``freshness_alerts_<schema>``: an alert when a table's freshness turns WARN or FAIL, and when it
+  is fresh again.
+- ``alert_on_run_failure``: every failed run, posted.
 """
 
 import json

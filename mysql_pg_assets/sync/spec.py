@@ -1,7 +1,7 @@
 """What to sync: the ``sync.yaml`` file, validated.
 
 The spec says which MySQL tables to sync and where; everything it leaves out is discovered from
-MySQL's ``information_schema`` by :mod:`mysql_pg_assets.catalog`. Unknown keys and wrong values
+MySQL's ``information_schema`` by :mod:`mysql_pg_assets.sync.catalog.discover`. Unknown keys and wrong values
 fail at load time with the file name and the path of the offending key, so a typo never turns
 into a silently ignored setting.
 
