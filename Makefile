@@ -31,8 +31,10 @@ $(TOOLS)/bin/uv:
 	python3 -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet uv
 
-.venv/.installed: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen
+# A package added to the project (its __init__.py) reinstalls it: the editable install knows only the
+# packages it found when it was made.
+.venv/.installed: pyproject.toml uv.lock $(wildcard */__init__.py) | $(UV)
+	$(UV) sync --frozen --reinstall-package mysql-pg-assets
 	@touch $@
 
 install: .venv/.installed

@@ -69,6 +69,7 @@ import psycopg
 from psycopg import sql
 
 import mysql_pg_assets_demo as demo
+from mysql_pg_assets.core import connections
 from mysql_pg_assets.core.settings import DatabaseUrl, redact
 
 HERE = Path(__file__).resolve().parent
@@ -177,8 +178,7 @@ def runner_result(path: Path) -> dict[str, Any] | None:
 
 
 def pg_connect(url: DatabaseUrl, database: str | None = None) -> psycopg.Connection:
-    return psycopg.connect(host=url.host, port=url.port, user=url.user, password=url.password,
-                           dbname=database or url.database, autocommit=True, connect_timeout=10)
+    return connections.pg_connect(url.with_database(database or url.database), autocommit=True)
 
 
 def mysql_scalar(url: DatabaseUrl, query: str, params: Sequence[object] = ()) -> Any:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import pymysql
 import pymysql.cursors
 
+from mysql_pg_assets.core.errors import ActionableError
 from mysql_pg_assets.core.settings import redact
 from mysql_pg_assets_demo.schema import (
     DEFAULT_CHUNK_ROWS,
@@ -103,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except pymysql.MySQLError as exc:
         print(f"error ({target}): {redact(str(exc))}", file=sys.stderr)
         return 1
-    except DemoError as exc:
+    except (DemoError, ActionableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

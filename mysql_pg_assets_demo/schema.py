@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import pymysql
 import pymysql.cursors
 
+from mysql_pg_assets.core.connections import mysql_connect
 from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.core.sql import mysql_ident
 
@@ -192,17 +194,8 @@ def connect(url: DatabaseUrl, *, with_database: bool = True, autocommit: bool = 
     ``with_database=False`` connects to the server only, which ``create_schema`` needs to create
     a database that does not exist yet. A URL without a user connects as ``root``.
     """
-    return pymysql.connect(
-        host=url.host,
-        port=url.port,
-        user=url.user or "root",
-        password=url.password,
-        database=(url.database or None) if with_database else None,
-        charset="utf8mb4",
-        autocommit=autocommit,
-        init_command=_SESSION_INIT,
-        connect_timeout=10,
-    )
+    return mysql_connect(replace(url, user=url.user or "root"), None if with_database else "", autocommit=autocommit,
+                         session=[_SESSION_INIT])
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from psycopg import sql
 
+from mysql_pg_assets.core.connections import pg_connection
+from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.core.sql import bound, mysql_ident, numbered, pg_ident, pg_literal
 
 HOSTILE = ["%s", "%", "%%", "%(x)s", "{}", "$1", "?", "'", '"', "`", "\\", "a\nb", "--", "/*", "#", "$x$"]
@@ -37,3 +40,18 @@ def test_a_doubled_percent_is_one_percent_and_too_few_values_fail() -> None:
         bound("SELECT %s, %s", ["1"])
     with pytest.raises(ValueError, match="unterminated"):
         numbered('SELECT "open')
+
+
+def test_named_placeholders_bind_by_name_outside_quotes() -> None:
+    sql = "SELECT `%(a)s`, '%(a)s', %(a)s, %(b)s, %(a)s"
+    assert bound(sql, {"a": "1", "b": "'x'"}) == "SELECT `%(a)s`, '%(a)s', 1, 'x', 1"
+    with pytest.raises(ValueError, match="do not match"):
+        bound("SELECT %(a)s", ["1"])
+    with pytest.raises(ValueError, match="positional"):
+        numbered("SELECT %(a)s")
+
+
+def test_a_query_composed_with_psycopg_binds_like_any_other(servers: tuple[DatabaseUrl, DatabaseUrl]) -> None:
+    with pg_connection(servers[1]) as connection:
+        composed = sql.SQL("SELECT {} AS {}, %s").format(sql.Literal("a%s"), sql.Identifier("x%s"))
+        assert connection.execute(composed, (7,)).fetchone() == ("a%s", 7)

@@ -28,6 +28,7 @@ import adbc_driver_postgresql.dbapi as adbc
 import psycopg
 import pymysql
 import pymysql.cursors
+from psycopg import sql
 
 from mysql_pg_assets.core.errors import ActionableError
 from mysql_pg_assets.core.settings import DatabaseUrl, redact
@@ -131,17 +132,18 @@ def pg_parameters(url: DatabaseUrl) -> dict[str, str]:
 
 class SafeCursor(psycopg.RawCursor):
     """Takes ``%s`` placeholders like psycopg's cursor, found by the quote-aware scanner, and sends
-    them as ``$n`` for the server to bind."""
+    them as ``$n`` for the server to bind. A query composed with ``psycopg.sql`` is rendered first."""
+
+    def _numbered(self, query: Any) -> Any:
+        if isinstance(query, sql.Composable):
+            query = query.as_string(self.connection)
+        return numbered(query) if isinstance(query, str) else query
 
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> SafeCursor:
-        if isinstance(query, str):
-            query = numbered(query)
-        return super().execute(query, params, **kwargs)
+        return super().execute(self._numbered(query), params, **kwargs)
 
     def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> None:
-        if isinstance(query, str):
-            query = numbered(query)
-        super().executemany(query, params_seq, **kwargs)
+        super().executemany(self._numbered(query), params_seq, **kwargs)
 
 
 def pg_connect(url: DatabaseUrl, autocommit: bool = False) -> psycopg.Connection:
@@ -187,9 +189,9 @@ class SafeMySQLCursor(pymysql.cursors.Cursor):
     identifier or a string literal stays text."""
 
     def _mogrify(self, query: str, args: Sequence[Any] | dict) -> str:  # type: ignore[override]
-        if isinstance(args, dict):
-            raise TypeError("named placeholders are not supported: pass a sequence")
         escape = self._get_db().escape
+        if isinstance(args, dict):
+            return bound(query, {name: escape(value) for name, value in args.items()})
         return bound(query, [escape(value) for value in args])
 
     def executemany(self, query: str, args: Sequence[Sequence[Any]]) -> int:  # type: ignore[override]
@@ -206,20 +208,23 @@ def mysql_session_setup(url: DatabaseUrl) -> list[str]:
             f"SET SESSION innodb_lock_wait_timeout = {lock}"]
 
 
-def mysql_connect(url: DatabaseUrl, database: str | None = None) -> pymysql.Connection:
+def mysql_connect(url: DatabaseUrl, database: str | None = None, autocommit: bool = True,
+                  session: Sequence[str] = ()) -> pymysql.Connection:
+    """A connection; ``database=""`` connects to the server only; ``session``: statements the session starts
+    with, after the project's own (UTC, bounded lock waits)."""
     timeouts = mysql_timeouts(url)
     try:
         connection = pymysql.connect(
             host=url.host, port=url.port, user=url.user, password=url.password,
-            database=database if database is not None else url.database or None,
-            charset="utf8mb4", autocommit=True, cursorclass=SafeMySQLCursor,
+            database=(database if database is not None else url.database) or None,
+            charset="utf8mb4", autocommit=autocommit, cursorclass=SafeMySQLCursor,
             connect_timeout=timeouts.connect, read_timeout=timeouts.read, write_timeout=timeouts.read,
         )
     except pymysql.MySQLError as exc:
         raise SourceUnavailable(f"cannot connect to MySQL at {url}: {explain(str(exc))}") from None
     try:
         with connection.cursor() as cursor:
-            for statement in mysql_session_setup(url):
+            for statement in [*mysql_session_setup(url), *session]:
                 cursor.execute(statement)
     except pymysql.MySQLError as exc:
         connection.close()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from mysql_pg_assets.core.connections import TargetError
+from mysql_pg_assets.core.connections import TargetError, relation_exists
 from mysql_pg_assets.core.sql import pg_ident, pg_qualified
 
 META_SCHEMA = "mysql_pg_assets"
@@ -159,8 +159,7 @@ def ensure(connection: psycopg.Connection, target_schema: str) -> MetaTables:
 def existing(connection: psycopg.Connection, target_schema: str) -> MetaTables | None:
     """The project's tables if a load has created them (None: no load yet), for readers."""
     meta = locate(connection, target_schema)
-    exists = connection.execute("SELECT to_regclass(%s) IS NOT NULL", (meta.ledger,)).fetchone()[0]
-    return meta if exists else None
+    return meta if relation_exists(connection, meta.ledger) else None
 
 
 # --- reading and writing them ------------------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Literal
 
 Dialect = Literal["postgresql", "mysql"]
@@ -68,11 +68,13 @@ def _skip_token(text: str, i: int, dialect: Dialect) -> int:
     return i
 
 
-def placeholders(text: str, dialect: Dialect, render: Callable[[int], str]) -> str:
-    """``text`` with each ``%s`` outside quotes replaced by ``render(n)`` (n from 0) and ``%%`` by ``%``.
+_NAMED = re.compile(r"%\(([A-Za-z_][A-Za-z_0-9]*)\)s")
 
-    Anything inside a quoted identifier, a string literal or a comment is kept as it is.
-    """
+
+def placeholders(text: str, dialect: Dialect, render: Callable[[int | str], str]) -> str:
+    """``text`` with each ``%s`` outside quotes replaced by ``render(n)`` (n from 0), each ``%(name)s`` by
+    ``render(name)``, and ``%%`` by ``%``. Anything inside a quoted identifier, a string literal or a comment
+    is kept as it is."""
     out: list[str] = []
     count, i, plain = 0, 0, 0
     while i < len(text):
@@ -80,14 +82,19 @@ def placeholders(text: str, dialect: Dialect, render: Callable[[int], str]) -> s
         if end != i:
             i = end
             continue
-        if text[i] == "%" and i + 1 < len(text) and text[i + 1] in "s%":
+        named = _NAMED.match(text, i) if text[i] == "%" else None
+        if named or (text[i] == "%" and i + 1 < len(text) and text[i + 1] in "s%"):
             out.append(text[plain:i])
-            if text[i + 1] == "s":
+            if named:
+                out.append(render(named.group(1)))
+                i = named.end()
+            elif text[i + 1] == "s":
                 out.append(render(count))
                 count += 1
+                i += 2
             else:
                 out.append("%")
-            i += 2
+                i += 2
             plain = i
             continue
         i += 1
@@ -97,15 +104,23 @@ def placeholders(text: str, dialect: Dialect, render: Callable[[int], str]) -> s
 
 def numbered(text: str) -> str:
     """PostgreSQL: ``%s`` placeholders as ``$1 … $n``, which the server binds."""
-    return placeholders(text, "postgresql", lambda n: f"${n + 1}")
+    def render(n: int | str) -> str:
+        if isinstance(n, str):
+            raise ValueError(f"named placeholder %({n})s: PostgreSQL statements here take positional ones")
+        return f"${n + 1}"
+
+    return placeholders(text, "postgresql", render)
 
 
-def bound(text: str, values: Sequence[str]) -> str:
-    """MySQL: ``%s`` placeholders replaced by ``values``, already escaped as literals by the driver."""
-    def render(n: int) -> str:
-        if n >= len(values):
+def bound(text: str, values: Sequence[str] | Mapping[str, str]) -> str:
+    """MySQL: ``%s`` (or ``%(name)s``) placeholders replaced by ``values``, already escaped as literals by
+    the driver."""
+    def render(key: int | str) -> str:
+        if isinstance(values, Mapping) != isinstance(key, str):
+            raise ValueError("named and positional placeholders and values do not match")
+        if isinstance(key, int) and key >= len(values):
             raise ValueError(f"the statement has more placeholders than the {len(values)} values given")
-        return values[n]
+        return values[key]  # type: ignore[index]
 
     return placeholders(text, "mysql", render)
 

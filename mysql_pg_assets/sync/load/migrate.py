@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from mysql_pg_assets.core.connections import pg_connection
+from mysql_pg_assets.core.connections import pg_connection, relation_exists
 from mysql_pg_assets.core.errors import ActionableError
 from mysql_pg_assets.core.meta import ensure, existing
 from mysql_pg_assets.core.settings import DatabaseUrl
@@ -290,7 +290,7 @@ def plan_tables(connection: psycopg.Connection, tables: Iterable[TablePlan]) -> 
     migrations = {}
     for table in tables:
         target = table.target
-        if connection.execute("SELECT to_regclass(%s) IS NOT NULL", (target,)).fetchone()[0]:
+        if relation_exists(connection, target):
             migrations[table.target_label] = plan(connection, table)
     return migrations
 
