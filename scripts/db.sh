@@ -55,7 +55,8 @@ is_root() { [[ "$(id -u)" -eq 0 ]]; }
 others_can_traverse() {
     local dir="$1"
     while [[ "$dir" != / ]]; do
-        [[ -d "$dir" ]] && { [[ "$(stat -c %A "$dir")" == *x ]] || return 1; }
+        # The last mode letter: x, or t (sticky and traversable, as /tmp); T or - is not traversable.
+        [[ -d "$dir" ]] && { [[ "$(stat -c %A "$dir")" == *[xt] ]] || return 1; }
         dir="$(dirname "$dir")"
     done
 }
