@@ -85,7 +85,7 @@ def _pg_text(column: ColumnPlan) -> str:
     return f"COALESCE({pg_text(column, pg_ident(column.target_name))}, chr({_NULL_MARK}))"
 
 
-def _scope_sql(table: TablePlan, window: Window | None) -> tuple[str, tuple, str, tuple]:
+def _scope_sql(table: TablePlan, window: Window | None) -> tuple[str, str, tuple]:
     """MySQL's WHERE (bounds rendered), PostgreSQL's WHERE and its parameters: the rows a load of
     ``window`` reads and writes, exactly (None: the whole table)."""
     mysql_where, pg_where, pg_params = "", _alive(table), ()
@@ -96,7 +96,7 @@ def _scope_sql(table: TablePlan, window: Window | None) -> tuple[str, tuple, str
         if condition:
             pg_where = f"{pg_where} AND {condition}" if pg_where else f" WHERE {condition}"
             pg_params = tuple(params)
-    return mysql_where, (), pg_where, pg_params
+    return mysql_where, pg_where, pg_params
 
 
 def fingerprints(
@@ -107,7 +107,7 @@ def fingerprints(
     Each row's text (the checksum columns joined by '|') is hashed with MD5 in its own database;
     the first 60 bits of each hash are summed, so no row leaves either database.
     """
-    mysql_where, mysql_params, pg_where, pg_params = _scope_sql(table, window)
+    mysql_where, pg_where, pg_params = _scope_sql(table, window)
     columns = checksum_columns(table)
     mysql_row = f"CONCAT_WS('|', {', '.join(_mysql_text(c) for c in columns)})" if columns else "''"
     # || rather than concat_ws: a PostgreSQL function takes at most 100 arguments.
@@ -115,7 +115,7 @@ def fingerprints(
     with mysql_connection(mysql_url) as connection, connection.cursor() as cur:
         cur.execute(
             f"SELECT COUNT(*), COALESCE(SUM(CAST(CONV(SUBSTRING(MD5({mysql_row}), 1, 15), 16, 10) AS UNSIGNED)), 0)"
-            f" FROM {mysql_qualified(table.source_database, table.source_table)}{mysql_where}", mysql_params)
+            f" FROM {mysql_qualified(table.source_database, table.source_table)}{mysql_where}")
         mysql_rows, mysql_sum = cur.fetchone()
     with pg_connection(postgres_url) as connection:
         connection.execute("SET TimeZone = 'UTC'")
@@ -130,7 +130,7 @@ def partition_row_counts(url: DatabaseUrl, table: TablePlan, window: Window | No
     assert table.partition is not None and window is not None, table.target_label
     bucket = bucket_sql(table, window, pg_ident(table.partition.column))
     by, by_params = bucket if bucket else ("0", [])
-    _, _, pg_where, pg_params = _scope_sql(table, window)
+    _, pg_where, pg_params = _scope_sql(table, window)
     with pg_connection(url) as connection:
         connection.execute("SET TimeZone = 'UTC'")  # a timestamp column compares as the instant it stands for
         rows = connection.execute(
@@ -310,7 +310,7 @@ def sample_rows(
     assert table.primary_key, table.target_label
     key_columns = [c for c in table.columns if c.target_name in table.primary_key]
     target = table.target
-    _, _, pg_where, pg_params = _scope_sql(table, window)
+    _, pg_where, pg_params = _scope_sql(table, window)
     keys_sql = pg_idents(c.target_name for c in key_columns)
     with pg_connection(postgres_url) as connection:
         estimate = connection.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", (target,)).fetchone()

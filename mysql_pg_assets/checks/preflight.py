@@ -16,14 +16,13 @@ Nothing here knows Dagster: the storage database is plain PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import psycopg
-
-from mysql_pg_assets.core.connections import TargetError, explain, pg_connection
+from mysql_pg_assets.core.connections import TargetError, pg_connect, pg_connection
 from mysql_pg_assets.core.errors import ActionableError
-from mysql_pg_assets.core.meta import locate
+from mysql_pg_assets.core.meta import locate, schema_ready
 from mysql_pg_assets.core.settings import DatabaseUrl, Settings
 from mysql_pg_assets.core.sql import pg_ident
 from mysql_pg_assets.sync.catalog.discover import discover
@@ -42,14 +41,7 @@ class Finding:
 
 def _target(settings: Settings, schema: str) -> str:
     with pg_connection(settings.postgres_url) as connection:
-        role = connection.execute("SELECT current_user").fetchone()[0]
-        exists, creatable = connection.execute(
-            "SELECT to_regnamespace(%s) IS NOT NULL, has_database_privilege(current_database(), 'CREATE')",
-            (pg_ident(schema),)).fetchone()
-        if not exists and not creatable:
-            raise TargetError(f"schema {schema!r} does not exist and role {role!r} may not create it: run CREATE "
-                              f"SCHEMA {pg_ident(schema)} AUTHORIZATION {pg_ident(role)}, or set target.schema in "
-                              f"the sync spec to a schema the role owns")
+        exists = schema_ready(connection, schema)
         meta = locate(connection, schema)
     where = "exists" if exists else "will be created"
     return f"{settings.postgres_url}: schema {schema!r} {where}; rejects and load ledger in {meta.label('rejects')}, " \
@@ -59,20 +51,17 @@ def _target(settings: Settings, schema: str) -> str:
 def ensure_database(url: DatabaseUrl) -> str:
     """Connect to ``url``'s database, creating it first if it is missing and the role may."""
     try:
-        with psycopg.connect(host=url.host, port=url.port, user=url.user, password=url.password,
-                             dbname=url.database, connect_timeout=10):
-            return f"{url}: exists"
-    except psycopg.Error as exc:  # at connect time even a missing database is an OperationalError
+        pg_connect(url).close()
+        return f"{url}: exists"
+    except TargetError as exc:  # at connect time even a missing database is only the server's words
         if f'database "{url.database}" does not exist' not in str(exc):
-            raise TargetError(f"cannot connect to PostgreSQL at {url}: {explain(str(exc))}") from None
+            raise
+    admin = None
     for maintenance in ("postgres", "template1"):
-        try:
-            admin = psycopg.connect(host=url.host, port=url.port, user=url.user, password=url.password,
-                                    dbname=maintenance, connect_timeout=10, autocommit=True)
+        with contextlib.suppress(TargetError):
+            admin = pg_connect(url.with_database(maintenance), autocommit=True)
             break
-        except psycopg.Error:
-            continue
-    else:
+    if admin is None:
         raise TargetError(f"PostgreSQL database {url.database!r} does not exist at {url}, and no maintenance "
                           f"database (postgres, template1) lets {url.user!r} in to create it: run CREATE DATABASE "
                           f"{pg_ident(url.database)} OWNER {pg_ident(url.user)}")

@@ -30,7 +30,7 @@ import pymysql
 import pymysql.cursors
 from psycopg import sql
 
-from mysql_pg_assets.core.errors import ActionableError
+from mysql_pg_assets.core.errors import ActionableError, ConfigError
 from mysql_pg_assets.core.settings import DatabaseUrl, redact
 from mysql_pg_assets.core.sql import bound, numbered
 
@@ -113,7 +113,7 @@ def mysql_timeouts(url: DatabaseUrl) -> Timeouts:
         try:
             return int(query.get(name, default))
         except ValueError:
-            raise SourceUnavailable(f"MYSQL_URL: {name}={query[name]!r} is not a number of seconds") from None
+            raise ConfigError(f"MYSQL_URL: {name}={query[name]!r} is not a number of seconds") from None
 
     return Timeouts(connect=seconds("connect_timeout", DEFAULT_TIMEOUTS.connect),
                     lock=seconds("lock_wait_timeout", DEFAULT_TIMEOUTS.lock),

@@ -128,17 +128,24 @@ def locate(connection: psycopg.Connection, target_schema: str) -> MetaTables:
     return MetaTables(target_schema, FALLBACK_PREFIX)
 
 
-def ensure_schema(connection: psycopg.Connection, schema: str) -> None:
-    """Create ``schema`` if it is missing; one this role may not create is an error that says what to run."""
+def schema_ready(connection: psycopg.Connection, schema: str) -> bool:
+    """Whether ``schema`` exists (False: missing, and this role may create it). A schema missing that the
+    role may not create is an error that says what to run."""
     if _schema_state(connection, schema)[0]:
-        return
+        return True
     if not _may_create_schemas(connection):
         role, database = connection.execute("SELECT current_user, current_database()").fetchone()
         raise TargetError(
             f"PostgreSQL schema {schema!r} does not exist in database {database!r} and role {role!r} may not create "
             f"it: run CREATE SCHEMA {pg_ident(schema)} AUTHORIZATION {pg_ident(role)}, or set target.schema in the "
             f"sync spec to a schema the role owns")
-    connection.execute(f"CREATE SCHEMA IF NOT EXISTS {pg_ident(schema)}")
+    return False
+
+
+def ensure_schema(connection: psycopg.Connection, schema: str) -> None:
+    """Create ``schema`` if it is missing (see :func:`schema_ready`)."""
+    if not schema_ready(connection, schema):
+        connection.execute(f"CREATE SCHEMA IF NOT EXISTS {pg_ident(schema)}")
 
 
 def ensure(connection: psycopg.Connection, target_schema: str) -> MetaTables:
@@ -150,7 +157,8 @@ def ensure(connection: psycopg.Connection, target_schema: str) -> MetaTables:
         connection.execute("SELECT pg_advisory_xact_lock(hashtextextended('mysql_pg_assets schemas', 0))")
         ensure_schema(connection, target_schema)
         meta = locate(connection, target_schema)
-        ensure_schema(connection, meta.schema)
+        if meta.schema != target_schema:
+            ensure_schema(connection, meta.schema)
         for statement in meta.ddl():
             connection.execute(statement)
     return meta

@@ -94,9 +94,10 @@ def _scope(context: AssetExecutionContext, table: TablePlan) -> tuple[Window | N
     """The run's window (one partition, or a whole range in a single-run backfill), its label and keys."""
     if table.partition is None:
         return None, None, []
-    keys = context.partition_key_range
-    label = keys.start if keys.start == keys.end else f"{keys.start}...{keys.end}"
-    return partition_window(table, keys.start, keys.end), label, range_keys(table, keys.start, keys.end)
+    span = context.partition_key_range
+    label = span.start if span.start == span.end else f"{span.start}...{span.end}"
+    keys = range_keys(table, span.start, span.end)
+    return partition_window(table, keys), label, keys
 
 
 def _log(context: AssetExecutionContext, table: TablePlan, result: LoadResult, partition: str | None) -> None:

@@ -100,7 +100,7 @@ def build_data_drift_sensor(
                                          budget)
         requests = []
         for table, partition in checked:
-            window = partition_window(table, partition, partition) if partition is not None else None
+            window = partition_window(table, [partition]) if partition is not None else None
             repair = data_repair(table, partition, *fingerprints(mysql.database_url, postgres.database_url, table,
                                                                  window))
             if repair is not None:

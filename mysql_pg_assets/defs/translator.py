@@ -2,6 +2,7 @@
 and materialization metadata. The one place the plan's terms become Dagster's.
 """
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from dagster import (
@@ -74,16 +75,18 @@ def partitions_for(table: TablePlan) -> TimeWindowPartitionsDefinition | None:
     )
 
 
-def partition_window(table: TablePlan, first: str, last: str) -> Window:
-    """The rows of the partitions ``first`` … ``last``. The first partition also holds every row before
-    it and every row whose partition column is NULL or a zero date, the last one every row after it
-    (it moves on as time does): so every MySQL row is some partition's, and none is left out."""
+def partition_window(table: TablePlan, keys: Sequence[str]) -> Window:
+    """The rows of the partitions ``keys`` (consecutive, in order; see :func:`range_keys`). The first
+    partition also holds every row before it and every row whose partition column is NULL or a zero
+    date, the last one every row after it (it moves on as time does): so every MySQL row is some
+    partition's, and none is left out."""
     partitions = partitions_for(table)
-    assert partitions is not None, table.target_label
+    assert partitions is not None and keys, table.target_label
+    first, last = keys[0], keys[-1]
     start = partitions.time_window_for_partition_key(first).start
     end = partitions.time_window_for_partition_key(last).end
     splits = tuple(partitions.time_window_for_partition_key(key).start
-                   for key in range_keys(table, first, last)[1:])  # a range: its figures per partition
+                   for key in keys[1:])  # a range: its figures per partition
     return Window(None if first == partitions.get_first_partition_key() else start,
                   None if last == partitions.get_last_partition_key() else end, splits)
 
