@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import yaml
-from dagster import DagsterInstance, Definitions, ExecuteInProcessResult, materialize
+from dagster import AssetKey, AssetMaterialization, DagsterInstance, Definitions, ExecuteInProcessResult, materialize
 
 import mysql_pg_assets_demo as demo
 from mysql_pg_assets.core.connections import mysql_connection
@@ -131,3 +131,13 @@ def materialize_everything(defs: Definitions, instance: DagsterInstance) -> list
         tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
         results.append(materialize(group, instance=instance, resources=defs.resources, tags=tags))
     return results
+
+
+def materializations(
+    results: ExecuteInProcessResult | list[ExecuteInProcessResult], *path: str,
+) -> list[AssetMaterialization]:
+    """The materializations of the asset ``path`` (``"shop", "orders"``) in one run or several."""
+    key = AssetKey(list(path))
+    return [event.step_materialization_data.materialization
+            for result in (results if isinstance(results, list) else [results])
+            for event in result.get_asset_materialization_events() if event.asset_key == key]

@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from dagster import AssetCheckKey, AssetKey, DagsterInstance, ExecuteInProcessResult
+from dagster import AssetCheckKey, AssetKey, DagsterInstance
 
 import mysql_pg_assets_demo as demo
 from mysql_pg_assets.checks.parity import compare_rows
@@ -20,7 +20,7 @@ from mysql_pg_assets.definitions import build_definitions
 from mysql_pg_assets.defs.translator import human_duration
 from mysql_pg_assets.sync.catalog.discover import discover
 from mysql_pg_assets.sync.spec import load_spec
-from mysql_pg_assets_tests.conftest import DEMO_ORDERS, materialize_everything, write_spec
+from mysql_pg_assets_tests.conftest import DEMO_ORDERS, materializations, materialize_everything, write_spec
 
 DEMO_TABLES = {"categories", "customers", "products", "orders", "order_items", "payments", "reviews",
                "inventory_events"}
@@ -32,11 +32,6 @@ def _assert_every_table_equal(settings: Settings) -> None:
         parity = compare_rows(settings.mysql_url, settings.postgres_url, table)
         assert parity.mysql_rows > 0, table.source_label
         assert parity.equal, (table.source_label, parity.postgres_rows, parity.differences)
-
-
-def _materializations(results: list[ExecuteInProcessResult], node: str) -> list:
-    ran = [r for r in results if node in {n.name for n in r.job_def.nodes}]
-    return [m for r in ran for m in r.asset_materializations_for_node(node)]
 
 
 def test_every_demo_asset_materializes_equal_to_mysql(demo_settings: Settings) -> None:
@@ -66,7 +61,7 @@ def test_every_demo_asset_materializes_equal_to_mysql(demo_settings: Settings) -
         assert len(checks) == 6 * len(DEMO_TABLES) + len(partitioned) and all(c.passed for c in checks), checks
 
         # One run over every month: each month's materialization has its own figures, which add up.
-        months = [m.metadata for m in _materializations(results, "shop__orders")]
+        months = [m.metadata for m in materializations(results, "shop", "orders")]
         read = [m["rows_read"].value for m in months]
         assert read == [m["rows_inserted"].value for m in months] == [m["dagster/row_count"].value for m in months]
         assert sum(read) == DEMO_ORDERS and len(set(read)) > 1 and {m["range"].value for m in months} == {
@@ -82,8 +77,8 @@ def test_every_demo_asset_materializes_equal_to_mysql(demo_settings: Settings) -
         again = materialize_everything(defs, instance)
         assert all(r.success for r in again)
         _assert_every_table_equal(demo_settings)
-        changed = [m.metadata for n in ("shop__orders", "shop__order_items", "shop__reviews")
-                   for m in _materializations(again, n)]
+        changed = [m.metadata for n in ("orders", "order_items", "reviews")
+                   for m in materializations(again, "shop", n)]
         assert sum(m["rows_inserted"].value + m["rows_updated"].value for m in changed) > 0
         assert sum(m["rows_deleted"].value for m in changed) > 0
 

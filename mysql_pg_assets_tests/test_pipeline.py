@@ -25,7 +25,7 @@ from mysql_pg_assets.sync.catalog.discover import discover
 from mysql_pg_assets.sync.catalog.plans import Catalog, TablePlan
 from mysql_pg_assets.sync.pipeline import sync_table
 from mysql_pg_assets.sync.spec import parse_spec
-from mysql_pg_assets_tests.conftest import write_spec
+from mysql_pg_assets_tests.conftest import materializations, write_spec
 
 EVENTS = """CREATE TABLE events (
   id INT PRIMARY KEY, happened_at DATETIME(3) NOT NULL, kind VARCHAR(10), updated_at TIMESTAMP(6) NOT NULL
@@ -80,8 +80,8 @@ def test_a_backfill_is_one_run_and_reruns_converge(
         result = materialize([asset], instance=instance, resources=resources, tags={
             "dagster/asset_partition_range_start": "2026-03-01", "dagster/asset_partition_range_end": "2026-03-03"})
         assert result.success
-        materializations = result.asset_materializations_for_node("flow__events")
-        assert sorted(m.partition for m in materializations) == ["2026-03-01", "2026-03-02", "2026-03-03"]
+        days = sorted(m.partition for m in materializations(result, "flow", "events"))
+        assert days == ["2026-03-01", "2026-03-02", "2026-03-03"]
         assert compare_rows(events_source, pg, table).equal
         assert _ledger(pg)[-1][:4] == ("2026-03-01...2026-03-03", "partition", 300, 300)
 
@@ -249,15 +249,15 @@ def test_rows_outside_every_partition_are_loaded_or_rejected_and_the_table_check
     catalog = discover(parse_spec({"target": {"schema": "flow"},
                                    "tables": {"visits": {"partition": partition},
                                               "strict_visits": {"partition": partition}}}), mysql)
-    assets = {a.key.path[-1]: a for a in build_table_assets(catalog)}
+    (step,) = build_table_assets(catalog)  # one step for both: their partitions are the same
     tables = {t.source_table: t for t in catalog.tables}
     resources = {"mysql": MySQLSource(url=mysql.secret), "postgres": PostgresTarget(url=pg.secret)}
-    last = assets["visits"].partitions_def.get_last_partition_key()
+    last = step.partitions_def.get_last_partition_key()
 
     with DagsterInstance.ephemeral() as instance:
-        def load(name: str, key: str) -> dict[str, object]:
-            result = materialize([assets[name]], instance=instance, resources=resources, partition_key=key,
-                                 raise_on_error=False)
+        def load(name: str, key: str) -> dict[str, object]:  # that table alone: the step is subset
+            result = materialize([step], selection=[AssetKey(["flow", name])], instance=instance,
+                                 resources=resources, partition_key=key, raise_on_error=False)
             return _checks(result)
 
         middle = load("visits", "2026-03-02")
@@ -297,7 +297,7 @@ def test_a_range_run_reports_each_partitions_own_figures(
 
     def figures(result: object) -> dict[str, dict[str, object]]:
         return {m.partition: {k: v.value for k, v in m.metadata.items()}
-                for m in result.asset_materializations_for_node("flow__events")}  # type: ignore[attr-defined]
+                for m in materializations(result, "flow", "events")}  # type: ignore[attr-defined]
 
     with DagsterInstance.ephemeral() as instance:
         _mysql(events_source, ("INSERT INTO events (id, happened_at, kind) VALUES (%s, %s, %s)",

@@ -18,10 +18,13 @@ takes libpq's own parameters (``connect_timeout``, ``keepalives_idle``, ``tcp_us
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import ssl
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from functools import cache
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode
 
 import adbc_driver_postgresql.dbapi as adbc
@@ -156,16 +159,94 @@ def pg_connect(url: DatabaseUrl, autocommit: bool = False) -> psycopg.Connection
         raise TargetError(f"cannot connect to PostgreSQL at {url}: {explain(str(exc))}") from None
 
 
+# --- Reuse within a step ------------------------------------------------------------------------
+
+_C = TypeVar("_C")
+
+
+class _Reuse:
+    """Idle connections kept, per kind and URL, while :func:`reusing_connections` is open.
+
+    A step that loads hundreds of small tables would otherwise open a dozen connections per table: a
+    psycopg connection costs about 6 ms here (most of it the server's password hashing) and an ADBC one
+    about 50 ms (it reads PostgreSQL's type catalog), as much as loading a 200-row table. Connections
+    are handed out to one user at a time (any thread), and given back only when healthy and idle.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: dict[tuple[str, str], list[Any]] = {}
+        self._depth = 0
+
+    def open(self) -> None:
+        with self._lock:
+            self._depth += 1
+
+    def close(self) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth:
+                return
+            idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for connection in connections:
+                connection.close()
+
+    def take(self, kind: str, url: DatabaseUrl, connect: Callable[[], _C]) -> _C:
+        with self._lock:
+            idle = self._idle.get((kind, url.secret)) if self._depth else None
+            if idle:
+                return idle.pop()
+        return connect()
+
+    def give_back(self, kind: str, url: DatabaseUrl, connection: Any, healthy: bool) -> None:
+        with self._lock:
+            if healthy and self._depth:
+                self._idle.setdefault((kind, url.secret), []).append(connection)
+                return
+        connection.close()
+
+
+_REUSE = _Reuse()
+
+
+@contextmanager
+def reusing_connections() -> Iterator[None]:
+    """Within it (in any thread), :func:`pg_connection` and :func:`adbc_connection` hand out connections
+    used before and keep them when released; all are closed when the outermost one ends. A reused
+    PostgreSQL session is reset first (``DISCARD ALL``: settings, advisory locks, temporary tables and
+    prepared statements), so it is as good as a new one."""
+    _REUSE.open()
+    try:
+        yield
+    finally:
+        _REUSE.close()
+
+
+def _pg_healthy(connection: psycopg.Connection) -> bool:
+    if connection.broken or connection.closed or \
+            connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return False
+    try:
+        connection.execute("DISCARD ALL")
+    except psycopg.Error:
+        return False
+    return True
+
+
 @contextmanager
 def pg_connection(url: DatabaseUrl) -> Iterator[psycopg.Connection]:
-    """An autocommit connection, closed on exit; driver errors become :class:`TargetError`."""
-    connection = pg_connect(url, autocommit=True)
+    """An autocommit connection, closed (or kept, see :func:`reusing_connections`) on exit; driver errors
+    become :class:`TargetError`."""
+    connection = _REUSE.take("pg", url, lambda: pg_connect(url, autocommit=True))
+    healthy = False
     try:
         yield connection
+        healthy = True
     except psycopg.OperationalError as exc:
         raise TargetError(f"PostgreSQL at {url}: {explain(str(exc))}") from None
     finally:
-        connection.close()
+        _REUSE.give_back("pg", url, connection, healthy and _pg_healthy(connection))
 
 
 def adbc_connect(url: DatabaseUrl) -> adbc.Connection:
@@ -175,6 +256,19 @@ def adbc_connect(url: DatabaseUrl) -> adbc.Connection:
         return adbc.connect(uri, autocommit=True)
     except Exception as exc:
         raise TargetError(f"cannot connect to PostgreSQL at {url}: {explain(str(exc))}") from None
+
+
+@contextmanager
+def adbc_connection(url: DatabaseUrl) -> Iterator[adbc.Connection]:
+    """An ADBC connection, closed (or kept, see :func:`reusing_connections`) on exit; kept only when
+    nothing raised."""
+    connection = _REUSE.take("adbc", url, lambda: adbc_connect(url))
+    healthy = False
+    try:
+        yield connection
+        healthy = True
+    finally:
+        _REUSE.give_back("adbc", url, connection, healthy)
 
 
 def relation_exists(connection: psycopg.Connection, relation: str) -> bool:
@@ -208,13 +302,30 @@ def mysql_session_setup(url: DatabaseUrl) -> list[str]:
             f"SET SESSION innodb_lock_wait_timeout = {lock}"]
 
 
+@cache
+def _preferred_tls() -> ssl.SSLContext:
+    """pymysql's context for TLS when the server offers it (no certificate checked, as its own default),
+    made once: pymysql makes a new one per connection, loading the system's certificates for nothing
+    (about 30 ms, more than the rest of the connection)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.verify_flags &= ~ssl.VERIFY_X509_STRICT
+    return context
+
+
+class _MySQLConnection(pymysql.Connection):
+    def _create_ssl_ctx(self, sslp: Any) -> ssl.SSLContext:
+        return _preferred_tls() if sslp == {} else super()._create_ssl_ctx(sslp)
+
+
 def mysql_connect(url: DatabaseUrl, database: str | None = None, autocommit: bool = True,
                   session: Sequence[str] = ()) -> pymysql.Connection:
     """A connection; ``database=""`` connects to the server only; ``session``: statements the session starts
     with, after the project's own (UTC, bounded lock waits)."""
     timeouts = mysql_timeouts(url)
     try:
-        connection = pymysql.connect(
+        connection = _MySQLConnection(
             host=url.host, port=url.port, user=url.user, password=url.password,
             database=(database if database is not None else url.database) or None,
             charset="utf8mb4", autocommit=autocommit, cursorclass=SafeMySQLCursor,

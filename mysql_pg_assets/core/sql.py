@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import lru_cache
 from typing import Literal
 
 Dialect = Literal["postgresql", "mysql"]
@@ -102,6 +103,7 @@ def placeholders(text: str, dialect: Dialect, render: Callable[[int | str], str]
     return "".join(out)
 
 
+@lru_cache(maxsize=4096)  # the same statements again for every table: scanned once
 def numbered(text: str) -> str:
     """PostgreSQL: ``%s`` placeholders as ``$1 … $n``, which the server binds."""
     def render(n: int | str) -> str:

@@ -1,11 +1,19 @@
 """The asset checks every table asset has: their specs, and their results from what a load did and what
-the two databases hold (``checks.parity``). Severity and thresholds come from the spec."""
+the two databases hold (``checks.parity``). Severity and thresholds come from the spec.
+
+In two halves, because a run loads several tables at once (``sync.many``): :func:`gather` reads
+what the checks compare from both databases, in the thread that loaded the table, without Dagster;
+:func:`evaluate` judges it in the step's own thread, where the Dagster context is.
+"""
+
+from dataclasses import dataclass
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, MetadataValue
 
 from mysql_pg_assets.checks.parity import (
     Fingerprint,
     Sample,
+    TableCounts,
     checksum_columns,
     fingerprints,
     sample_rows,
@@ -80,7 +88,8 @@ def check_results(
     limit = table.checks.reject_rate.max
 
     def check(name: str, passed: bool, metadata: dict[str, object]) -> AssetCheckResult:
-        return AssetCheckResult(check_name=name, passed=passed, metadata=metadata, severity=severity(table, name))
+        return AssetCheckResult(asset_key=asset_key(table), check_name=name, passed=passed, metadata=metadata,
+                                severity=severity(table, name))
 
     return [
         check(ROWS_VALID, result.rejected_rows == 0, {
@@ -102,29 +111,35 @@ def check_results(
 
 def sample_check(table: TablePlan, sample: Sample) -> AssetCheckResult:
     return AssetCheckResult(
-        check_name=SAMPLED_ROWS_MATCH, passed=sample.equal, severity=severity(table, SAMPLED_ROWS_MATCH),
+        asset_key=asset_key(table), check_name=SAMPLED_ROWS_MATCH, passed=sample.equal,
+        severity=severity(table, SAMPLED_ROWS_MATCH),
         metadata={"rows_compared": sample.compared, "values_different": len(sample.differences),
                   "differences": MetadataValue.json(list(sample.differences))},
     )
 
 
-def table_count_check(
-    context: AssetExecutionContext, table: TablePlan, mysql_url: DatabaseUrl, postgres_url: DatabaseUrl
-) -> AssetCheckResult:
-    """Whole-table counts of a partitioned table; a difference is only a warning while some partitions
-    were never loaded (their rows are expected to be missing), and an error once every one was."""
+def whole_table_counts(table: TablePlan, mysql_url: DatabaseUrl, postgres_url: DatabaseUrl) -> TableCounts:
+    """Both sides' rows of a partitioned table, those outside the partitions counted apart."""
     partitions = partitions_for(table)
     assert partitions is not None
     keys = partitions.get_partition_keys()
     first_start = partitions.time_window_for_partition_key(keys[0]).start
     last_end = partitions.time_window_for_partition_key(keys[-1]).end
-    counts = table_counts(mysql_url, postgres_url, table, first_start, last_end)
+    return table_counts(mysql_url, postgres_url, table, first_start, last_end)
+
+
+def table_count_check(context: AssetExecutionContext, table: TablePlan, counts: TableCounts) -> AssetCheckResult:
+    """Whole-table counts of a partitioned table; a difference is only a warning while some partitions
+    were never loaded (their rows are expected to be missing), and an error once every one was."""
+    partitions = partitions_for(table)
+    assert partitions is not None
+    keys = partitions.get_partition_keys()
     loaded = context.instance.get_materialized_partitions(asset_key(table)) | set(context.partition_keys)
     never = [k for k in keys if k not in loaded]
     passed = counts.mysql_rows == counts.postgres_rows
     explained = not passed and bool(never)
     return AssetCheckResult(
-        check_name=TABLE_ROW_COUNT_PARITY, passed=passed,
+        asset_key=asset_key(table), check_name=TABLE_ROW_COUNT_PARITY, passed=passed,
         severity=AssetCheckSeverity.WARN if explained else severity(table, TABLE_ROW_COUNT_PARITY),
         description=f"{len(never)} of {len(keys)} partitions never loaded" if explained else None,
         metadata={
@@ -142,24 +157,46 @@ def _check_reason(check: AssetCheckResult) -> str:
     return "; ".join(f"{name}: {value.value}" for name, value in check.metadata.items())
 
 
-def evaluate(
-    context: AssetExecutionContext, table: TablePlan, result: LoadResult, window: Window | None,
-    mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, partition: str | None,
-) -> list[AssetCheckResult]:
-    """Every check of the asset after a load, each failure alerted (with its severity)."""
-    run_id = context.run.run_id
-    sides = fingerprints(mysql_url, postgres_url, table, window)
+@dataclass(frozen=True)
+class Evidence:
+    """What one load's checks compare, read from both databases right after the load."""
+
+    sides: tuple[Fingerprint, Fingerprint]
+    rejects_sample: list[dict[str, object]]
+    schema_problems: list[str]
+    whole_table: TableCounts | None  # partitioned tables
+    sample: Sample | None  # tables with a primary key
+
+
+def gather(
+    table: TablePlan, result: LoadResult, window: Window | None, mysql_url: DatabaseUrl, postgres_url: DatabaseUrl,
+    run_id: str,
+) -> Evidence:
+    """Read what the checks compare (any thread; no Dagster)."""
     with pg_connection(postgres_url) as connection:
         sample = rejects_sample(connection, table.target_schema, table.target_label, run_id) \
             if result.rejected_rows else []
-    checks = check_results(table, result, sides, sample, schema_differences(postgres_url, table))
-    if table.partition is not None:
-        checks.append(table_count_check(context, table, mysql_url, postgres_url))
-    if table.primary_key:
-        checks.append(sample_check(table, sample_rows(mysql_url, postgres_url, table, window,
-                                                      table.checks.sampled_rows_match.rows)))
+    return Evidence(
+        sides=fingerprints(mysql_url, postgres_url, table, window),
+        rejects_sample=sample,
+        schema_problems=schema_differences(postgres_url, table),
+        whole_table=whole_table_counts(table, mysql_url, postgres_url) if table.partition is not None else None,
+        sample=sample_rows(mysql_url, postgres_url, table, window, table.checks.sampled_rows_match.rows)
+        if table.primary_key else None,
+    )
+
+
+def evaluate(
+    context: AssetExecutionContext, table: TablePlan, result: LoadResult, evidence: Evidence, partition: str | None,
+) -> list[AssetCheckResult]:
+    """Every check of the asset after a load, each failure alerted (with its severity)."""
+    checks = check_results(table, result, evidence.sides, evidence.rejects_sample, evidence.schema_problems)
+    if evidence.whole_table is not None:
+        checks.append(table_count_check(context, table, evidence.whole_table))
+    if evidence.sample is not None:
+        checks.append(sample_check(table, evidence.sample))
     for failed in (c for c in checks if not c.passed):
         alerts.send(alerts.Alert("check_failed", asset_key(table).to_user_string(), _check_reason(failed),
-                                 partition=partition, run_id=run_id, check=failed.check_name,
+                                 partition=partition, run_id=context.run.run_id, check=failed.check_name,
                                  severity=failed.severity.value.lower()))
     return checks

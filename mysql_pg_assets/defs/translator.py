@@ -75,6 +75,26 @@ def partitions_for(table: TablePlan) -> TimeWindowPartitionsDefinition | None:
     )
 
 
+def step_name(table: TablePlan) -> str:
+    """The step that loads ``table``, shared by every table of its database with the same partitions (or
+    none): ``sync_shop``, ``sync_shop_monthly_from_2025_10_01``. See ``defs.assets`` for why."""
+    name = f"sync_{table.source_database}"
+    if table.partition is not None:
+        hour = "_%H00" if table.partition.granularity == "hourly" else ""
+        name += f"_{table.partition.granularity}_from_{table.partition.start.strftime('%Y_%m_%d' + hour)}"
+        if table.partition.end_offset != 1:
+            name += f"_offset_{table.partition.end_offset}"
+    return dagster_safe_name(name)
+
+
+def steps(tables: Sequence[TablePlan]) -> dict[str, list[TablePlan]]:
+    """The tables, by the step that loads them (in their catalog order)."""
+    grouped: dict[str, list[TablePlan]] = {}
+    for table in tables:
+        grouped.setdefault(step_name(table), []).append(table)
+    return grouped
+
+
 def partition_window(table: TablePlan, keys: Sequence[str]) -> Window:
     """The rows of the partitions ``keys`` (consecutive, in order; see :func:`range_keys`). The first
     partition also holds every row before it and every row whose partition column is NULL or a zero

@@ -9,6 +9,7 @@ Example::
 
     source:
       database: shop          # default: the database in MYSQL_URL
+      parallel_tables: 4      # tables one run loads at once (see defs/assets.py)
     target:
       schema: shop            # PostgreSQL schema the tables land in
     include: ["*"]            # globs over base table names; "*" is every base table
@@ -183,6 +184,9 @@ class Options(_Strict):
 
 class Source(_Strict):
     database: NonEmpty | None = Field(None, description="MySQL database; default: the one in MYSQL_URL")
+    parallel_tables: int = Field(
+        4, ge=1, le=64, description="tables one run loads at once from this database (each holds a MySQL and "
+                                    "a PostgreSQL connection while it loads)")
 
 
 class Target(_Strict):

@@ -160,6 +160,7 @@ class Catalog:
     source_database: str
     target_schema: str
     tables: tuple[TablePlan, ...]
+    parallel_tables: int = 4  # tables one run loads at once (the spec's source.parallel_tables)
 
 
 def dagster_safe_name(name: str) -> str:

@@ -18,7 +18,7 @@ import adbc_driver_postgresql.dbapi as adbc
 import polars as pl
 import psycopg
 
-from mysql_pg_assets.core.connections import TargetError, adbc_connect, explain
+from mysql_pg_assets.core.connections import TargetError, adbc_connection, explain
 from mysql_pg_assets.core.meta import MetaTables
 from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.core.sql import pg_qualified
@@ -112,11 +112,10 @@ def stage(
     keys: Iterable[pl.DataFrame], tally: Tally, submit: Callable[[str], None],
 ) -> tuple[bool, bool]:
     """COPY each batch into staging tables and ``submit`` it for merging; returns what arrived."""
-    connection = adbc_connect(postgres_url)
     key_names = table.key_staging_names
     rows_staged = keys_staged = False
     try:
-        with connection.cursor() as cursor:
+        with adbc_connection(postgres_url) as connection, connection.cursor() as cursor:
             for number, batch in enumerate(batches):
                 first = not rows_staged
                 schema = staging.meta.schema
@@ -134,6 +133,4 @@ def stage(
     except adbc.Error as exc:
         raise TargetError(
             f"staging {table.target_label} in PostgreSQL at {postgres_url}: {explain(str(exc))}") from None
-    finally:
-        connection.close()
     return rows_staged, keys_staged
