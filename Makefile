@@ -14,7 +14,7 @@ RUN := $(UV) run --frozen
 # servers of yours: then nothing is started or installed, and your servers are used as they are.
 LOCAL_DB := $(if $(and $(MYSQL_URL),$(POSTGRES_URL)),,db)
 
-.PHONY: help install db db-stop db-reset check seed materialize summary ui demo simulate alter test lint samples bench bench-sensors
+.PHONY: help install db db-stop db-reset check seed materialize summary ui demo simulate alter test lint samples bench bench-sensors bench-many
 
 help:
 	@echo "make demo     local databases, demo data, every asset materialized, then the Dagster UI (UI=0: stop before the UI)"
@@ -25,6 +25,7 @@ help:
 	@echo "make alter CHANGE=add-column|drop-column   a schema change in the demo shop, for the schema-drift sensor"
 	@echo "make bench ARGS=\"--orders 5000000 --repeat 3\"   full load and one partition against pgloader"
 	@echo "make bench-sensors ARGS=\"--tables 50\"   what one tick of each sensor costs"
+	@echo "make bench-many ARGS=\"--tables 500\"   many small tables through Dagster against pgloader"
 	@echo "make samples  fetch the real-world sample schemas the tests sync"
 
 $(TOOLS)/bin/uv:
@@ -34,7 +35,7 @@ $(TOOLS)/bin/uv:
 # A package added to the project (its __init__.py) reinstalls it: the editable install knows only the
 # packages it found when it was made.
 .venv/.installed: pyproject.toml uv.lock $(wildcard */__init__.py) | $(UV)
-	$(UV) sync --frozen --reinstall-package mysql-pg-assets
+	$(UV) sync --frozen --compile-bytecode --reinstall-package mysql-pg-assets
 	@touch $@
 
 install: .venv/.installed
@@ -95,3 +96,7 @@ bench: install db
 
 bench-sensors: install db
 	$(ENV) $(RUN) python bench/sensor_tick.py $(ARGS)
+
+# Many small tables through Dagster (cli materialize) vs pgloader: make bench-many ARGS="--tables 500 --repeat 3"
+bench-many: install db
+	$(ENV) $(RUN) python bench/many_tables.py $(ARGS)

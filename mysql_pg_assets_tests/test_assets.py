@@ -92,7 +92,7 @@ ODD_TABLES = [
     "CREATE TABLE event_log (happened_at DATETIME(3), message VARCHAR(100))",
     "CREATE VIEW active AS SELECT `from` FROM `select`",
     # Driver placeholders and format braces in every kind of name: an AUTO_INCREMENT key (its identity
-    # is set after the first load), a key (every later load), columns (checksum_parity).
+    # is set after the first load), a key (every later load), columns (parity).
     "CREATE TABLE `100% {off} $1` (`id%s` INT AUTO_INCREMENT PRIMARY KEY, `rate %` DECIMAL(5,2),"
     " `{0}%(x)s` VARCHAR(10), `$1 ?` DATE)",
 ]
@@ -158,9 +158,9 @@ def test_include_star_on_another_database_through_the_cli(
         assert len(instance.get_runs()) == 2
         percent = AssetKey(["Odd_Schema", "100___off___1"])
         checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-            [AssetCheckKey(percent, name) for name in ("checksum_parity", "row_count_parity", "rows_valid")])
+            [AssetCheckKey(percent, name) for name in ("parity", "rows_valid", "schema_conforms")])
         assert {key.name: execution.status.value for key, execution in checks.items()} == {
-            "checksum_parity": "SUCCEEDED", "row_count_parity": "SUCCEEDED", "rows_valid": "SUCCEEDED"}
+            "parity": "SUCCEEDED", "rows_valid": "SUCCEEDED", "schema_conforms": "SUCCEEDED"}
         materialized = instance.get_latest_materialization_event(AssetKey(["Odd_Schema", "event_log"]))
         assert materialized is not None
 

@@ -113,9 +113,8 @@ def test_a_role_that_owns_only_its_schema_loads(
             result = materialize(build_table_assets(catalog), instance=instance, resources=resources,
                                  raise_on_error=False)
         checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-        assert checks == {"rows_valid": False, "reject_rate": False, "row_count_parity": False,
-                          "checksum_parity": False, "sampled_rows_match": True,
-                          "schema_conforms": True}  # the zero date is a reject
+        # The zero date is a reject: one row fewer in PostgreSQL; the sampled rows (from PostgreSQL) match.
+        assert checks == {"rows_valid": False, "parity": False, "schema_conforms": True}
         (materialization,) = result.get_asset_materialization_events()
         assert materialization.materialization.metadata["rejects_table"].value == "analytics.mpa_rejects"
         with pg_connection(narrow) as connection:

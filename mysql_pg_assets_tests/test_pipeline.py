@@ -261,7 +261,7 @@ def test_rows_outside_every_partition_are_loaded_or_rejected_and_the_table_check
             return _checks(result)
 
         middle = load("visits", "2026-03-02")
-        assert middle["row_count_parity"].passed
+        assert middle["parity"].passed
         table_check = middle["table_row_count_parity"]  # 6 of 7 rows missing, but most partitions never loaded
         assert not table_check.passed and table_check.severity.value == "WARN"
         metadata = {k: v.value for k, v in table_check.metadata.items()}
@@ -269,8 +269,8 @@ def test_rows_outside_every_partition_are_loaded_or_rejected_and_the_table_check
         assert (metadata["rows_before_first_partition"], metadata["rows_after_last_partition"]) == (4, 1)
 
         first = load("visits", "2026-03-01")  # takes NULL, both zero dates and the row before the start
-        assert first["row_count_parity"].passed
-        assert {k: v.value for k, v in first["row_count_parity"].metadata.items()}["mysql_rows"] == 5
+        assert first["parity"].passed
+        assert {k: v.value for k, v in first["parity"].metadata.items()}["mysql_rows"] == 5
         assert load("visits", last)["table_row_count_parity"].passed  # the row of 2099, with the last
         assert compare_rows(mysql, pg, tables["visits"]).equal
 

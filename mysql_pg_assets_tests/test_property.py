@@ -616,7 +616,7 @@ def check_every_row(source: DatabaseUrl, target: DatabaseUrl, name: str, case: C
     mysql_print, pg_print = fingerprints(source, target, synced.table, None)
     assert mysql_print.rows - pg_print.rows == result.rejected_rows
     if not result.rejected_rows:
-        assert mysql_print == pg_print, "checksum_parity fails on rows that arrived as documented"
+        assert mysql_print == pg_print, "parity fails on rows that arrived as documented"
     sample = sample_rows(source, target, synced.table, None, rows=10)
     assert sample.equal and sample.compared == min(10, len(synced.loaded)), sample.differences
 

@@ -142,22 +142,23 @@ def test_the_checks_show_rejects_and_the_missing_rows_in_dagster(
     assert checks["rows_valid"].metadata["rows_rejected"].value == 4
     cases = checks["rows_valid"].metadata["failure_cases"].value
     assert {c["column"] for c in cases} == {"dt", "size", "doc", "ref"} and all(c["reason"] for c in cases)
-    parity = checks["row_count_parity"]
+    parity = checks["parity"]
     assert parity.passed is False
     assert (parity.metadata["mysql_rows"].value, parity.metadata["postgres_rows"].value) == (7, 3)
-    assert checks["checksum_parity"].passed is False
+    assert parity.description.startswith("row counts differ: MySQL 7, PostgreSQL 3; checksums differ")
 
 
 def test_severity_and_reject_threshold_come_from_the_spec(
     bad_source: DatabaseUrl, make_pg_database: Callable[[str], DatabaseUrl]
 ) -> None:
-    """7 rows read, 4 rejected: with rows_valid a warning and 60 % allowed, the run succeeds and says so."""
+    """7 rows read, 4 rejected (57 %): up to max_reject_rate the check only warns and the run succeeds; over
+    it, the check fails with its severity (error: the run fails, warn: it goes through)."""
     target = make_pg_database("rejects_severity")
     resources = {"mysql": MySQLSource(url=bad_source.secret), "postgres": PostgresTarget(url=target.secret)}
 
     def checks(table_checks: dict) -> tuple[bool, dict]:
         spec = parse_spec({"include": ["bad"], "target": {"schema": "dirty"},
-                           "options": {"checks": {"rows_valid": {"severity": "warn"}, "reject_rate": {"max": 0.5}}},
+                           "options": {"checks": {"rows_valid": {"max_reject_rate": 0.5}}},
                            "tables": {"bad": {"columns": {"ref": {"pg_type": "uuid"}}, "checks": table_checks}}})
         (asset,) = build_table_assets(discover(spec, bad_source))
         with DagsterInstance.ephemeral() as instance:
@@ -165,9 +166,10 @@ def test_severity_and_reject_threshold_come_from_the_spec(
         evaluations = result.get_asset_check_evaluations()
         return result.success, {c.check_name: (c.passed, c.severity.value) for c in evaluations}
 
-    success, evaluations = checks({"reject_rate": {"max": 0.6, "severity": "warn"}})
-    assert success  # a failing rows_valid only warns: the run goes through
+    success, evaluations = checks({"rows_valid": {"max_reject_rate": 0.6}})
+    assert success  # 4/7 is under 60 %: a failing rows_valid only warns and the run goes through
     assert evaluations["rows_valid"] == (False, "WARN")
-    assert evaluations["reject_rate"] == (True, "WARN")
-    _, evaluations = checks({})  # options.checks alone: 4/7 is over 50 %
-    assert evaluations["reject_rate"] == (False, "ERROR")
+    success, evaluations = checks({})  # options.checks alone: 4/7 is over 50 %
+    assert not success and evaluations["rows_valid"] == (False, "ERROR")  # blocking: the run fails
+    success, evaluations = checks({"rows_valid": {"severity": "warn"}})  # over the rate, but only a warning
+    assert success and evaluations["rows_valid"] == (False, "WARN")

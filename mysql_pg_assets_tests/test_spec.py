@@ -33,7 +33,11 @@ def test_defaults_sync_every_table() -> None:
         ({"tables": {"orders": {"columns": {"id": {"pg_type": "int; DROP TABLE x"}}}}},
          "tables.orders.columns.id.pg_type"),
         ({"target": {"schema": ""}}, "target.schema"),
-        ({"options": {"checks": {"reject_rate": {"max": 2}}}}, "options.checks.reject_rate.max"),
+        ({"options": {"checks": {"rows_valid": {"max_reject_rate": 2}}}}, "options.checks.rows_valid.max_reject_rate"),
+        ({"options": {"checks": {"reject_rate": {"max": 0.1}}}},
+         "options.checks: Value error, reject_rate is now part of rows_valid (max_reject_rate"),
+        ({"tables": {"t": {"checks": {"sampled_rows_match": {"rows": 5}}}}},
+         "tables.t.checks: Value error, sampled_rows_match is now part of parity (sampled_rows"),
         ({"tables": {"orders": {"checks": {"rows_valid": {"severity": "fatal"}}}}},
          "tables.orders.checks.rows_valid.severity"),
         ({"options": {"checks": {"row_count": {}}}}, "options.checks.row_count: Extra inputs"),
@@ -138,8 +142,9 @@ def test_type_overrides_pick_a_rule_that_can_carry_the_value(small_source: Datab
 
 
 def test_table_checks_replace_the_defaults_check_by_check() -> None:
-    spec = parse_spec({"options": {"checks": {"rows_valid": {"severity": "warn"}, "reject_rate": {"max": 0.001}}},
-                       "tables": {"orders": {"checks": {"reject_rate": {"max": 0.05}}}}})
+    spec = parse_spec({"options": {"checks": {"rows_valid": {"severity": "warn"}, "parity": {"sampled_rows": 50}}},
+                       "tables": {"orders": {"checks": {"rows_valid": {"max_reject_rate": 0.05}}}}})
     checks = spec.tables["orders"].checks.over(spec.options.checks)
-    assert (checks.rows_valid.severity, checks.reject_rate.max, checks.reject_rate.severity) == ("warn", 0.05, "error")
-    assert checks.checksum_parity.severity == "error"
+    # A check named under the table replaces the default's whole: its severity is the default, error.
+    assert (checks.rows_valid.severity, checks.rows_valid.max_reject_rate) == ("error", 0.05)
+    assert (checks.parity.severity, checks.parity.sampled_rows) == ("error", 50)

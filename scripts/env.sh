@@ -35,6 +35,10 @@ __mpa_env() {
     : "${SYNC_CONFIG:=$root/sync.yaml}"
     : "${DAGSTER_HOME:=$root/.local/dagster_home}"
     export SYNC_CONFIG DAGSTER_HOME
+    # Dagster stores a run's planned events (one per table and per check: thousands for a big
+    # database) in batches of this many instead of one statement each.
+    : "${DAGSTER_EVENT_BATCH_SIZE:=1000}"
+    export DAGSTER_EVENT_BATCH_SIZE
 
     # Dagster requires DAGSTER_HOME to exist; the instance config is shared
     # from the repo via a symlink so edits to dagster.yaml apply immediately.

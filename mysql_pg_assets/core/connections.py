@@ -176,6 +176,7 @@ class _Reuse:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._idle: dict[tuple[str, str], list[Any]] = {}
+        self._known: dict[tuple[str, ...], Any] = {}
         self._depth = 0
 
     def open(self) -> None:
@@ -187,7 +188,7 @@ class _Reuse:
             self._depth -= 1
             if self._depth:
                 return
-            idle, self._idle = self._idle, {}
+            idle, self._idle, self._known = self._idle, {}, {}
         for connections in idle.values():
             for connection in connections:
                 connection.close()
@@ -198,6 +199,17 @@ class _Reuse:
             if idle:
                 return idle.pop()
         return connect()
+
+    def known(self, key: tuple[str, ...], find: Callable[[], _C]) -> _C:
+        """``find()``, remembered under ``key`` until the outermost scope ends (found anew outside one)."""
+        with self._lock:
+            if self._depth and key in self._known:
+                return self._known[key]
+        value = find()
+        with self._lock:
+            if self._depth:
+                self._known[key] = value
+        return value
 
     def give_back(self, kind: str, url: DatabaseUrl, connection: Any, healthy: bool) -> None:
         with self._lock:
@@ -221,6 +233,12 @@ def reusing_connections() -> Iterator[None]:
         yield
     finally:
         _REUSE.close()
+
+
+def known_while_reusing(key: tuple[str, ...], find: Callable[[], _C]) -> _C:
+    """``find()``, remembered under ``key`` while :func:`reusing_connections` is open: what one step of many
+    tables would otherwise ask PostgreSQL again for each (that the project's tables exist, say)."""
+    return _REUSE.known(key, find)
 
 
 def _pg_healthy(connection: psycopg.Connection) -> bool:
@@ -250,8 +268,12 @@ def pg_connection(url: DatabaseUrl) -> Iterator[psycopg.Connection]:
 
 
 def adbc_connect(url: DatabaseUrl) -> adbc.Connection:
-    """The ADBC connection that COPYs Arrow batches (binary COPY), with the same libpq parameters."""
-    uri = url.with_query(urlencode(pg_parameters(url), quote_via=quote)).secret
+    """The ADBC connection that COPYs Arrow batches (binary COPY) into staging tables, with the same libpq
+    parameters. Its commits do not wait for the WAL flush (``synchronous_commit=off``): staging is thrown
+    away after the load, and a crash loses nothing the load's own transaction (which does wait) needs."""
+    parameters = pg_parameters(url)
+    parameters["options"] = f"-c synchronous_commit=off {parameters['options']}"
+    uri = url.with_query(urlencode(parameters, quote_via=quote)).secret
     try:
         return adbc.connect(uri, autocommit=True)
     except Exception as exc:

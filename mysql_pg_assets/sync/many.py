@@ -15,9 +15,11 @@ parent failed: its rows are MySQL's either way, and a foreign key that refuses t
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -44,36 +46,71 @@ def waits_for(tables: Sequence[TablePlan]) -> dict[str, set[str]]:
             & (names - {t.asset_name}) for t in tables}
 
 
+def related(tables: Sequence[TablePlan]) -> list[list[TablePlan]]:
+    """``tables`` split into sets joined by lineage (a table, its parents and children among them, theirs,
+    and so on), each in the tables' order, in the order of their first table."""
+    parents = waits_for(tables)
+    root = {t.asset_name: t.asset_name for t in tables}
+
+    def find(name: str) -> str:
+        while root[name] != name:
+            root[name] = root[root[name]]
+            name = root[name]
+        return name
+
+    for child, its_parents in parents.items():
+        for parent in its_parents:
+            root[find(parent)] = find(child)
+    sets: dict[str, list[TablePlan]] = {}
+    for table in tables:
+        sets.setdefault(find(table.asset_name), []).append(table)
+    return list(sets.values())
+
+
 def in_parallel(tables: Sequence[TablePlan], work: Callable[[TablePlan], T], parallel: int) -> Iterator[Outcome[T]]:
     """``work(table)`` for every table, at most ``parallel`` at once, each once its parents are done;
-    outcomes are yielded as they finish (in the caller's thread). Closing the iterator early (the
-    caller was interrupted) starts nothing more and waits for the tables already loading."""
+    outcomes are yielded as they finish, in the caller's thread. The next tables start as soon as a
+    worker is free, however long the caller takes over each outcome (Dagster stores a dozen events
+    per table). Closing the iterator early (the caller was interrupted) starts nothing more and waits
+    for the tables already loading."""
     parents = waits_for(tables)
     waiting = list(tables)
     done: set[str] = set()
+    finished: queue.Queue[Outcome[T]] = queue.Queue()
+    lock = threading.Lock()
+    running = 0
+    stopped = False
 
-    def timed(table: TablePlan) -> Outcome[T]:
+    def timed(table: TablePlan) -> None:
         started = time.perf_counter()
         try:
-            return Outcome(table, work(table), None, time.perf_counter() - started)
+            outcome = Outcome(table, work(table), None, time.perf_counter() - started)
         except Exception as exc:  # the table's outcome; the others go on
-            return Outcome(table, None, exc, time.perf_counter() - started)
+            outcome = Outcome(table, None, exc, time.perf_counter() - started)
+        with lock:
+            nonlocal running
+            running -= 1
+            done.add(table.asset_name)
+            start_ready()
+        finished.put(outcome)
+
+    def start_ready() -> None:  # with the lock held
+        nonlocal running
+        for table in [t for t in waiting if parents[t.asset_name] <= done]:
+            if running >= parallel or stopped:
+                return
+            waiting.remove(table)
+            running += 1
+            pool.submit(timed, table)
 
     with reusing_connections(), ThreadPoolExecutor(max_workers=max(1, parallel),
                                                    thread_name_prefix="mpa-table") as pool:
-        running: set[Future[Outcome[T]]] = set()
         try:
-            while waiting or running:
-                ready = [t for t in waiting if parents[t.asset_name] <= done]
-                assert ready or running, f"lineage is not acyclic: {[t.asset_name for t in waiting]}"
-                for table in ready[:max(0, parallel - len(running))]:
-                    waiting.remove(table)
-                    running.add(pool.submit(timed, table))
-                finished, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    outcome = future.result()
-                    done.add(outcome.table.asset_name)
-                    yield outcome
+            with lock:
+                start_ready()
+                assert running or not waiting, f"lineage is not acyclic: {[t.asset_name for t in waiting]}"
+            for _ in range(len(tables)):
+                yield finished.get()
         finally:
-            for future in running:
-                future.cancel()
+            with lock:
+                stopped = True

@@ -22,15 +22,15 @@ Example::
       casts:                  # per-type overrides, first match wins
         - {match: "tinyint(1)", pg_type: smallint}
       freshness: {warn_after: PT1H, fail_after: PT2H}
-      checks:                 # severity error (default) or warn; reject_rate's threshold
-        rows_valid: {severity: warn}
-        reject_rate: {max: 0.001}
+      checks:                 # severity error (default) or warn
+        rows_valid: {max_reject_rate: 0.001}   # up to 0.1 % rejects only warn
+        parity: {sampled_rows: 50}
     tables:
       orders:
         primary_key: [id]     # default: the table's PRIMARY KEY
         partition: {column: ordered_at, granularity: daily, start: 2025-01-01}
         deletes: delete       # or tombstone: keep the row, set _deleted_at
-        checks: {reject_rate: {max: 0.05, severity: warn}}
+        checks: {rows_valid: {max_reject_rate: 0.05}}
       customers:
         cursor_column: updated_at   # unpartitioned, incremental by high-watermark
         columns:
@@ -44,7 +44,16 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mysql_pg_assets.core.errors import ActionableError
 from mysql_pg_assets.core.sql import PG_NAME_BYTES, pg_type
@@ -102,35 +111,51 @@ class CheckSetting(_Strict):
     severity: Severity = Field("error", description="how a failure shows: error (red; a blocking check blocks) or warn")
 
 
-class RejectRate(CheckSetting):
-    max: float = Field(0.01, ge=0, le=1, description="largest share of the rows read that may be rejected")
+class RowsValid(CheckSetting):
+    max_reject_rate: float = Field(
+        0.0, ge=0, le=1, description="share of the rows read that may be rejected with the check only warning; "
+                                     "above it, the check fails with its severity")
 
 
-class SampledRows(CheckSetting):
-    rows: int = Field(20, ge=1, le=10_000, description="rows drawn at random per load and compared value by value")
+class Parity(CheckSetting):
+    sampled_rows: int = Field(20, ge=1, le=10_000, description="rows drawn at random per load and compared "
+                                                               "value by value")
 
 
-class Checks(_Strict):
-    """How each asset check's failure shows (and the reject rate's threshold)."""
+# Checks of earlier versions, and where their settings went: a spec that names one is told.
+_MERGED_CHECKS = {
+    "reject_rate": "rows_valid (max_reject_rate: the share of rejects that only warns)",
+    "row_count_parity": "parity (row counts, checksums and sampled rows in one check)",
+    "checksum_parity": "parity (row counts, checksums and sampled rows in one check)",
+    "sampled_rows_match": "parity (sampled_rows: the rows compared value by value)",
+}
 
-    rows_valid: CheckSetting = Field(default_factory=CheckSetting)
-    reject_rate: RejectRate = Field(default_factory=RejectRate)
-    row_count_parity: CheckSetting = Field(default_factory=CheckSetting)
+
+class _ChecksBase(_Strict):
+    @model_validator(mode="before")
+    @classmethod
+    def _merged(cls, data: object) -> object:
+        old = [name for name in _MERGED_CHECKS if isinstance(data, dict) and name in data]
+        if old:
+            raise ValueError("; ".join(f"{name} is now part of {_MERGED_CHECKS[name]}" for name in old))
+        return data
+
+
+class Checks(_ChecksBase):
+    """How each asset check's failure shows (and the rejects that only warn)."""
+
+    rows_valid: RowsValid = Field(default_factory=RowsValid)
+    parity: Parity = Field(default_factory=Parity)
     table_row_count_parity: CheckSetting = Field(default_factory=CheckSetting)
-    checksum_parity: CheckSetting = Field(default_factory=CheckSetting)
-    sampled_rows_match: SampledRows = Field(default_factory=SampledRows)
     schema_conforms: CheckSetting = Field(default_factory=CheckSetting)
 
 
-class TableChecks(_Strict):
+class TableChecks(_ChecksBase):
     """Per table: each check given here replaces the one of ``options.checks``."""
 
-    rows_valid: CheckSetting | None = None
-    reject_rate: RejectRate | None = None
-    row_count_parity: CheckSetting | None = None
+    rows_valid: RowsValid | None = None
+    parity: Parity | None = None
     table_row_count_parity: CheckSetting | None = None
-    checksum_parity: CheckSetting | None = None
-    sampled_rows_match: SampledRows | None = None
     schema_conforms: CheckSetting | None = None
 
     def over(self, defaults: Checks) -> Checks:

@@ -39,7 +39,13 @@ from datetime import datetime
 import polars as pl
 import psycopg
 
-from mysql_pg_assets.core.connections import TargetError, explain, pg_connection, relation_exists
+from mysql_pg_assets.core.connections import (
+    TargetError,
+    explain,
+    known_while_reusing,
+    pg_connection,
+    relation_exists,
+)
 from mysql_pg_assets.core.meta import MetaTables, ensure, record_load, write_rejects
 from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.core.sql import pg_idents
@@ -139,7 +145,8 @@ class _Merger:
 def _table_lock(postgres_url: DatabaseUrl, table: TablePlan) -> Iterator[tuple[psycopg.Connection, MetaTables]]:
     """A connection holding the table's session advisory lock, with the schemas and project tables ready."""
     with pg_connection(postgres_url) as connection:  # closed or reset on exit: the lock is released
-        meta = ensure(connection, table.target_schema)
+        meta = known_while_reusing(("meta", postgres_url.secret, table.target_schema),
+                                   lambda: ensure(connection, table.target_schema))
         # Another load of this table: wait for it however long it takes (it has timeouts of its own).
         connection.execute("SET lock_timeout = 0")
         connection.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", ("table " + table.target_label,))
