@@ -70,13 +70,16 @@ def _repair_sensor(kind: str, catalog: Catalog, interval_s: int, description: st
 
 
 def _units(context: SensorEvaluationContext, tables: Sequence[TablePlan]) -> list[tuple[TablePlan, str | None]]:
-    """What has been materialized: (table, partition key) pairs, or (table, None) for a whole table."""
+    """What has been materialized: (table, partition key) pairs, or (table, None) for a whole table. One
+    query for every table's latest materialization, then one per partitioned table that has any."""
+    latest = context.instance.get_latest_materialization_events([asset_key(t) for t in tables])
     units: list[tuple[TablePlan, str | None]] = []
     for table in tables:
         key = asset_key(table)
+        if latest.get(key) is None:
+            continue
         if table.partition is None:
-            if context.instance.get_latest_materialization_event(key) is not None:
-                units.append((table, None))
+            units.append((table, None))
         else:
             units += [(table, partition) for partition in sorted(context.instance.get_materialized_partitions(key))]
     return units
@@ -190,10 +193,11 @@ def build_freshness_alert_sensor(
     def freshness_alerts(context: SensorEvaluationContext) -> SensorResult:
         states: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
         now = clock()
+        latest = context.instance.get_latest_materialization_events([asset_key(t) for t in tables])
         for table in tables:
             assert table.freshness is not None
             key = asset_key(table)
-            event = context.instance.get_latest_materialization_event(key)
+            event = latest.get(key)
             state = freshness_state(event.timestamp if event else None, now, table.freshness)
             label, previous = key.to_user_string(), states.get(key.to_user_string(), "UNKNOWN")
             states[label] = state

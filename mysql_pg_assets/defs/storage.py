@@ -17,13 +17,18 @@ Everything else, schema and migrations included, is dagster-postgres's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dagster import DagsterEventType
+from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
+from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.event_log import SqlEventLogStorageTable
 from dagster._serdes import ConfigurableClassData
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_url_from_config
 
+_PLANNED = {DagsterEventType.ASSET_MATERIALIZATION_PLANNED, DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED}
 POOL_SIZE = 2  # connections kept; a burst (the daemon's threads) opens up to MAX_OVERFLOW more
 
 
@@ -57,6 +62,29 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
         if not self._columns.get(column_name):
             self._columns[column_name] = super().has_asset_key_col(column_name)
         return self._columns[column_name]
+
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        """A new run's planned events (one per asset and per check: 2,000 for 500 tables) in one insert.
+
+        dagster-postgres batches only materializations and observations, and stores a run's planned
+        events one by one (an insert, a NOTIFY nobody listens to since dagster 1.x, and the index rows),
+        about 4.5 ms each here: 9 s before a run of 500 tables could start. The index rows are written as
+        ``store_event`` writes them, by dagster's own methods."""
+        if not events or any(e.get_dagster_event().event_type not in _PLANNED for e in events):
+            super().store_event_batch(events)
+            return
+        with self._connect() as connection:
+            inserted = connection.execute(
+                self.prepare_insert_event_batch(events).returning(SqlEventLogStorageTable.c.id))
+            ids = [int(row[0]) for row in inserted.fetchall()]
+        with self.index_transaction() as connection:
+            for event, event_id in zip(events, ids, strict=True):
+                if event.get_dagster_event().event_type in ASSET_EVENTS and event.get_dagster_event().asset_key:
+                    self._store_asset_event_tags(connection, [event], [event_id])
+                    self._store_asset_event(connection, event, event_id)
+        for event, event_id in zip(events, ids, strict=True):
+            if event.get_dagster_event().event_type in ASSET_CHECK_EVENTS:
+                self.store_asset_check_event(event, event_id)
 
     def dispose(self) -> None:
         super().dispose()

@@ -116,8 +116,25 @@ def table_shape(connection: psycopg.Connection, relation: str) -> Shape:
 
 
 def expected_shape(connection: psycopg.Connection, table: TablePlan) -> Shape:
-    """The shape the mapping gives, normalized by PostgreSQL: a temporary table, rolled back."""
-    expected = replace(table, target_schema="pg_temp", target_table="mpa_expected")
-    with connection.transaction(force_rollback=True):
-        connection.execute(create_table_sql(expected))
-        return table_shape(connection, "pg_temp.mpa_expected")
+    """The shape the mapping gives, normalized by PostgreSQL: a temporary table, rolled back. The same
+    statement on the same server always gives the same shape: it is asked once per process (sensors
+    compare every table on every tick)."""
+    statement = create_table_sql(replace(table, target_schema="pg_temp", target_table="mpa_expected"))
+    info = connection.info
+    return _normalized_shape(connection, (info.host, info.port, info.dbname, info.server_version), statement)
+
+
+_SHAPES: dict[tuple[object, str], Shape] = {}
+_SHAPES_KEPT = 10_000
+
+
+def _normalized_shape(connection: psycopg.Connection, server: object, statement: str) -> Shape:
+    shape = _SHAPES.get((server, statement))
+    if shape is None:
+        with connection.transaction(force_rollback=True):
+            connection.execute(statement)
+            shape = table_shape(connection, "pg_temp.mpa_expected")
+        if len(_SHAPES) >= _SHAPES_KEPT:
+            _SHAPES.clear()
+        _SHAPES[(server, statement)] = shape
+    return shape

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from mysql_pg_assets.core.connections import pg_connection, relation_exists
+from mysql_pg_assets.core.connections import pg_connection
 from mysql_pg_assets.core.errors import ActionableError
 from mysql_pg_assets.core.meta import ensure, existing
 from mysql_pg_assets.core.settings import DatabaseUrl
@@ -287,12 +287,11 @@ def _key_change(table: TablePlan, actual: Shape, expected: Shape) -> Change:
 
 def plan_tables(connection: psycopg.Connection, tables: Iterable[TablePlan]) -> dict[str, Migration]:
     """Migrations of the tables that exist in PostgreSQL, by target label."""
-    migrations = {}
-    for table in tables:
-        target = table.target
-        if relation_exists(connection, target):
-            migrations[table.target_label] = plan(connection, table)
-    return migrations
+    tables = list(tables)
+    present = {row[0] for row in connection.execute(  # one query, whatever the number of tables
+        "SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name) IS NOT NULL",
+        ([t.target for t in tables],))}
+    return {table.target_label: plan(connection, table) for table in tables if table.target in present}
 
 
 def pending_migration(postgres_url: DatabaseUrl, table: TablePlan) -> Migration | None:
