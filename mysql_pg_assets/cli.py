@@ -78,7 +78,6 @@ def schema_changes(settings: Settings) -> int:
 def materialize_all(settings: Settings) -> int:
     """Materialize every asset with the dagster CLI: unpartitioned ones in one run, and each set
     of partitioned ones over all its partitions in one run (their backfill policy is single-run)."""
-    from mysql_pg_assets.definitions import BUILD_ONCE
     from mysql_pg_assets.defs.translator import asset_key, partitions_for
 
     catalog = discover(load_spec(settings.sync_config), settings.mysql_url)
@@ -96,10 +95,9 @@ def materialize_all(settings: Settings) -> int:
     commands = [[*dagster, "--select", ",".join(plain)]] if plain else []
     commands += [[*dagster, "--select", ",".join(keys), "--partition-range", f"{first}...{last}"]
                  for (first, last), keys in groups.items()]
-    environment = {**os.environ, BUILD_ONCE: "1"}  # the command loads the code location several times
     for command in commands:
         print("$", " ".join(command[2:]), flush=True)
-        if subprocess.run(command, check=False, env=environment).returncode:
+        if subprocess.run(command, check=False).returncode:
             return 1
     return 0
 

@@ -45,6 +45,7 @@ from dagster import (
 
 from mysql_pg_assets.checks.parity import partition_row_counts
 from mysql_pg_assets.core.errors import ActionableError
+from mysql_pg_assets.core.settings import redact
 from mysql_pg_assets.defs.asset_checks import Evidence, check_specs, evaluate, gather
 from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
 from mysql_pg_assets.defs.translator import (
@@ -173,8 +174,8 @@ def _failure(context: AssetExecutionContext, outcome: Outcome[Loaded]) -> str:
     if isinstance(error, ActionableError):
         message = str(error)
         context.log.error(f"{label}: {message}")
-    else:  # a defect: its traceback is what the next person needs
-        message = f"{type(error).__name__}: {error}"
+    else:  # a defect: its traceback is what the next person needs (a driver's words may hold a URL)
+        message = redact(f"{type(error).__name__}: {error}")
         context.log.error(f"{label}: {message}", exc_info=error)
     # Also straight to stderr: when PostgreSQL holds Dagster's storage too and is gone, Dagster cannot
     # record the failure, and this line is what the terminal or compute log shows at once.
