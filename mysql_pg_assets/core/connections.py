@@ -193,6 +193,10 @@ class _Reuse:
             for connection in connections:
                 connection.close()
 
+    @property
+    def active(self) -> bool:
+        return self._depth > 0
+
     def take(self, kind: str, url: DatabaseUrl, connect: Callable[[], _C]) -> _C:
         with self._lock:
             idle = self._idle.get((kind, url.secret)) if self._depth else None
@@ -264,7 +268,8 @@ def pg_connection(url: DatabaseUrl) -> Iterator[psycopg.Connection]:
     except psycopg.OperationalError as exc:
         raise TargetError(f"PostgreSQL at {url}: {explain(str(exc))}") from None
     finally:
-        _REUSE.give_back("pg", url, connection, healthy and _pg_healthy(connection))
+        # Reset for the next user only when there is one (no statement spent on a connection to close).
+        _REUSE.give_back("pg", url, connection, healthy and _REUSE.active and _pg_healthy(connection))
 
 
 def adbc_connect(url: DatabaseUrl) -> adbc.Connection:

@@ -5,9 +5,11 @@ mysql and postgres, MySQL's foreign keys as lineage, its column schema (each MyS
 PostgreSQL type it becomes) before the first materialization, its own checks, freshness,
 materializations and partitions.
 
-The tables are *loaded* by one subsettable ``multi_asset`` per source database and partitions
-definition (``translator.step_name``): ``sync_shop`` for every unpartitioned table of ``shop``, and
-one step per distinct set of partitions (``sync_shop_monthly_from_2025_10_01``). Why:
+The tables are *loaded* by subsettable ``multi_asset`` steps, per source database and partitions
+definition (``translator.step_name``): ``sync_shop`` for the unpartitioned tables of ``shop``,
+``sync_shop_monthly_from_2025_10_01`` for those with those partitions; each split into steps of 50
+to 150 tables, as many at a time as Dagster's executor runs side by side (one per CPU), tables joined
+by foreign keys always in one step (``translator.steps``). Why:
 
 - A step is a process (Dagster's default executor): about five seconds to start here, where
   loading a table of a few hundred rows takes a tenth of one. A database of 500 small tables took
