@@ -34,6 +34,7 @@ def test_defaults_sync_every_table() -> None:
          "tables.orders.columns.id.pg_type"),
         ({"target": {"schema": ""}}, "target.schema"),
         ({"options": {"checks": {"rows_valid": {"max_reject_rate": 2}}}}, "options.checks.rows_valid.max_reject_rate"),
+        ({"source": {"parallel_tables": 0}}, "source.parallel_tables: Input should be greater than or equal to 1"),
         ({"options": {"checks": {"reject_rate": {"max": 0.1}}}},
          "options.checks: Value error, reject_rate is now part of rows_valid (max_reject_rate"),
         ({"tables": {"t": {"checks": {"sampled_rows_match": {"rows": 5}}}}},
