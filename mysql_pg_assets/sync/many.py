@@ -74,6 +74,7 @@ def in_parallel(tables: Sequence[TablePlan], work: Callable[[TablePlan], T], par
     per table). Closing the iterator early (the caller was interrupted) starts nothing more and waits
     for the tables already loading."""
     parents = waits_for(tables)
+    parallel = max(1, parallel)
     waiting = list(tables)
     done: set[str] = set()
     finished: queue.Queue[Outcome[T]] = queue.Queue()
@@ -103,8 +104,7 @@ def in_parallel(tables: Sequence[TablePlan], work: Callable[[TablePlan], T], par
             running += 1
             pool.submit(timed, table)
 
-    with reusing_connections(), ThreadPoolExecutor(max_workers=max(1, parallel),
-                                                   thread_name_prefix="mpa-table") as pool:
+    with reusing_connections(), ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="mpa-table") as pool:
         try:
             with lock:
                 start_ready()
