@@ -67,7 +67,7 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
         """A new run's planned events (one per asset and per check: 2,000 for 500 tables) in one insert.
 
         dagster-postgres batches only materializations and observations, and stores a run's planned
-        events one by one (an insert, a NOTIFY nobody listens to since dagster 1.x, and the index rows),
+        events one by one (an insert, a NOTIFY that dagster-postgres no longer listens for, the index rows),
         about 4.5 ms each here: 9 s before a run of 500 tables could start. The index rows are written as
         ``store_event`` writes them, by dagster's own methods."""
         if not events or any(e.get_dagster_event().event_type not in _PLANNED for e in events):
