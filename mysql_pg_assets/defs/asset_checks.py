@@ -47,13 +47,15 @@ def check_specs(table: TablePlan) -> list[AssetCheckSpec]:
     sampled = (f" {table.checks.parity.sampled_rows} rows drawn at random from the loaded rows are read again from "
                "both sides by their key and compared value by value, every column; the differing values are in "
                "the check's metadata.") if table.primary_key else ""
+    limit = table.checks.rows_valid.max_reject_rate
+    tolerance = (f"Up to {limit:.2%} of the rows read rejected only warns (max_reject_rate in sync.yaml); more "
+                 "fails it with its severity." if limit else "Any reject fails it with its severity (rejects "
+                 "that should only warn: max_reject_rate in sync.yaml).")
     return [
         AssetCheckSpec(ROWS_VALID, asset=key, blocking=True, description=(
             "Every row read passed the pandera schema generated from the mapping (and PostgreSQL's casts); "
-            f"failing rows are in {REJECTS_TABLE}, with key, column, value and reason. Up to "
-            f"{table.checks.rows_valid.max_reject_rate:.2%} of the rows read rejected only warns (max_reject_rate "
-            "in sync.yaml); more fails it with its severity. Blocking: such a load does not look clean "
-            "downstream.")),
+            f"failing rows are in {REJECTS_TABLE}, with key, column, value and reason. {tolerance} Blocking: "
+            "such a load does not look clean downstream.")),
         AssetCheckSpec(PARITY, asset=key, description=(
             "MySQL and PostgreSQL hold the same rows with the same values, in the loaded partitions or the whole "
             "table: as many rows, counted in each database right after the load, and the same checksum, an MD5 "
