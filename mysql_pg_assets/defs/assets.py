@@ -167,10 +167,12 @@ def materialize(
     if len(tables) > LOG_EACH_UP_TO:
         _log_step(context, results, len(failed), time.perf_counter() - started)
     if failed:
+        reasons = "; ".join(f"{label}: {why}" for label, why in failed.items())
+        loaded = len(tables) - len(failed)
         raise Failure(
-            description=f"{len(failed)} of {len(tables)} tables failed to load (the other {len(tables) - len(failed)} "
-                        f"loaded and are reported): " + "; ".join(f"{t}: {why}" for t, why in failed.items()),
-            metadata={"failed_tables": MetadataValue.json(failed), "tables_loaded": len(tables) - len(failed)},
+            description=reasons if len(tables) == 1 else f"{len(failed)} of {len(tables)} tables failed to load "
+                                                         f"(the other {loaded} loaded and are reported): {reasons}",
+            metadata={"failed_tables": MetadataValue.json(failed), "tables_loaded": loaded},
         )
 
 
