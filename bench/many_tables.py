@@ -26,7 +26,6 @@ python bench/many_tables.py --tables 500``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import sys
@@ -36,7 +35,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import psycopg
 from psycopg import sql
 
 from mysql_pg_assets.core.connections import mysql_connection, pg_connect
@@ -49,12 +47,13 @@ from run import (  # noqa: E402  (bench/run.py: the pgloader machinery, shared)
     REPO,
     Measured,
     PgloaderVariant,
+    drop_schema,
     ensure_pgloader,
     load_avg,
     log_tail,
     pgloader_failure,
-    pgloader_userinfo,
     run_measured,
+    run_pgloader,
 )
 
 DATABASE = "mpa_bench_many"
@@ -73,6 +72,7 @@ def ensure_source(url: DatabaseUrl, tables: int, rows: int) -> str:
         started = time.perf_counter()
         cur.execute(f"DROP DATABASE IF EXISTS {mysql_ident(DATABASE)}")
         cur.execute(f"CREATE DATABASE {mysql_ident(DATABASE)} CHARACTER SET utf8mb4")
+        cur.execute(f"USE {mysql_ident(DATABASE)}")  # the sequence engine's seq_1_to_N is in every database
         for n in range(tables):
             name = f"{mysql_ident(DATABASE)}.`t{n:04d}`"
             cur.execute(f"CREATE TABLE {name} (id INT PRIMARY KEY, name VARCHAR(60), amount DECIMAL(12,2), "
@@ -82,13 +82,6 @@ def ensure_source(url: DatabaseUrl, tables: int, rows: int) -> str:
                         "seq / 7, '2026-01-01' + INTERVAL seq HOUR, JSON_OBJECT('k', seq, 'v', REPEAT('x', seq % 20)) "
                         f"FROM seq_1_to_{rows}")  # no parameters: sent as written
     return f"created: {tables} tables of {rows} rows in {time.perf_counter() - started:.0f} s"
-
-
-def drop_schema(url: DatabaseUrl, schema: str) -> None:
-    with pg_connect(url, autocommit=True) as connection:
-        connection.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-        with contextlib.suppress(psycopg.Error):  # the previous trial's dirty pages, not written during this one
-            connection.execute("CHECKPOINT")
 
 
 def loaded(url: DatabaseUrl, schema: str) -> tuple[int, int]:
@@ -119,26 +112,6 @@ def run_ours(mysql: DatabaseUrl, pg: DatabaseUrl, logs: Path, name: str, timeout
     env = {**os.environ, "MYSQL_URL": mysql.secret, "POSTGRES_URL": pg.secret, "SYNC_CONFIG": str(spec)}
     return run_measured([sys.executable, "-m", "mysql_pg_assets.cli", "materialize"], env, logs / f"{name}.log",
                         timeout)
-
-
-def run_pgloader(pgloader: str, variant: PgloaderVariant, mysql: DatabaseUrl, pg: DatabaseUrl, logs: Path,
-                 name: str, timeout: float) -> Measured:
-    def url(scheme: str, u: DatabaseUrl) -> str:
-        auth = pgloader_userinfo(u.user) + (":" + pgloader_userinfo(u.password) if u.password else "")
-        return f"{scheme}://{auth}@{u.host}:{u.port}/{u.database}"
-
-    work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=logs))
-    command = work / "many.load"
-    descriptor = os.open(command, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # it holds passwords
-    with os.fdopen(descriptor, "w") as out:
-        out.write(f"LOAD DATABASE\n     FROM {url('mysql', mysql)}\n     INTO {url('postgresql', pg)}\n"
-                  + "".join(f"{fix.clause}\n" for fix in variant.fixes)
-                  + f"ALTER SCHEMA '{DATABASE}' RENAME TO '{PGLOADER_SCHEMA}';\n")
-    try:
-        return run_measured([pgloader, "--root-dir", str(work), "--logfile", str(work / "pgloader.log"),
-                             str(command)], dict(os.environ), logs / f"{name}.log", timeout)
-    finally:
-        command.unlink(missing_ok=True)
 
 
 def judge(trial: Trial, pg: DatabaseUrl, schema: str, tables: int, rows: int) -> Trial:
@@ -196,11 +169,11 @@ def main() -> int:
         while pgloader is not None:
             drop_schema(pg, PGLOADER_SCHEMA)
             trial = judge(Trial(variant.label, n, run_pgloader(pgloader, variant, mysql, pg, logs,
-                                                               f"{variant.label}-{n}", args.timeout)),
+                                                               f"{variant.label}-{n}", args.timeout, only=None,
+                                                               schema=PGLOADER_SCHEMA)),
                           pg, PGLOADER_SCHEMA, args.tables, args.rows)
             show(trial)
-            fix = None if trial.ok else variant.next_fix(trial.measured.log.read_text(errors="replace")
-                                                          + _pgloader_log(logs, f"{variant.label}-{n}"))
+            fix = None if trial.ok else variant.next_fix(trial.measured.log.read_text(errors="replace"))
             if fix is None:
                 break
             variant = PgloaderVariant((*variant.fixes, fix))
@@ -222,14 +195,10 @@ def main() -> int:
                   f"(median {statistics.median(ratios):.2f}x; above 1: ours is faster)")
     elif pgloader is None:
         print(f"  pgloader not run: {note}")
-    if ours:
+    if ours and (args.tables, args.rows) == (500, 200):  # the target is for this shape
         print(f"  target: <= 60 s -> {'MET' if statistics.median(ours) <= 60 else 'NOT MET'}")
     print(f"finished {datetime.now():%Y-%m-%d %H:%M:%S}; the {DATABASE} databases are left in place; repo {REPO}")
     return 0 if ours else 1
-
-
-def _pgloader_log(logs: Path, name: str) -> str:
-    return "".join(p.read_text(errors="replace") for p in logs.glob(f"{name}-*/pgloader.log"))
 
 
 if __name__ == "__main__":

@@ -395,8 +395,10 @@ def pgloader_failure(log_text: str) -> str:
     return ""
 
 
-def pgloader_command(mysql_url: DatabaseUrl, pg_url: DatabaseUrl, variant: PgloaderVariant) -> str:
-    """The pgloader command: orders only, into schema ``pgloader``, pgloader's defaults otherwise."""
+def pgloader_command(mysql_url: DatabaseUrl, pg_url: DatabaseUrl, variant: PgloaderVariant,
+                     only: str | None = TABLE, schema: str = PGLOADER_SCHEMA) -> str:
+    """The pgloader command: table ``only`` (every table when None), into ``schema``, pgloader's defaults
+    otherwise."""
     def url(scheme: str, u: DatabaseUrl) -> str:
         auth = pgloader_userinfo(u.user) + (":" + pgloader_userinfo(u.password) if u.password else "")
         return f"{scheme}://{auth}@{u.host}:{u.port}/{u.database}"
@@ -405,19 +407,19 @@ def pgloader_command(mysql_url: DatabaseUrl, pg_url: DatabaseUrl, variant: Pgloa
             f"     FROM {url('mysql', mysql_url)}\n"
             f"     INTO {url('postgresql', pg_url)}\n"
             + "".join(f"{fix.clause}\n" for fix in variant.fixes)
-            + f"INCLUDING ONLY TABLE NAMES MATCHING '{TABLE}'\n"
-            f"ALTER SCHEMA '{mysql_url.database}' RENAME TO '{PGLOADER_SCHEMA}';\n")
+            + (f"INCLUDING ONLY TABLE NAMES MATCHING '{only}'\n" if only else "")
+            + f"ALTER SCHEMA '{mysql_url.database}' RENAME TO '{schema}';\n")
 
 
 def run_pgloader(pgloader: str, variant: PgloaderVariant, mysql_url: DatabaseUrl, pg_url: DatabaseUrl, logs: Path,
-                 name: str, timeout: float) -> Measured:
+                 name: str, timeout: float, only: str | None = TABLE, schema: str = PGLOADER_SCHEMA) -> Measured:
     """pgloader in a child process; the command file holding the passwords exists only during the run."""
     work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=logs))  # mode 700
     command = work / "orders.load"
     try:
         descriptor = os.open(command, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as out:
-            out.write(pgloader_command(mysql_url, pg_url, variant))
+            out.write(pgloader_command(mysql_url, pg_url, variant, only, schema))
         argv = [pgloader, "--root-dir", str(work), "--logfile", str(work / "pgloader.log"), str(command)]
         return run_measured(argv, dict(os.environ), logs / f"{name}.log", timeout)
     finally:
