@@ -152,3 +152,12 @@ def test_one_run_loads_every_table_and_a_failing_table_fails_only_itself(
         assert [e.asset_key.path[-1] for e in only_c.get_asset_materialization_events()] == ["c"]
         assert compare_rows(mysql, pg, tables["c"]).equal
         assert not compare_rows(mysql, pg, tables["a"]).equal  # not selected: not touched
+
+
+def test_one_reason_that_stopped_many_tables_is_said_once() -> None:
+    from mysql_pg_assets.defs.assets import _reasons
+
+    labels = [f"s.t{n}" for n in range(7)]
+    failed = {**dict.fromkeys(labels, "password authentication failed"), "s.x": "lock timeout"}
+    assert _reasons(failed) == ("7 tables (s.t0, s.t1, s.t2, s.t3, s.t4 …): password authentication failed; "
+                                "s.x: lock timeout")

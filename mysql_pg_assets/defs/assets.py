@@ -167,13 +167,26 @@ def materialize(
     if len(tables) > LOG_EACH_UP_TO:
         _log_step(context, results, len(failed), time.perf_counter() - started)
     if failed:
-        reasons = "; ".join(f"{label}: {why}" for label, why in failed.items())
+        reasons = _reasons(failed)
         loaded = len(tables) - len(failed)
         raise Failure(
-            description=reasons if len(tables) == 1 else f"{len(failed)} of {len(tables)} tables failed to load "
-                                                         f"(the other {loaded} loaded and are reported): {reasons}",
+            description=reasons if not loaded else f"{len(failed)} of {len(tables)} tables failed to load (the "
+                                                   f"other {loaded} loaded and are reported): {reasons}",
             metadata={"failed_tables": MetadataValue.json(failed), "tables_loaded": loaded},
         )
+
+
+def _reasons(failed: dict[str, str]) -> str:
+    """Each reason once, with the tables it stopped: a server that refuses the password stops every table
+    alike, and says so in one line, not once per table."""
+    tables_by_reason: dict[str, list[str]] = {}
+    for label, why in failed.items():
+        tables_by_reason.setdefault(why, []).append(label)
+    def named(labels: list[str]) -> str:
+        return labels[0] if len(labels) == 1 else \
+            f"{len(labels)} tables ({', '.join(labels[:5])}{' …' if len(labels) > 5 else ''})"
+
+    return "; ".join(f"{named(labels)}: {why}" for why, labels in tables_by_reason.items())
 
 
 def _failure(context: AssetExecutionContext, outcome: Outcome[Loaded]) -> str:
