@@ -76,8 +76,9 @@ CANONICAL: dict[str, tuple[str, str]] = {
 
 
 def comparable(column: ColumnPlan) -> bool:
-    """Whether both sides can write the column alike: not when the spec overrode its PostgreSQL type."""
-    return column.pg_type == column.rule.pg_type(column.source) and column.rule.kind in CANONICAL
+    """Whether both sides can write the column alike: not when the spec overrode its PostgreSQL type, nor
+    when a transform masked, derived or changed it."""
+    return column.comparable and column.pg_type == column.rule.pg_type(column.source) and column.rule.kind in CANONICAL
 
 
 def mysql_text(column: ColumnPlan, quoted: str) -> str:

@@ -22,9 +22,10 @@ from mysql_pg_assets.core.connections import mysql_connection, pg_connection, re
 from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.core.sql import mysql_ident, mysql_qualified, pg_ident, pg_idents
 from mysql_pg_assets.sync.catalog.plans import TOMBSTONE_COLUMN, ColumnPlan, TablePlan
-from mysql_pg_assets.sync.extract import Window, window_sql
+from mysql_pg_assets.sync.extract import Window, where_sql
 from mysql_pg_assets.sync.load.ddl import expected_shape, table_shape
 from mysql_pg_assets.sync.load.merge import bucket_sql, pg_window_sql
+from mysql_pg_assets.sync.transform import masked_value
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,10 @@ class TableParity:
 
 
 def mysql_row_count(url: DatabaseUrl, table: TablePlan) -> int:
+    """MySQL's rows of the table that its row filter takes (all of them without one)."""
     with mysql_connection(url) as connection, connection.cursor() as cur:
-        cur.execute(f"SELECT COUNT(*) FROM {mysql_qualified(table.source_database, table.source_table)}")
+        cur.execute(f"SELECT COUNT(*) FROM {mysql_qualified(table.source_database, table.source_table)}"
+                    f"{where_sql(table, None)}")
         return int(cur.fetchone()[0])
 
 
@@ -88,10 +91,9 @@ def _pg_text(column: ColumnPlan) -> str:
 def _scope_sql(table: TablePlan, window: Window | None) -> tuple[str, str, tuple]:
     """MySQL's WHERE (bounds rendered), PostgreSQL's WHERE and its parameters: the rows a load of
     ``window`` reads and writes, exactly (None: the whole table)."""
-    mysql_where, pg_where, pg_params = "", _alive(table), ()
+    mysql_where, pg_where, pg_params = where_sql(table, None), _alive(table), ()
     if window is not None and table.partition is not None:
-        mysql_condition = window_sql(table, window)
-        mysql_where = f" WHERE {mysql_condition}" if mysql_condition else ""
+        mysql_where = where_sql(table, window)
         condition, params = pg_window_sql(table, window, alias="")
         if condition:
             pg_where = f"{pg_where} AND {condition}" if pg_where else f" WHERE {condition}"
@@ -162,10 +164,12 @@ def table_counts(
     bounds = tuple(b.astimezone(UTC).replace(tzinfo=None) if b.tzinfo else b for b in (first_start, last_end))
     with mysql_connection(mysql_url) as connection, connection.cursor() as cur:
         counts = []
-        for where, params in (("", ()), (f" WHERE {column} < %s OR {column} IS NULL", bounds[:1]),
+        rows_filter = f" AND ({table.filter_sql})" if table.filter_sql else ""
+        for where, params in (("", ()), (f" WHERE ({column} < %s OR {column} IS NULL)", bounds[:1]),
                               (f" WHERE {column} >= %s AND MONTH({column}) <> 0 AND DAYOFMONTH({column}) <> 0",
                                bounds[1:])):
-            cur.execute(f"SELECT COUNT(*) FROM {source}{where}", params)
+            where = where or (" WHERE TRUE" if rows_filter else "")
+            cur.execute(f"SELECT COUNT(*) FROM {source}{where}{rows_filter}", params)
             counts.append(int(cur.fetchone()[0]))
     rows, before, after = counts
     return TableCounts(rows, postgres_row_count(postgres_url, table) or 0, before, after)
@@ -209,8 +213,17 @@ def _bytes(value: Any) -> bytes:
     return bytes(value)
 
 
+def compared_columns(table: TablePlan) -> list[ColumnPlan]:
+    """The columns read back from both sides and compared value by value: every column from MySQL that no
+    Python transform changes (a masked one compares with its mask applied again to MySQL's value)."""
+    return [c for c in table.columns if c.from_mysql and c.python is None]
+
+
 def _normalizer(column: ColumnPlan, side: str) -> Callable[[Any], Any]:
     """How one column's values compare, by the kind of its casting rule; ``side`` is "mysql" or "postgres"."""
+    mask = column.mask
+    if mask is not None:
+        return (lambda v: masked_value(mask, v)) if side == "mysql" else (lambda v: v)
     kind = column.rule.kind
     if column.pg_type == "boolean":
         return lambda v: bool(_bits(v)) if isinstance(v, bytes) else bool(v)
@@ -249,11 +262,13 @@ def _mysql_read(column: ColumnPlan) -> str:
 def compare_rows(
     mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, table: TablePlan, max_differences: int = 10
 ) -> TableParity:
-    """Compare every row and every value of one table. Meant for tests and demo-sized tables."""
+    """Compare every row and every value of one table (the columns of ``compared_columns``, the rows its row
+    filter takes). Meant for tests and demo-sized tables."""
+    columns = compared_columns(table)
     with mysql_connection(mysql_url) as connection, connection.cursor() as cur:
         cur.execute(
-            f"SELECT {', '.join(_mysql_read(c) for c in table.columns)} "
-            f"FROM {mysql_qualified(table.source_database, table.source_table)}"
+            f"SELECT {', '.join(_mysql_read(c) for c in columns)} "
+            f"FROM {mysql_qualified(table.source_database, table.source_table)}{where_sql(table, None)}"
         )
         source_rows = list(cur.fetchall())
     target_count = postgres_row_count(postgres_url, table)
@@ -261,15 +276,15 @@ def compare_rows(
     if target_count is not None:
         with pg_connection(postgres_url) as connection:
             target_rows = connection.execute(
-                f"SELECT {', '.join(_pg_read(c) for c in table.columns)} "
+                f"SELECT {', '.join(_pg_read(c) for c in columns)} "
                 f"FROM {table.target}{_alive(table)}"
             ).fetchall()
-    expected = sorted(_normalized(source_rows, [_normalizer(c, "mysql") for c in table.columns]), key=_sort_key)
-    actual = sorted(_normalized(target_rows, [_normalizer(c, "postgres") for c in table.columns]), key=_sort_key)
+    expected = sorted(_normalized(source_rows, [_normalizer(c, "mysql") for c in columns]), key=_sort_key)
+    actual = sorted(_normalized(target_rows, [_normalizer(c, "postgres") for c in columns]), key=_sort_key)
     differences: list[str] = []
     if len(expected) != len(actual):
         differences.append(f"{len(expected)} rows in MySQL, {len(actual)} in PostgreSQL")
-    names = [c.target_name for c in table.columns]
+    names = [c.target_name for c in columns]
     for source_row, target_row in zip(expected, actual, strict=False):
         if source_row != target_row and len(differences) < max_differences:
             changed = {n: (s, t) for n, s, t in zip(names, source_row, target_row, strict=True) if s != t}
@@ -309,6 +324,8 @@ def sample_rows(
     longer has is a difference too. Needs a primary key."""
     assert table.primary_key, table.target_label
     key_columns = [c for c in table.columns if c.target_name in table.primary_key]
+    columns = compared_columns(table)
+    source_filter = f"({table.filter_sql}) AND " if table.filter_sql else ""
     target = table.target
     _, pg_where, pg_params = _scope_sql(table, window)
     keys_sql = pg_idents(c.target_name for c in key_columns)
@@ -323,20 +340,21 @@ def sample_rows(
         matches = " OR ".join(["(" + " AND ".join(f"{pg_ident(c.target_name)} = %s" for c in key_columns) + ")"]
                               * len(keys))
         target_rows = connection.execute(
-            f"SELECT {', '.join(_pg_read(c) for c in table.columns)} FROM {target} WHERE {matches}",
+            f"SELECT {', '.join(_pg_read(c) for c in columns)} FROM {target} WHERE {matches}",
             [v for key in keys for v in key]).fetchall()
     mysql_matches = " OR ".join(["(" + " AND ".join(f"{mysql_ident(c.source.name)} = %s" for c in key_columns)
                                  + ")"] * len(keys))
     with mysql_connection(mysql_url) as connection, connection.cursor() as cur:
-        cur.execute(f"SELECT {', '.join(_mysql_read(c) for c in table.columns)} FROM "
-                    f"{mysql_qualified(table.source_database, table.source_table)} WHERE {mysql_matches}",
+        cur.execute(f"SELECT {', '.join(_mysql_read(c) for c in columns)} FROM "
+                    f"{mysql_qualified(table.source_database, table.source_table)} WHERE {source_filter}"
+                    f"({mysql_matches})",
                     [_mysql_key(v) for key in keys for v in key])
         source_rows = list(cur.fetchall())
-    names = [c.target_name for c in table.columns]
+    names = [c.target_name for c in columns]
     positions = [names.index(c.target_name) for c in key_columns]
 
     def by_key(found: list[tuple], side: str) -> dict[tuple, tuple]:
-        normalized = _normalized(found, [_normalizer(c, side) for c in table.columns])
+        normalized = _normalized(found, [_normalizer(c, side) for c in columns])
         return {tuple(row[i] for i in positions): row for row in normalized}
 
     source, copy = by_key(source_rows, "mysql"), by_key(target_rows, "postgres")
@@ -371,3 +389,18 @@ def schema_differences(url: DatabaseUrl, table: TablePlan) -> list[str]:
             differences.append(f"{name}: {have}{' NOT NULL' if nullable else ''} in PostgreSQL, "
                                f"{kind}{' NOT NULL' if not_null else ''} expected")
     return differences
+
+
+def duplicated_values(url: DatabaseUrl, table: TablePlan, column: str, limit: int = 20) -> tuple[int, list[dict]]:
+    """A ``unique`` check of the user's: how many rows of the PostgreSQL table share a value with another
+    (NULLs aside), and the first ``limit`` such values with their count."""
+    quoted = pg_ident(column)
+    with pg_connection(url) as connection:
+        if not relation_exists(connection, table.target):
+            return 0, []
+        alive = f"{_alive(table)} AND" if table.tombstones else " WHERE"
+        rows = connection.execute(
+            f"SELECT {quoted}::text, count(*), sum(count(*)) OVER () FROM {table.target}{alive} {quoted} IS NOT NULL"
+            f" GROUP BY {quoted} HAVING count(*) > 1 ORDER BY count(*) DESC LIMIT %s", (limit,)).fetchall()
+    total = int(rows[0][2]) if rows else 0
+    return total, [{column: value, "rows": int(count)} for value, count, _ in rows]

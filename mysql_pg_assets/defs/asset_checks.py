@@ -15,6 +15,7 @@ from mysql_pg_assets.checks.parity import (
     Sample,
     TableCounts,
     checksum_columns,
+    duplicated_values,
     fingerprints,
     sample_rows,
     schema_differences,
@@ -25,9 +26,10 @@ from mysql_pg_assets.core.connections import pg_connection
 from mysql_pg_assets.core.meta import rejects_sample
 from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.defs.translator import asset_key, key_ranges, partitions_for
-from mysql_pg_assets.sync.catalog.plans import TablePlan
+from mysql_pg_assets.sync.catalog.plans import ColumnPlan, TablePlan
 from mysql_pg_assets.sync.extract import Window
 from mysql_pg_assets.sync.load.result import LoadResult
+from mysql_pg_assets.sync.spec import Expectation
 
 # Where rejects go when the role may create schemas; the materialization names the real place (see meta).
 REJECTS_TABLE = "mysql_pg_assets.rejects"
@@ -69,8 +71,25 @@ def check_specs(table: TablePlan) -> list[AssetCheckSpec]:
         ] if table.partition is not None else []),
         AssetCheckSpec(SCHEMA_CONFORMS, asset=key, description=(
             "The PostgreSQL table has the columns, types and nullability the mapping of MySQL's current "
-            "columns gives.")),
+            "columns (and the spec's transforms: masks, derived columns) gives.")),
+        *(AssetCheckSpec(e.check_name, asset=key, description=_expectation_description(e))
+          for e in table.expectations),
     ]
+
+
+def _expectation_description(expectation: Expectation) -> str:
+    what = {
+        "in_range": lambda e: f"{e.column} is within {list(e.in_range)} (inclusive)",
+        "str_matches": lambda e: f"{e.column} matches /{e.str_matches}/ from its start",
+        "isin": lambda e: f"{e.column} is one of {list(e.isin)}",
+        "notin": lambda e: f"{e.column} is none of {list(e.notin)}",
+        "unique": lambda e: f"no two rows of the PostgreSQL table share a value of {e.column}",
+        "not_null": lambda e: f"{e.column} is never NULL",
+        "expression": lambda e: f"`{e.expression}` holds for every row",
+    }[expectation.kind](expectation)
+    scope = ("counted in PostgreSQL over the whole table after each load" if expectation.unique else
+             "checked on every row each load brings; failing rows are loaded and shown with their key")
+    return f"The spec's own check: {what} ({scope}; NULL passes). Severity {expectation.severity}."
 
 
 def severity(table: TablePlan, check_name: str) -> AssetCheckSeverity:
@@ -113,7 +132,7 @@ def parity_check(table: TablePlan, sides: tuple[Fingerprint, Fingerprint], sampl
         "mysql_rows": mysql.rows, "postgres_rows": postgres.rows, "difference": postgres.rows - mysql.rows,
         "mysql_checksum": str(mysql.checksum), "postgres_checksum": str(postgres.checksum),
         "columns": ", ".join(c.target_name for c in compared),
-        "not_compared": ", ".join(f"{c.target_name} (pg_type overridden: {c.pg_type})" for c in table.columns
+        "not_compared": ", ".join(f"{c.target_name} ({_not_compared(c)})" for c in table.columns
                                   if c not in compared) or "none",
     }
     if sample is not None:
@@ -121,6 +140,34 @@ def parity_check(table: TablePlan, sides: tuple[Fingerprint, Fingerprint], sampl
                          "differences": MetadataValue.json(list(sample.differences))})
     return AssetCheckResult(asset_key=asset_key(table), check_name=PARITY, passed=not found,
                             severity=severity(table, PARITY), description="; ".join(found) or None, metadata=metadata)
+
+
+def _not_compared(column: ColumnPlan) -> str:
+    if column.mask is not None:
+        return f"masked ({column.mask.method}): sampled rows compare it with the mask applied to MySQL's value"
+    if column.expression is not None:
+        return "derived: not in MySQL"
+    if column.python is not None:
+        return f"from {column.python}: not comparable"
+    return f"pg_type overridden: {column.pg_type}"
+
+
+def expectation_checks(table: TablePlan, result: LoadResult, duplicates: dict[str, tuple[int, list[dict]]],
+                       ) -> list[AssetCheckResult]:
+    """The spec's own checks: failing rows of this load (``unique``: duplicated values of the whole table)."""
+    checks = []
+    for expectation in table.expectations:
+        name = expectation.check_name
+        failed, cases = duplicates[name] if expectation.unique else result.expectations.get(name, (0, ()))
+        checks.append(AssetCheckResult(
+            asset_key=asset_key(table), check_name=name, passed=failed == 0,
+            severity=AssetCheckSeverity.WARN if expectation.severity == "warn" else AssetCheckSeverity.ERROR,
+            description=(f"{failed} rows sharing a value with another" if expectation.unique else
+                         f"{failed} of {result.rows_loaded} rows loaded fail it") if failed else None,
+            metadata={"rows_failed": failed, "rows_checked": result.rows_loaded,
+                      "failure_cases": MetadataValue.json(list(cases))},
+        ))
+    return checks
 
 
 def schema_check(table: TablePlan, schema_problems: list[str]) -> AssetCheckResult:
@@ -178,6 +225,7 @@ class Evidence:
     schema_problems: list[str]
     whole_table: TableCounts | None  # partitioned tables
     sample: Sample | None  # tables with a primary key
+    duplicates: dict[str, tuple[int, list[dict]]]  # each unique check of the spec's: duplicated rows, cases
 
 
 def gather(
@@ -195,7 +243,13 @@ def gather(
         whole_table=whole_table_counts(table, mysql_url, postgres_url) if table.partition is not None else None,
         sample=sample_rows(mysql_url, postgres_url, table, window, table.checks.parity.sampled_rows)
         if table.primary_key else None,
+        duplicates={e.check_name: duplicated_values(postgres_url, table, _target_name(table, e.column or ""))
+                    for e in table.expectations if e.unique},
     )
+
+
+def _target_name(table: TablePlan, spec_name: str) -> str:
+    return next(c.target_name for c in table.columns if c.source.name == spec_name)
 
 
 def evaluate(
@@ -207,6 +261,7 @@ def evaluate(
               schema_check(table, evidence.schema_problems)]
     if evidence.whole_table is not None:
         checks.append(table_count_check(context, table, evidence.whole_table))
+    checks += expectation_checks(table, result, evidence.duplicates)
     for failed in (c for c in checks if not c.passed):
         alerts.send(alerts.Alert("check_failed", asset_key(table).to_user_string(), _check_reason(failed),
                                  partition=partition, run_id=context.run.run_id, check=failed.check_name,

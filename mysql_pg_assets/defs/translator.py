@@ -44,8 +44,7 @@ def column_schema(table: TablePlan) -> TableSchema:
         TableColumn(
             name=column.target_name,
             type=column.pg_type,
-            description=f"MySQL {column.source.column_type} → PostgreSQL {column.pg_type} "
-                        f"(rule: {column.rule.name})",
+            description=column.origin,
             constraints=TableColumnConstraints(
                 nullable=column.nullable, unique=list(table.primary_key) == [column.target_name]
             ),
@@ -232,6 +231,14 @@ def description(table: TablePlan) -> str:
         if not key.lineage:
             lines.append(f"Foreign key `{key.name}` ({', '.join(key.columns)} → {key.referenced_target}) is not "
                          f"drawn as lineage, nor created as a constraint: {key.not_lineage}.")
+    if table.row_filter:
+        lines.append(f"Only the rows where `{table.row_filter}` are synced (the row filter; the checks count MySQL "
+                     f"with it).")
+    hidden = [c.target_name for c in table.columns if c.mask is not None]
+    computed = [c.target_name for c in table.columns if not c.comparable and c.mask is None]
+    if hidden or computed:
+        lines.append(f"Masked: {', '.join(hidden) or 'none'}. Computed or changed by a transform: "
+                     f"{', '.join(computed) or 'none'}. Each column's origin is in its schema.")
     return "\n\n".join(lines)
 
 

@@ -93,19 +93,20 @@ def window_sql(table: TablePlan, window: Window) -> str:
 
 
 def where_sql(table: TablePlan, scope: Scope) -> str:
+    """The WHERE clause of a read: the scope's rows that pass the table's row filter ('' for all rows)."""
+    conditions = [f"({table.filter_sql})"] if table.filter_sql else []
     if isinstance(scope, Window):
-        condition = window_sql(table, scope)
-        return f" WHERE {condition}" if condition else ""
+        conditions += [c for c in [window_sql(table, scope)] if c]
     if isinstance(scope, Since):
         cursor = table.cursor
         assert cursor is not None, table.target_label
-        return f" WHERE {mysql_ident(cursor.source.name)} >= {mysql_literal(scope.value)}"
-    return ""
+        conditions.append(f"{mysql_ident(cursor.source.name)} >= {mysql_literal(scope.value)}")
+    return f" WHERE {' AND '.join(conditions)}" if conditions else ""
 
 
 def select_sql(table: TablePlan, scope: Scope = None) -> str:
     expressions = []
-    for i, column in enumerate(table.columns):
+    for i, column in table.read_columns:
         quoted = mysql_ident(column.source.name)
         expressions.append(f"{read_expression(column.rule, quoted, column.source)} AS {staging_name(i)}")
         flag = converted_expression(column.rule, quoted)
@@ -119,12 +120,14 @@ def select_sql(table: TablePlan, scope: Scope = None) -> str:
 
 
 def keys_sql(table: TablePlan) -> str:
-    """Every primary key of the table: what an incremental load compares to find deletes."""
+    """Every primary key of the table (that passes its row filter): what an incremental load compares to find
+    deletes. A row changed so that the filter no longer takes it is gone from PostgreSQL too."""
     expressions = [
         f"{read_expression(c.rule, mysql_ident(c.source.name), c.source)} AS {staging_name(i)}"
-        for i, c in enumerate(table.columns) if c.target_name in table.primary_key
+        for i, c in table.read_columns if c.target_name in table.primary_key
     ]
-    return f"SELECT {', '.join(expressions)} FROM {mysql_qualified(table.source_database, table.source_table)}"
+    return (f"SELECT {', '.join(expressions)} FROM {mysql_qualified(table.source_database, table.source_table)}"
+            f"{where_sql(table, None)}")
 
 
 def in_session(select: str, server: str, lock_wait_s: int) -> str:

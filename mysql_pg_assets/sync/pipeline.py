@@ -26,21 +26,23 @@ from mysql_pg_assets.sync.extract import DEFAULT_BATCH_ROWS, Scope, Since, Windo
 from mysql_pg_assets.sync.load.loader import load_table
 from mysql_pg_assets.sync.load.migrate import pending_migration
 from mysql_pg_assets.sync.load.result import LoadResult
-from mysql_pg_assets.sync.transform import count_by_partition, keys_to_staging, to_staging
+from mysql_pg_assets.sync.transform import LoadContext, count_by_partition, keys_to_staging, to_staging
 from mysql_pg_assets.sync.validate import ValidatedBatch, schema_for, validate
 
 
 def validated_batches(
-    batches: Iterable[pa.RecordBatch], table: TablePlan, splits: tuple[datetime, ...] = ()
+    batches: Iterable[pa.RecordBatch], table: TablePlan, splits: tuple[datetime, ...] = (),
+    context: LoadContext | None = None,
 ) -> Iterator[ValidatedBatch]:
-    """Each batch converted and validated; with ``splits`` (a range of partitions), its rows read and
-    rejected counted per partition."""
+    """Each batch converted, transformed and validated; with ``splits`` (a range of partitions), its rows read
+    and rejected counted per partition."""
     schema = schema_for(table)
+    context = context or LoadContext.of(table)
     column = next((staging_name(i) for i, c in enumerate(table.columns) if c is table.partition_column), None)
     for batch in batches:
         if batch.num_rows:
-            frame, conversions = to_staging(batch, table)
-            validated = validate(frame, conversions, table, schema)
+            frame, conversions = to_staging(batch, table, context)
+            validated = validate(frame, conversions, table, schema, context)
             if splits and column is not None:
                 read = count_by_partition(frame, column, splits)
                 validated = replace(validated, read_by_partition=read,
@@ -86,5 +88,6 @@ def sync_table(
     keys: Iterable = ()
     if isinstance(scope, Since):
         keys = (keys_to_staging(b, table) for b in read_batches(mysql_url, table, batch_rows, sql=keys_sql(table)))
-    rows = validated_batches(batches, table, scope.splits if isinstance(scope, Window) else ())
+    context = LoadContext.of(table, run_id, partition)
+    rows = validated_batches(batches, table, scope.splits if isinstance(scope, Window) else (), context)
     return load_table(table, rows, postgres_url, run_id, scope, keys, partition)

@@ -39,6 +39,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
@@ -78,7 +79,49 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ColumnOverride(_Strict):
+MaskMethod = Literal["hash", "null", "redact", "truncate"]
+
+
+class Mask(_Strict):
+    """How a column's values are hidden before they leave the process (see ``sync.transform``)."""
+
+    method: MaskMethod = Field(description="hash: salted SHA-256 in hex; null: NULL; redact: '[redacted]'; "
+                                           "truncate: the first ``length`` characters")
+    length: int | None = Field(None, ge=0, description="truncate: characters kept")
+    salt_env: NonEmpty = Field("MPA_MASK_SALT", description="hash: the environment variable holding the salt")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: object) -> object:
+        return {"method": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _length(self) -> Mask:
+        if (self.method == "truncate") != (self.length is not None):
+            raise ValueError("length goes with truncate, and truncate needs it")
+        return self
+
+
+class ColumnMasking(_Strict):
+    exclude: bool = Field(False, description="never read: the column is left out of PostgreSQL")
+    mask: Mask | None = Field(None, description="hash, null, redact or {method: truncate, length: N}")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_null(cls, data: object) -> object:
+        # `mask: null` in YAML is None: a user who wrote the key meant a mask, and the safe reading is NULL.
+        if isinstance(data, dict) and "mask" in data and data["mask"] is None:
+            return {**data, "mask": "null"}
+        return data
+
+    @model_validator(mode="after")
+    def _one(self) -> ColumnMasking:
+        if self.exclude and self.mask is not None:
+            raise ValueError("a column is excluded or masked, not both")
+        return self
+
+
+class ColumnOverride(ColumnMasking):
     pg_type: str | None = Field(None, description="PostgreSQL type to use instead of the casting rule's")
     rename: PgName | None = Field(None, description="name of the column in PostgreSQL")
 
@@ -86,6 +129,89 @@ class ColumnOverride(_Strict):
     @classmethod
     def _type_name(cls, value: str | None) -> str | None:
         return None if value is None else pg_type(value)
+
+
+class Derived(_Strict):
+    """A column computed from the others, in the expression language of ``sync.expressions``."""
+
+    expression: NonEmpty = Field(description="e.g. upper(email), total - tax, now(), source_database()")
+    pg_type: str | None = Field(None, description="PostgreSQL type; default: inferred from the expression")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: object) -> object:
+        return {"expression": data} if isinstance(data, str) else data
+
+    @field_validator("pg_type")
+    @classmethod
+    def _type_name(cls, value: str | None) -> str | None:
+        return None if value is None else pg_type(value)
+
+
+class PythonTransform(_Strict):
+    """A function of one batch, for what expressions cannot say: ``fn(frame, context) -> frame``."""
+
+    function: NonEmpty = Field(description="import path, 'package.module:function'")
+    columns: dict[PgName, str] = Field(default_factory=dict, description="columns it adds, with their PostgreSQL "
+                                                                         "types (known before the first row)")
+    modifies: tuple[NonEmpty, ...] = Field((), description="existing columns whose values it changes")
+
+    @field_validator("function")
+    @classmethod
+    def _import_path(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", value):
+            raise ValueError(f"{value!r} is not 'package.module:function'")
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _types(cls, value: dict[str, str]) -> dict[str, str]:
+        return {name: pg_type(kind) for name, kind in value.items()}
+
+
+_EXPECTATION_KINDS = ("in_range", "str_matches", "isin", "notin", "unique", "not_null", "expression")
+
+
+class Expectation(_Strict):
+    """A check of the user's: one Dagster asset check per expectation, failing rows shown with their key.
+
+    Exactly one of the kinds; all but ``expression`` name a ``column``. Rows that fail are loaded (they
+    are MySQL's data); the check shows red (severity error) or yellow (warn) with the failure cases.
+    """
+
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = Field(
+        None, description="the check's name; default: <column>_<kind>")
+    column: NonEmpty | None = None
+    in_range: tuple[float | None, float | None] | None = Field(None, description="[min, max], inclusive; null: open")
+    str_matches: NonEmpty | None = Field(None, description="a regular expression the value must match from its start")
+    isin: tuple[str | int | float | bool, ...] | None = None
+    notin: tuple[str | int | float | bool, ...] | None = None
+    unique: bool = Field(False, description="no two rows of the PostgreSQL table share the value")
+    not_null: bool = False
+    expression: NonEmpty | None = Field(None, description="true for every row, e.g. 'total >= tax'")
+    severity: Severity = "error"
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in _EXPECTATION_KINDS if getattr(self, k) not in (None, False))
+
+    @property
+    def check_name(self) -> str:
+        if self.name:
+            return self.name
+        return re.sub(r"\W", "_", f"{self.column}_{self.kind}")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Expectation:
+        kinds = [k for k in _EXPECTATION_KINDS if getattr(self, k) not in (None, False)]
+        if len(kinds) != 1:
+            raise ValueError(f"one of {', '.join(_EXPECTATION_KINDS)} per expectation (found {kinds or 'none'})")
+        if kinds == ["expression"]:
+            if self.column is not None or self.name is None:
+                raise ValueError("an expression names itself (name:) and no column")
+        elif self.column is None:
+            raise ValueError(f"{kinds[0]} needs a column")
+        return self
 
 
 class Partitioning(_Strict):
@@ -179,6 +305,11 @@ class TableOverride(_Strict):
         False, description="sync only the columns the MySQL user may read (a column-level grant); "
                            "without it such a table is an error"
     )
+    filter: NonEmpty | None = Field(None, description="rows to sync: a MySQL condition, validated and pushed down "
+                                                      "into every read (e.g. tenant_id = 7)")
+    derived: dict[PgName, Derived] = Field(default_factory=dict, description="columns computed from the others")
+    transform: PythonTransform | None = None
+    expect: list[Expectation] = Field(default_factory=list, description="the user's own checks")
 
 
 class CastOverride(_Strict):
@@ -205,6 +336,11 @@ class Options(_Strict):
     casts: list[CastOverride] = Field(default_factory=list, description="per-type overrides, first match wins")
     freshness: Freshness | None = Field(None, description="the default freshness of every table")
     checks: Checks = Field(default_factory=Checks, description="severity of each check, reject-rate threshold")
+    columns: dict[NonEmpty, ColumnMasking] = Field(
+        default_factory=dict, description="globs over MySQL column names, in every table: exclude or mask")
+    derived: dict[PgName, Derived] = Field(default_factory=dict, description="columns every table gets")
+    expect: list[Expectation] = Field(default_factory=list, description="checks of every table that has the "
+                                                                        "columns they name")
 
 
 class Source(_Strict):

@@ -1,8 +1,17 @@
-"""Transform: apply each column's casting rule to a batch with polars, counting what changed.
+"""Transform: apply each column's casting rule to a batch with polars, counting what changed, then the
+user's transforms (masks, derived columns, a Python function), in that order.
 
 The output frame has the staging columns ``c0 … cN`` in the plan's order, typed so that the
 load can COPY them and PostgreSQL can cast each to its target type, plus the ``converted<i>``
-and ``invalid<i>`` flags the extract read beside the values, which validation uses.
+and ``invalid<i>`` flags the extract read beside the values, which validation uses. A derived or
+Python-added value that cannot be its column's type is NULL with its ``invalid<i>`` flag set: the
+row is rejected, the reason naming the expression or the function.
+
+Masks (``hash``: SHA-256 of the salt then the value's text, in hex; ``null``; ``redact``: the text
+'[redacted]'; ``truncate``: the first N characters) run before anything else sees the values, so no
+later step, reject, log or check can show what they hide; NULL stays NULL. The salt comes from the
+environment (``MPA_MASK_SALT`` unless the mask names another variable) and is never shown. The same
+value hashes to the same text in every table and every load, so joins on a hashed column still work.
 
 Conversions are counted per column and kind, never silent:
 
@@ -12,16 +21,57 @@ Conversions are counted per column and kind, never silent:
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import inspect
+import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import polars as pl
+import polars_hash  # noqa: F401 (registers the chash namespace the hash mask uses)
 import pyarrow as pa
 
-from mysql_pg_assets.sync.catalog.plans import TablePlan, converted_flag_name, invalid_flag_name, staging_name
+from mysql_pg_assets.core.errors import ActionableError
+from mysql_pg_assets.sync.catalog.plans import (
+    ColumnPlan,
+    TablePlan,
+    converted_flag_name,
+    invalid_flag_name,
+    staging_name,
+)
+from mysql_pg_assets.sync.expressions import polars_expression, value_dtype
+from mysql_pg_assets.sync.spec import Mask
 
 NUL_REMOVED = "NUL bytes removed"
+REDACTED = "[redacted]"
+
+
+class TransformError(ActionableError, RuntimeError):
+    """A user's transform cannot run: a salt not set, a Python function missing or breaking its promise."""
+
+
+@dataclass(frozen=True)
+class LoadContext:
+    """What a load's transforms may know besides the rows: the values of now(), source_table() and the rest."""
+
+    source_database: str
+    source_table: str
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    run_id: str | None = None
+    partition: str | None = None
+
+    @property
+    def functions(self) -> dict[str, object]:
+        return {"now": self.started_at, "today": self.started_at.date(), "source_database": self.source_database,
+                "source_table": self.source_table}
+
+    @classmethod
+    def of(cls, table: TablePlan, run_id: str | None = None, partition: str | None = None) -> LoadContext:
+        return cls(table.source_database, table.source_table, run_id=run_id, partition=partition)
 
 
 @dataclass
@@ -45,13 +95,14 @@ def _strips_nul(frame: pl.DataFrame, name: str, pg_type: str) -> bool:
     return frame.schema[name] == pl.String and pg_type != "bytea"
 
 
-def to_staging(batch: pa.RecordBatch | pa.Table, table: TablePlan) -> tuple[pl.DataFrame, Conversions]:
+def to_staging(batch: pa.RecordBatch | pa.Table, table: TablePlan,
+               context: LoadContext | None = None) -> tuple[pl.DataFrame, Conversions]:
     frame = pl.from_arrow(batch)
     assert isinstance(frame, pl.DataFrame)
     conversions = Conversions()
     expressions: list[pl.Expr] = []
     count_expressions: list[pl.Expr] = []
-    for i, column in enumerate(table.columns):
+    for i, column in table.read_columns:
         name = staging_name(i)
         value = pl.col(name)
         flag = converted_flag_name(i)
@@ -63,13 +114,125 @@ def to_staging(batch: pa.RecordBatch | pa.Table, table: TablePlan) -> tuple[pl.D
         if _strips_nul(frame, name, column.pg_type):
             count_expressions.append(value.str.contains("\x00", literal=True).sum().alias(f"{i}\t{NUL_REMOVED}"))
             value = value.str.replace_all("\x00", "", literal=True)
-        expressions.append(column.rule.to_staging(value).alias(name))
+        value = column.rule.to_staging(value)
+        expressions.append((masked(value, column.mask) if column.mask else value).alias(name))
     if count_expressions:
         for key, count in frame.select(count_expressions).row(0, named=True).items():
             if count:
                 index, kind = key.split("\t")
                 conversions.counts[(table.columns[int(index)].target_name, kind)] += int(count)
-    return frame.select(expressions), conversions
+    staged = frame.select(expressions)
+    if len(table.read_columns) < len(table.columns):
+        staged = _computed(staged, table, context or LoadContext.of(table))
+    return staged, conversions
+
+
+# ---------------------------------------------------------------- masks
+
+
+def salt(mask: Mask) -> str:
+    value = os.environ.get(mask.salt_env)
+    if not value:
+        raise TransformError(f"a hash mask needs its salt in the environment variable {mask.salt_env}, which is not "
+                             f"set (any secret text; the same salt gives the same hashes, so keep it)")
+    return value
+
+
+def masked(value: pl.Expr, mask: Mask) -> pl.Expr:
+    """The mask applied to a column's values (NULL stays NULL)."""
+    if mask.method == "null":
+        return pl.lit(None).cast(pl.String)
+    text = value.cast(pl.String)
+    if mask.method == "hash":
+        return pl.concat_str([pl.lit(salt(mask)), text]).chash.sha2_256()
+    if mask.method == "redact":
+        return pl.when(text.is_null()).then(None).otherwise(pl.lit(REDACTED))
+    return text.str.head(mask.length or 0)
+
+
+def masked_value(mask: Mask, value: Any) -> Any:
+    """The mask applied to one value as MySQL holds it (for the checks that compare both sides)."""
+    if value is None or mask.method == "null":
+        return None
+    text = str(value).replace("\x00", "")
+    if mask.method == "hash":
+        return hashlib.sha256((salt(mask) + text).encode()).hexdigest()
+    if mask.method == "redact":
+        return REDACTED
+    return text[: mask.length or 0]
+
+
+# ---------------------------------------------------------------- derived and Python-added columns
+
+
+def typed_values(staged: pl.DataFrame, table: TablePlan, upto: int) -> dict[str, pl.Expr]:
+    """Each column before position ``upto``, by its spec name, as the value type its PostgreSQL type has."""
+    values = {}
+    for i, column in enumerate(table.columns[:upto]):
+        dtype = value_dtype(column.pg_type)
+        value = pl.col(staging_name(i))
+        values[column.source.name] = value if staged.schema[staging_name(i)] == dtype else value.cast(
+            dtype, strict=False)
+    return values
+
+
+def _as_staged(name: str, value: pl.Expr, column: ColumnPlan, index: int) -> list[pl.Expr]:
+    """A computed value cast to its column's type: NULL and flagged invalid where it cannot be."""
+    dtype = value_dtype(column.pg_type)
+    cast = value.cast(dtype, strict=False)
+    stored = cast.cast(pl.String) if isinstance(dtype, pl.Decimal) else cast  # numeric travels as text
+    return [stored.alias(name), (value.is_not_null() & cast.is_null()).alias(invalid_flag_name(index))]
+
+
+def _computed(staged: pl.DataFrame, table: TablePlan, context: LoadContext) -> pl.DataFrame:
+    for i, column in enumerate(table.columns):
+        if column.expression is not None:
+            value = polars_expression(column.expression, typed_values(staged, table, i), context.functions)
+            staged = staged.with_columns(_as_staged(staging_name(i), value, column, i))
+    if table.transform is not None:
+        staged = _python(staged, table, context)
+    return staged
+
+
+_FUNCTIONS: dict[str, Callable[..., Any]] = {}
+
+
+def _function(path: str) -> Callable[..., Any]:
+    if path not in _FUNCTIONS:
+        module, _, name = path.partition(":")
+        try:
+            _FUNCTIONS[path] = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as exc:
+            raise TransformError(f"transform {path}: cannot import it ({exc})") from None
+    return _FUNCTIONS[path]
+
+
+def _python(staged: pl.DataFrame, table: TablePlan, context: LoadContext) -> pl.DataFrame:
+    """The table's Python transform on the batch, its columns named as in the spec and typed as their values."""
+    assert table.transform is not None
+    path = table.transform.function
+    function = _function(path)
+    names = {staging_name(i): c.source.name for i, c in enumerate(table.columns) if c.python is None or c.from_mysql}
+    given = staged.select(value.alias(name) for name, value in typed_values(staged, table, len(table.columns)).items()
+                          if name in names.values())
+    takes_context = len(inspect.signature(function).parameters) > 1
+    out = function(given, context) if takes_context else function(given)
+    out = out.collect() if isinstance(out, pl.LazyFrame) else out
+    if not isinstance(out, pl.DataFrame) or out.height != given.height:
+        raise TransformError(f"transform {path}: must return a polars frame with the {given.height} rows it was "
+                             f"given, in order (it returned {type(out).__name__}"
+                             f"{f' of {out.height} rows' if isinstance(out, pl.DataFrame) else ''})")
+    changed = [n for n in given.columns if n in out.columns and n not in table.transform.modifies
+               and not out[n].equals(given[n], check_dtypes=False, null_equal=True)]
+    if changed:
+        raise TransformError(f"transform {path}: changed {', '.join(changed)} without listing it in modifies")
+    computed = []
+    for i, column in enumerate(table.columns):
+        if column.python is not None:
+            if column.source.name not in out.columns:
+                raise TransformError(f"transform {path}: returned no column {column.source.name!r}")
+            computed += _as_staged(staging_name(i), pl.lit(out[column.source.name]), column, i)
+    return staged.with_columns(computed)
 
 
 def partitions_of(values: pl.Series, splits: tuple[datetime, ...]) -> pl.Series:

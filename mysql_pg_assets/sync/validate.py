@@ -12,12 +12,17 @@ MySQL should never have let in:
 - JSON with the escape ``\\u0000``, which ``jsonb`` cannot store.
 
 The same schema is what later asset checks run.
+
+The user's own checks (``expect`` in the spec) run on the rows that passed, batch by batch: a row that
+fails one is still loaded (it is MySQL's data), counted, and shown with its key in that check's
+failure cases; a NULL passes every check but ``not_null`` (as a SQL CHECK does). ``unique`` is a
+property of the whole table, so it is counted in PostgreSQL after the load (``checks.parity``).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandera.errors
 import pandera.polars as pa
@@ -30,7 +35,9 @@ from mysql_pg_assets.sync.catalog.plans import (
     invalid_flag_name,
     staging_name,
 )
-from mysql_pg_assets.sync.transform import Conversions
+from mysql_pg_assets.sync.expressions import expression_columns, polars_expression
+from mysql_pg_assets.sync.spec import Expectation
+from mysql_pg_assets.sync.transform import Conversions, LoadContext, typed_values
 
 REJECT_SCHEMA = {"primary_key": pl.String, "column_name": pl.String, "value": pl.String, "reason": pl.String}
 
@@ -64,6 +71,12 @@ def _predicates(index: int, column: ColumnPlan) -> list[tuple[str, pl.Expr]]:
     predicates: list[tuple[str, pl.Expr]] = []
     if column.rule.invalid:
         predicates.append((column.rule.invalid_as, ~pl.col(invalid_flag_name(index))))
+    if column.expression is not None:
+        predicates.append((f"derived {column.target_name} = {column.expression}: not a {column.pg_type}",
+                           ~pl.col(invalid_flag_name(index))))
+    elif column.python is not None:
+        predicates.append((f"transform {column.python}: {column.target_name} not a {column.pg_type}",
+                           ~pl.col(invalid_flag_name(index))))
     if column.pg_type == "jsonb":
         predicates.append(("jsonb cannot hold \\u0000", ~value.str.contains(_JSON_NUL_ESCAPE)))
     bounds = _INTEGER_RANGES.get((source.data_type, source.unsigned))
@@ -84,6 +97,18 @@ def schema_for(table: TablePlan) -> pa.DataFrameSchema:
     )
 
 
+@dataclass
+class Failures:
+    """Rows that failed one of the user's checks: how many, and the first few with their key and values."""
+
+    rows: int = 0
+    cases: list[dict[str, object]] = field(default_factory=list)
+
+    def add(self, other: Failures, keep: int = 20) -> None:
+        self.rows += other.rows
+        self.cases += other.cases[: max(0, keep - len(self.cases))]
+
+
 @dataclass(frozen=True)
 class ValidatedBatch:
     rows: pl.DataFrame  # the staging columns of the rows that passed
@@ -94,6 +119,7 @@ class ValidatedBatch:
     # In a load of several partitions: rows read and rows rejected, per partition of the range.
     read_by_partition: Counter[int] = field(default_factory=Counter)
     rejected_by_partition: Counter[int] = field(default_factory=Counter)
+    expectations: dict[str, Failures] = field(default_factory=dict)  # the user's checks that some row failed
 
 
 def _reason(check: str) -> str:
@@ -112,6 +138,17 @@ def passes_all(table: TablePlan) -> pl.Expr:
 
 
 def validate(
+    frame: pl.DataFrame, conversions: Conversions, table: TablePlan, schema: pa.DataFrameSchema,
+    context: LoadContext | None = None,
+) -> ValidatedBatch:
+    """The batch's rows split into those that load and the rejects; the user's checks run on the former."""
+    batch = _validated(frame, conversions, table, schema)
+    if not table.expectations:
+        return batch
+    return replace(batch, expectations=check_expectations(batch.rows, table, context or LoadContext.of(table)))
+
+
+def _validated(
     frame: pl.DataFrame, conversions: Conversions, table: TablePlan, schema: pa.DataFrameSchema
 ) -> ValidatedBatch:
     staging = [staging_name(i) for i in range(len(table.columns))]
@@ -167,3 +204,63 @@ def validate(
         rejected_rows=bad_rows.len(),
         conversions=conversions,
     )
+
+
+# ---------------------------------------------------------------- the user's checks
+
+
+def expectation_passes(expectation: Expectation, values: dict[str, pl.Expr], context: LoadContext) -> pl.Expr:
+    """True where a row passes (NULL passes all but not_null); ``unique`` is checked in PostgreSQL."""
+    if expectation.expression:
+        return polars_expression(expectation.expression, values, context.functions).fill_null(True)
+    value = values[expectation.column or ""]
+    if expectation.not_null:
+        return value.is_not_null()
+    if expectation.in_range is not None:
+        low, high = expectation.in_range
+        passes = pl.lit(True)
+        passes = passes & (value >= low) if low is not None else passes
+        passes = passes & (value <= high) if high is not None else passes
+    elif expectation.str_matches is not None:
+        passes = value.cast(pl.String).str.contains(f"^(?:{expectation.str_matches})")
+    elif expectation.isin is not None:
+        passes = value.is_in(list(expectation.isin))
+    elif expectation.notin is not None:
+        passes = ~value.is_in(list(expectation.notin))
+    else:
+        return pl.lit(True)  # unique: a property of the whole table
+    return passes.fill_null(True)
+
+
+def _case_columns(expectation: Expectation) -> list[str]:
+    return sorted(expression_columns(expectation.expression)) if expectation.expression else [expectation.column or ""]
+
+
+def check_expectations(rows: pl.DataFrame, table: TablePlan, context: LoadContext,
+                       keep: int = 20) -> dict[str, Failures]:
+    """Each of the table's checks some row of ``rows`` (staging columns) fails: the rows, the first ``keep``."""
+    if not table.expectations or rows.height == 0:
+        return {}
+    values = typed_values(rows, table, len(table.columns))
+    checks = {e.check_name: expectation_passes(e, values, context) for e in table.expectations}
+    failed = rows.select(*(expression.not_().sum().alias(name) for name, expression in checks.items())).row(
+        0, named=True)
+    targets = {c.source.name: c.target_name for c in table.columns}
+    keys = [c.target_name for c in table.key_columns]
+    found = {}
+    for expectation in table.expectations:
+        name = expectation.check_name
+        if not failed[name]:
+            continue
+        shown = _case_columns(expectation)
+        cases = rows.select(*(values[c].alias(targets[c]) for c in {*shown, *(c.source.name for c in
+                                                                                  table.key_columns)}),
+                            checks[name].alias("_passes")).filter(~pl.col("_passes")).head(keep)
+        found[name] = Failures(failed[name], [
+            {"key": {k: _text(row[k]) for k in keys}, **{targets[c]: _text(row[targets[c]]) for c in shown}}
+            for row in cases.iter_rows(named=True)])
+    return found
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)[:200]

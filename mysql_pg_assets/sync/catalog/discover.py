@@ -37,6 +37,7 @@ from mysql_pg_assets.sync.catalog.plans import (
     PartitionPlan,
     TablePlan,
 )
+from mysql_pg_assets.sync.catalog.transforms import apply_transforms
 from mysql_pg_assets.sync.spec import ColumnOverride, Options, SpecError, SyncSpec, TableOverride
 
 _COLUMNS_SQL = """
@@ -270,7 +271,7 @@ def plan_table(
         if options.indexes and index.name != "PRIMARY" and index.kind == "BTREE"
     )
     target_table = override.rename or pg_fit_name(snake_case(table) if options.naming == "snake_case" else table)
-    return TablePlan(
+    plan = TablePlan(
         source_database=database, source_table=table, target_schema=schema,
         target_table=target_table, columns=tuple(plans),
         primary_key=tuple(by_source[name] for name in key),
@@ -284,6 +285,7 @@ def plan_table(
         freshness=override.freshness or options.freshness,
         checks=override.checks.over(options.checks),
     )
+    return apply_transforms(plan, override, options, columns)
 
 
 def _reject_collisions(where: str, names: list[tuple[str, str]], kind: str) -> None:

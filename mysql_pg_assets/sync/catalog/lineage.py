@@ -17,7 +17,8 @@ from mysql_pg_assets.sync.catalog.plans import ForeignKeyPlan, TablePlan
 def attach_foreign_keys(
     tables: tuple[TablePlan, ...], foreign_keys: dict[str, Iterable], create: bool
 ) -> tuple[TablePlan, ...]:
-    """Attach the foreign keys whose two ends are both synced, in target names, marked lineage or not.
+    """Attach the foreign keys whose two ends are both synced (and whose columns arrive unchanged), in target
+    names, marked lineage or not.
     ``foreign_keys``: per source table, MySQL's keys (name, columns, referenced table and columns, actions)."""
     by_source = {t.source_table: t for t in tables}
     found: dict[str, list[ForeignKeyPlan]] = {}
@@ -28,8 +29,11 @@ def attach_foreign_keys(
             parent = by_source.get(key.referenced_table)
             if parent is None:
                 continue
-            child_names = {c.source.name: c.target_name for c in table.columns}
-            parent_names = {c.source.name: c.target_name for c in parent.columns}
+            # A key over a column left out, masked or changed in Python holds values the parent does not have.
+            child_names = {c.source.name: c.target_name for c in table.columns if c.comparable}
+            parent_names = {c.source.name: c.target_name for c in parent.columns if c.comparable}
+            if not set(key.columns) <= child_names.keys() or not set(key.referenced_columns) <= parent_names.keys():
+                continue
             referenced = tuple(parent_names[c] for c in key.referenced_columns)
             unique_keys = [parent.primary_key] + [i.columns for i in parent.indexes if i.unique]
             keys.append(ForeignKeyPlan(

@@ -278,6 +278,7 @@ def _result(
         watermark=watermark, newest_source_value=newest,
         schema_changes=tuple(migration.summary()) if migration else (), schema_pending=tuple(pending),
         rejects_table=meta.label("rejects"), by_partition=by_partition(scope, tally.by_partition, merger.counts),
+        expectations={name: (f.rows, tuple(f.cases)) for name, f in tally.expectations.items()},
     )
 
 

@@ -29,6 +29,8 @@ class LoadResult:
     # A range of several partitions: per partition (0: the range's first), rows_read, rows_rejected,
     # rows_inserted, rows_updated, rows_deleted.
     by_partition: dict[int, dict[str, int]] = field(default_factory=dict)
+    # The user's checks (spec ``expect``) that loaded rows failed: rows failed and the first failure cases.
+    expectations: dict[str, tuple[int, tuple[dict[str, object], ...]]] = field(default_factory=dict)
 
     @property
     def rows_loaded(self) -> int:

@@ -25,7 +25,7 @@ from mysql_pg_assets.core.sql import pg_qualified
 from mysql_pg_assets.sync.catalog.plans import TablePlan
 from mysql_pg_assets.sync.load.result import Counts, add_counts
 from mysql_pg_assets.sync.transform import Conversions
-from mysql_pg_assets.sync.validate import ValidatedBatch
+from mysql_pg_assets.sync.validate import Failures, ValidatedBatch
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,11 @@ class Tally:
     rejected_rows: int = 0
     conversions: Conversions = field(default_factory=Conversions)
     by_partition: Counts = field(default_factory=dict)
+    expectations: dict[str, Failures] = field(default_factory=dict)
 
     def add(self, batch: ValidatedBatch) -> None:
+        for name, failures in batch.expectations.items():
+            self.expectations.setdefault(name, Failures()).add(failures)
         self.rows_read += batch.rows.height + batch.rejected_rows
         self.rejected_rows += batch.rejected_rows
         self.conversions.add(batch.conversions)
