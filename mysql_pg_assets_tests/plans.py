@@ -9,9 +9,11 @@ from mysql_pg_assets.sync.spec import TableOverride, parse_spec
 
 
 def table_plan(name: str = "t", columns: str = "id int NO, v varchar(20) YES", key: tuple[str, ...] = ("id",),
-               schema: str = "s", **override: object) -> TablePlan:
+               schema: str = "s", column_settings: dict | None = None, **override: object) -> TablePlan:
     """A plan from ``"name mysql_type NULLABLE, …"`` (``int``, ``varchar(20)``, ``datetime``, …), as the
-    catalog would build it from information_schema."""
+    catalog would build it from information_schema; ``column_settings``: the spec's ``columns`` of the table."""
+    if column_settings is not None:
+        override["columns"] = column_settings
     found = []
     for position, text in enumerate(columns.split(","), start=1):
         column, column_type, nullable = text.split()

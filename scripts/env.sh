@@ -15,6 +15,12 @@ __mpa_env() {
 
     local my_port="${MPA_MYSQL_PORT:-33061}" pg_port="${MPA_PG_PORT:-54329}"
 
+    # The local demo's salt for hash masks (sync.yaml masks customers.email). Only for the local
+    # databases: against your own MySQL, set MPA_MASK_SALT to a secret of your own, or the load says so.
+    if [[ -z "${MYSQL_URL:-}" ]]; then
+        : "${MPA_MASK_SALT:=local-demo-salt-not-a-secret}"
+        export MPA_MASK_SALT
+    fi
     : "${MYSQL_URL:=mysql://${MPA_MYSQL_USER:-mpa}:${MPA_MYSQL_PASSWORD:-mpa}@127.0.0.1:${my_port}/${MPA_MYSQL_DB:-shop}}"
     : "${POSTGRES_URL:=postgresql://${MPA_PG_USER:-mpa}:${MPA_PG_PASSWORD:-mpa}@127.0.0.1:${pg_port}/${MPA_PG_DB:-warehouse}}"
     export MYSQL_URL POSTGRES_URL

@@ -132,6 +132,15 @@ def value_dtype(pg_type: str) -> pl.DataType:
     return _SIMPLE_TYPES.get(base, pl.String())
 
 
+def expression_dtype(pg_type: str) -> pl.DataType:
+    """What an expression sees a column's values as: its value type, integers as 64 bits and floats as
+    doubles, so that ``price * 2`` on an integer column cannot wrap around (polars does not check)."""
+    dtype = value_dtype(pg_type)
+    if dtype in (pl.Int8, pl.Int16, pl.Int32):
+        return pl.Int64()
+    return pl.Float64() if dtype == pl.Float32 else dtype
+
+
 def pg_type_of(dtype: pl.DataType) -> str | None:
     """The PostgreSQL type of an expression's result, where it is plain (None: say it with pg_type)."""
     if isinstance(dtype, pl.Decimal):

@@ -43,7 +43,7 @@ from mysql_pg_assets.sync.catalog.plans import (
     invalid_flag_name,
     staging_name,
 )
-from mysql_pg_assets.sync.expressions import polars_expression, value_dtype
+from mysql_pg_assets.sync.expressions import expression_dtype, polars_expression, value_dtype
 from mysql_pg_assets.sync.spec import Mask
 
 NUL_REMOVED = "NUL bytes removed"
@@ -169,7 +169,9 @@ def typed_values(staged: pl.DataFrame, table: TablePlan, upto: int) -> dict[str,
     """Each column before position ``upto``, by its spec name, as the value type its PostgreSQL type has."""
     values = {}
     for i, column in enumerate(table.columns[:upto]):
-        dtype = value_dtype(column.pg_type)
+        if staging_name(i) not in staged.schema:
+            continue  # added by the Python transform, which has not run yet
+        dtype = expression_dtype(column.pg_type)
         value = pl.col(staging_name(i))
         values[column.source.name] = value if staged.schema[staging_name(i)] == dtype else value.cast(
             dtype, strict=False)
@@ -212,9 +214,7 @@ def _python(staged: pl.DataFrame, table: TablePlan, context: LoadContext) -> pl.
     assert table.transform is not None
     path = table.transform.function
     function = _function(path)
-    names = {staging_name(i): c.source.name for i, c in enumerate(table.columns) if c.python is None or c.from_mysql}
-    given = staged.select(value.alias(name) for name, value in typed_values(staged, table, len(table.columns)).items()
-                          if name in names.values())
+    given = staged.select(value.alias(name) for name, value in typed_values(staged, table, len(table.columns)).items())
     takes_context = len(inspect.signature(function).parameters) > 1
     out = function(given, context) if takes_context else function(given)
     out = out.collect() if isinstance(out, pl.LazyFrame) else out

@@ -29,11 +29,11 @@ from mysql_pg_assets.sync.catalog.plans import COMPUTED, ColumnPlan, TablePlan
 from mysql_pg_assets.sync.expressions import (
     ExpressionError,
     expression_columns,
+    expression_dtype,
     filter_columns,
     mysql_condition,
     pg_type_of,
     polars_expression,
-    value_dtype,
 )
 from mysql_pg_assets.sync.spec import (
     ColumnMasking,
@@ -105,7 +105,7 @@ def _masked_and_kept(plan: TablePlan, override: TableOverride, options: Options,
 
 def _column_values(plan: TablePlan) -> dict[str, pl.Expr]:
     """Each column, by the name the spec uses (MySQL's, or the derived name), as an empty typed value."""
-    return {c.source.name: pl.lit(None, dtype=value_dtype(c.pg_type)) for c in plan.columns}
+    return {c.source.name: pl.lit(None, dtype=expression_dtype(c.pg_type)) for c in plan.columns}
 
 
 def _derived_column(name: str, derived: Derived, plan: TablePlan, where: str) -> ColumnPlan:
