@@ -84,6 +84,7 @@ OURS_SCHEMA = "mpa"
 PGLOADER_SCHEMA = "pgloader"
 
 RATIO_TARGET = 2.0  # full-load rows/s at least 2x pgloader's
+WITH_TRANSFORMS = "ours+transforms"  # the same load with sync_one.TRANSFORMS
 RSS_TARGET_KIB = int(1.5 * 1024 * 1024)  # peak RSS under 1.5 GiB
 GIB = 1024 * 1024  # KiB per GiB: ru_maxrss is in KiB on Linux
 
@@ -438,7 +439,7 @@ def full_load_trial(contender: str, round_no: int, expected: int, run: Callable[
         return trial
     measured = trial.measured
     trial.rows = target_count(pg_url, schema)
-    result = runner_result(measured.log) if contender == "ours" else None
+    result = runner_result(measured.log) if contender.startswith("ours") else None
     if result:
         trial.detail = result
     said = (result or {}).get("error") or pgloader_failure(measured.log.read_text(errors="replace"))
@@ -590,7 +591,7 @@ def summary(trials: list[Trial], inc: Incremental | None, pgloader_note: str, in
     ok = {c: [t for t in ts if t.ok] for c, ts in by.items()}
     rate = {c: median([t.rows_per_second for t in ts]) for c, ts in ok.items() if ts}
     # pgloader as configured by default if it worked, else with the one workaround rule
-    reference = next((c for c in contenders[1:] if c in rate), None)
+    reference = next((c for c in contenders[1:] if c in rate and not c.startswith("ours")), None)
     for contender in contenders:
         name, tried, good = label(contender), by[contender], ok[contender]
         if not good:
@@ -629,7 +630,19 @@ def summary(trials: list[Trial], inc: Incremental | None, pgloader_note: str, in
             lines.append(f"  per-round ratio ours/pgloader: {', '.join(f'{r:.2f}x' for r in per_round)}"
                          f" (median {median(per_round):.2f}x)")
 
+    slower: list[float] = []
+    if ok.get(WITH_TRANSFORMS):
+        plain = {t.round: t for t in ok["ours"]}
+        slower = [t.measured.seconds / plain[t.round].measured.seconds for t in ok[WITH_TRANSFORMS]
+                  if t.round in plain]
+        if slower:
+            lines.append(f"  per-round time with transforms / without: {', '.join(f'{r:.2f}x' for r in slower)}"
+                         f" (median {median(slower):.2f}x)")
+
     lines += ["", "targets:"]
+    if slower:
+        lines.append(f"  full load with one mask and one derived column within 10 % of without: "
+                     f"{median(slower):.2f}x -> {'MET' if median(slower) <= 1.10 else 'NOT MET'}")
     if "ours" in rate and reference:
         ratio = rate["ours"] / rate[reference]
         lines.append(f"  full-load rows/s >= {RATIO_TARGET:g}x pgloader's: {ratio:.2f}x -> "
@@ -683,6 +696,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--incremental-target", type=float, default=10.0,
                         help="seconds under which the incremental partition counts as 'in seconds' (10)")
     parser.add_argument("--no-pgloader", action="store_true", help="measure this project only")
+    parser.add_argument("--transforms", action="store_true",
+                        help="also load with one mask and one derived column (sync_one.TRANSFORMS), interleaved")
     args = parser.parse_args(argv)
     if args.orders < 1 or args.repeat < 1:
         parser.error("--orders and --repeat must be >= 1")
@@ -733,6 +748,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with section(f"full load, {args.repeat} round(s), interleaved: ours -> schema {OURS_SCHEMA}, "
                  f"pgloader -> schema {PGLOADER_SCHEMA}"):
         for n in range(1, args.repeat + 1):
+            if args.transforms:  # first: the plain load's table is what the incremental runs need
+                show(full_load_trial(WITH_TRANSFORMS, n, args.orders, lambda n=n: run_ours(
+                    mysql_url, pg_url, logs, f"transforms-{n}", args.timeout, ["--transforms"])[0], pg_url,
+                    OURS_SCHEMA))
             show(full_load_trial("ours", n, args.orders, lambda n=n: run_ours(
                 mysql_url, pg_url, logs, f"ours-{n}", args.timeout)[0], pg_url, OURS_SCHEMA))
             if pgloader is None:

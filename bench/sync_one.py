@@ -11,7 +11,9 @@ benchmark's databases), never from the command line, where ``ps`` would show the
 Modes:
 
 * full load (default): ``sync_table(plan, mysql_url, pg_url)``;
-* ``--window START END``: one partition, ``sync_table(..., window=(START, END))``.
+* ``--window START END``: one partition, ``sync_table(..., window=(START, END))``;
+* ``--transforms``: the same load with one mask (``currency``: hash) and one derived column
+  (``net_total = total - tax``), what a user's spec typically adds.
 
 The result is the last line starting with ``BENCH_RESULT `` on stdout.
 """
@@ -38,16 +40,22 @@ def emit(payload: dict[str, Any]) -> None:
     print(MARK + json.dumps(payload, default=str), flush=True)
 
 
+TRANSFORMS = {"columns": {"currency": {"mask": "hash"}}, "derived": {"net_total": "total - tax"}}
+
+
 def build_spec(
     database: str, schema: str, table: str, partition_column: str | None, partition_start: datetime | None,
+    transforms: bool = False,
 ) -> SyncSpec:
     """The bench's spec: one table; with a partition only for windowed loads (the target table is the same)."""
     from mysql_pg_assets.sync.spec import parse_spec
 
     data: dict[str, Any] = {"source": {"database": database}, "target": {"schema": schema}, "include": [table]}
+    settings: dict[str, Any] = dict(TRANSFORMS) if transforms else {}
     if partition_column and partition_start is not None:
-        data["tables"] = {table: {"partition": {"column": partition_column, "granularity": "daily",
-                                                "start": partition_start}}}
+        settings["partition"] = {"column": partition_column, "granularity": "daily", "start": partition_start}
+    if settings:
+        data["tables"] = {table: settings}
     return parse_spec(data, "bench")
 
 
@@ -61,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partition-column", default=None, help="the partition column, for --window")
     parser.add_argument("--partition-start", type=datetime.fromisoformat, default=None,
                         help="the first partition's start, for --window")
+    parser.add_argument("--transforms", action="store_true", help="mask one column and derive one (TRANSFORMS)")
     args = parser.parse_args(argv)
+    os.environ.setdefault("MPA_MASK_SALT", "bench-salt")
 
     from mysql_pg_assets.core.settings import DatabaseUrl, redact
 
@@ -73,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         postgres_url = DatabaseUrl.parse(os.environ["POSTGRES_URL"])
         started = time.perf_counter()
         spec = build_spec(args.database, args.schema, args.table, args.partition_column,
-                          args.partition_start if args.window else None)
+                          args.partition_start if args.window else None, args.transforms)
         plans = [t for t in discover(spec, mysql_url).tables if t.source_table == args.table]
         if not plans:
             raise LookupError(f"no table {args.table!r} in MySQL database {args.database!r}")

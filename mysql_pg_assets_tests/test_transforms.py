@@ -292,3 +292,46 @@ def test_sakila_with_every_kind_of_transform(
         assert gone.fetchone()[0] == 0
     parity = compare_rows(settings.mysql_url, settings.postgres_url, plans["customer"])
     assert parity.equal, parity.differences
+
+
+def test_a_mask_or_filter_added_later_rewrites_every_row(
+    make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database: Callable[[str], DatabaseUrl],
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Values loaded before a mask existed must not stay behind, even for an incremental table whose rows did
+    not change; rows a new filter leaves out leave PostgreSQL. The spec change is a migration that reloads."""
+    source = make_mysql_database("transform_change")
+    with mysql_connection(source) as connection, connection.cursor() as cur:
+        cur.execute("CREATE TABLE people (id INT PRIMARY KEY, email VARCHAR(80), tenant INT,"
+                    " updated_at DATETIME NOT NULL)")
+        cur.executemany("INSERT INTO people VALUES (%s, %s, %s, '2025-01-01' + INTERVAL %s MINUTE)",
+                        [(i, f"person{i}@example.org", i % 2, i) for i in range(1, 41)])
+    table = {"cursor_column": "updated_at"}
+    spec_path = tmp_path / "sync.yaml"
+    settings = Settings(mysql_url=source, postgres_url=make_pg_database("transform_change"), sync_config=spec_path)
+    for name, value in (("MYSQL_URL", source.secret), ("POSTGRES_URL", settings.postgres_url.secret),
+                        ("SYNC_CONFIG", str(spec_path)), ("MPA_MASK_SALT", SALT)):
+        monkeypatch.setenv(name, value)
+
+    def load(spec_table: dict) -> list[tuple]:
+        write_spec(spec_path, {"source": {"database": source.database}, "target": {"schema": "people"},
+                               "tables": {"people": spec_table}})
+        with DagsterInstance.ephemeral() as instance:
+            assert all(r.success for r in materialize_everything(build_definitions(settings), instance))
+        with pg_connection(settings.postgres_url) as connection:
+            return connection.execute("SELECT id, email FROM people.people ORDER BY id").fetchall()
+
+    assert load(table)[0] == (1, "person1@example.org")
+    # An incremental load would read only the newest row: the mask (of the same type) must still reach every row.
+    masked_email = {"email": {"mask": {"method": "truncate", "length": 7}}}
+    rows = load({**table, "columns": masked_email, "filter": "tenant = 1"})
+    assert [key for key, _ in rows] == list(range(1, 41, 2))
+    assert all(email == f"person{key}@example.org"[:7] for key, email in rows)
+    with pg_connection(settings.postgres_url) as connection:
+        changes = connection.execute("SELECT changes::text FROM mysql_pg_assets.schema_changes").fetchall()
+        note = connection.execute("SELECT col_description('people.people'::regclass, 2)").fetchone()[0]
+    assert any("masked: truncate 7" in c and "rows where tenant = 1" in c for (c,) in changes), changes
+    assert note == "mysql-pg-assets: masked: truncate 7"
+    # And back: the filter taken away brings the rows it left out; the mask taken away, MySQL's values.
+    assert len(load({**table, "columns": masked_email})) == 40
+    assert load(table)[1] == (2, "person2@example.org")

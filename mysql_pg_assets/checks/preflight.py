@@ -5,6 +5,7 @@ run first) prints one line per check and stops at the first that fails, with wha
 
 1. the sync spec parses and validates;
 2. MySQL answers, has the database, and the user may read every selected table and column;
+   the spec's transforms have what they need (the salt of every hash mask, every Python function);
 3. PostgreSQL answers, and the target schema exists or may be created (and where the project's own
    tables will live: see ``meta``);
 4. Dagster's storage database (``DAGSTER_POSTGRES_URL``) exists; a missing one is created when the
@@ -27,6 +28,7 @@ from mysql_pg_assets.core.settings import DatabaseUrl, Settings
 from mysql_pg_assets.core.sql import pg_ident
 from mysql_pg_assets.sync.catalog.discover import discover
 from mysql_pg_assets.sync.spec import load_spec
+from mysql_pg_assets.sync.transform import transforms_ready
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ def checks(settings: Settings, dagster_url: DatabaseUrl | None) -> Iterator[Find
         names = ", ".join(t.source_table for t in catalog.tables[:8]) + (" …" if len(catalog.tables) > 8 else "")
         yield Finding(True, "MySQL", f"{settings.mysql_url}: {len(catalog.tables)} tables of "
                                      f"{catalog.source_database} to sync ({names})")
+        yield Finding(True, "transforms", transforms_ready(catalog.tables))
         yield Finding(True, "PostgreSQL", _target(settings, catalog.target_schema))
         if dagster_url is not None:
             yield Finding(True, "Dagster storage", ensure_database(dagster_url))

@@ -162,6 +162,23 @@ def masked_value(mask: Mask, value: Any) -> Any:
     return text[: mask.length or 0]
 
 
+def transforms_ready(tables: list[TablePlan] | tuple[TablePlan, ...]) -> str:
+    """What the spec's transforms need before a load, checked (every salt set, every Python function
+    importable), and a line saying what they are."""
+    masks = [c.mask for t in tables for c in t.columns if c.mask is not None]
+    for mask in masks:
+        if mask.method == "hash":
+            salt(mask)
+    functions = {t.transform.function for t in tables if t.transform is not None}
+    for path in functions:
+        _function(path)
+    derived = sum(c.expression is not None for t in tables for c in t.columns)
+    filters = sum(t.filter_sql is not None for t in tables)
+    checks = sum(len(t.expectations) for t in tables)
+    return (f"{len(masks)} masked columns, {derived} derived, {filters} row filters, {len(functions)} Python "
+            f"transforms, {checks} checks of the spec's own")
+
+
 # ---------------------------------------------------------------- derived and Python-added columns
 
 

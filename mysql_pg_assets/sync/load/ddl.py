@@ -46,6 +46,39 @@ def create_table_sql(table: TablePlan, with_key: bool = True) -> str:
     return f"CREATE TABLE IF NOT EXISTS {table.target} (\n  {body}\n)"
 
 
+# Comments the load writes on what the spec's transforms change, so that PostgreSQL itself says what a column
+# holds (psql's \d+, BI tools) and a changed transform is seen as a migration that reloads the rows. Only
+# comments with this mark are the project's: a comment of the user's is left alone.
+NOTE_MARK = "mysql-pg-assets: "
+
+
+def column_note(column: ColumnPlan) -> str | None:
+    """What a transform makes of the column (None: it arrives as MySQL has it)."""
+    if column.expression is not None:
+        return f"{NOTE_MARK}derived: {column.expression}"
+    if column.python is not None:
+        return f"{NOTE_MARK}{'changed' if column.from_mysql else 'added'} by {column.python}"
+    if column.mask is not None:
+        length = f" {column.mask.length}" if column.mask.method == "truncate" else ""
+        return f"{NOTE_MARK}masked: {column.mask.method}{length}"
+    return None
+
+
+def table_note(table: TablePlan) -> str | None:
+    return f"{NOTE_MARK}rows where {table.row_filter}" if table.row_filter else None
+
+
+def comment_sql(table: TablePlan, column: str | None, note: str | None) -> str:
+    what = f"COLUMN {table.target}.{pg_ident(column)}" if column else f"TABLE {table.target}"
+    return f"COMMENT ON {what} IS {pg_literal(note) if note else 'NULL'}"
+
+
+def comments_sql(table: TablePlan) -> list[str]:
+    """The notes of a table the load creates."""
+    notes = [(c.target_name, column_note(c)) for c in table.columns] + [(None, table_note(table))]
+    return [comment_sql(table, column, note) for column, note in notes if note]
+
+
 def object_name(table: TablePlan, name: str) -> str:
     """``<table>_<name>`` for an index or constraint, fitted to PostgreSQL's 63 bytes."""
     return pg_fit_name(f"{table.target_table}_{name}")
@@ -67,6 +100,7 @@ class ShapeColumn:
     not_null: bool
     default: str | None  # pg_get_expr of the default; None for none (and for identities)
     check: tuple[str, str] | None  # (constraint name, definition) of a CHECK on this column alone
+    note: str | None = None  # the project's comment on the column (NOTE_MARK)
 
 
 @dataclass(frozen=True)
@@ -74,6 +108,7 @@ class Shape:
     columns: tuple[ShapeColumn, ...]
     primary_key: tuple[str, ...]
     primary_key_name: str | None
+    note: str | None = None  # the project's comment on the table (NOTE_MARK)
 
     def column(self, name: str) -> ShapeColumn | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -81,7 +116,7 @@ class Shape:
 
 _COLUMNS = """
 SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-       CASE WHEN a.attidentity = '' THEN pg_get_expr(d.adbin, d.adrelid) END
+       CASE WHEN a.attidentity = '' THEN pg_get_expr(d.adbin, d.adrelid) END, col_description(a.attrelid, a.attnum)
 FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
@@ -109,10 +144,15 @@ def table_shape(connection: psycopg.Connection, relation: str) -> Shape:
     for column, name, definition in connection.execute(_CHECKS, (relation,)):
         if _ENUM_CHECK.match(definition):
             checks.setdefault(column, (name, definition))
-    columns = tuple(ShapeColumn(name, kind, not_null, default, checks.get(name))
-                    for name, kind, not_null, default in connection.execute(_COLUMNS, (relation,)))
+    columns = tuple(ShapeColumn(name, kind, not_null, default, checks.get(name), _marked(note))
+                    for name, kind, not_null, default, note in connection.execute(_COLUMNS, (relation,)))
     key = connection.execute(_PRIMARY_KEY, (relation,)).fetchone()
-    return Shape(columns, tuple(key[1]) if key else (), key[0] if key else None)
+    note = connection.execute("SELECT obj_description(%s::regclass, 'pg_class')", (relation,)).fetchone()[0]
+    return Shape(columns, tuple(key[1]) if key else (), key[0] if key else None, _marked(note))
+
+
+def _marked(note: str | None) -> str | None:
+    return note if note is not None and note.startswith(NOTE_MARK) else None
 
 
 def expected_shape(connection: psycopg.Connection, table: TablePlan) -> Shape:

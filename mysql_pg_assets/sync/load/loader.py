@@ -52,7 +52,7 @@ from mysql_pg_assets.core.sql import pg_idents
 from mysql_pg_assets.sync.catalog.plans import ColumnPlan, TablePlan
 from mysql_pg_assets.sync.extract import Scope, Since, Window
 from mysql_pg_assets.sync.load.constraints import add_foreign_keys, follow_identities
-from mysql_pg_assets.sync.load.ddl import create_indexes_sql, create_table_sql
+from mysql_pg_assets.sync.load.ddl import comments_sql, create_indexes_sql, create_table_sql
 from mysql_pg_assets.sync.load.merge import delete_missing_sql, insert_sql, staged_values, target_bucket, upsert_sql
 from mysql_pg_assets.sync.load.migrate import Migration, apply_after, apply_before, plan
 from mysql_pg_assets.sync.load.result import Counts, LoadResult, add_counts, by_partition, per_bucket
@@ -232,6 +232,8 @@ def _prepare(connection: psycopg.Connection, table: TablePlan) -> tuple[bool, Mi
     change raises SchemaChangeHeld unless approved). Returns (created, migration)."""
     new_table = not relation_exists(connection, table.target)
     connection.execute(create_table_sql(table, with_key=not new_table))
+    for statement in comments_sql(table) if new_table else ():
+        connection.execute(statement)
     migration = None if new_table else plan(connection, table)
     if migration:
         apply_before(connection, migration)

@@ -38,7 +38,18 @@ from mysql_pg_assets.core.meta import ensure, existing
 from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.core.sql import pg_ident, pg_idents
 from mysql_pg_assets.sync.catalog.plans import ColumnPlan, TablePlan
-from mysql_pg_assets.sync.load.ddl import Shape, ShapeColumn, check_sql, column_sql, expected_shape, table_shape
+from mysql_pg_assets.sync.load.ddl import (
+    NOTE_MARK,
+    Shape,
+    ShapeColumn,
+    check_sql,
+    column_note,
+    column_sql,
+    comment_sql,
+    expected_shape,
+    table_note,
+    table_shape,
+)
 
 APPROVAL_JOB = "approve_schema_change"
 
@@ -187,7 +198,26 @@ def diff_shapes(table: TablePlan, actual: Shape, expected: Shape) -> Migration:
             changes += _checked_values(table, old, new, column)
     if actual.primary_key != expected.primary_key:  # last: the new key may name a column added above
         changes.append(_key_change(table, actual, expected))
-    return Migration(table, tuple(changes))
+    return Migration(table, tuple(changes + _transform_changes(table, actual, renamed)))
+
+
+def _transform_changes(table: TablePlan, actual: Shape, renamed: dict[str, ShapeColumn]) -> list[Change]:
+    """A mask, derived column or row filter that changed in the spec (the notes of ``ddl``): the rows are
+    read again, so no value masked before stays, and none that a new filter leaves out."""
+    def shown(note: str | None) -> str:
+        return note[len(NOTE_MARK):] if note else "as MySQL has it"
+
+    changes = []
+    for column in table.columns:
+        old = actual.column(column.target_name) or renamed.get(column.target_name)
+        have, want = (old.note if old else None), column_note(column)
+        if have != want:
+            changes.append(Change("transform", column.target_name, f"{shown(have)} → {shown(want)}", False,
+                                  (Step(comment_sql(table, column.target_name, want)),)))
+    if actual.note != table_note(table):
+        changes.append(Change("row_filter", None, f"{shown(actual.note)} → {shown(table_note(table))}", False,
+                              (Step(comment_sql(table, None, table_note(table))),)))
+    return changes
 
 
 def _alter(table: TablePlan, clause: str, unless_nulls_in: str | None = None) -> Step:
