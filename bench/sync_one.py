@@ -12,7 +12,7 @@ Modes:
 
 * full load (default): ``sync_table(plan, mysql_url, pg_url)``;
 * ``--window START END``: one partition, ``sync_table(..., window=(START, END))``;
-* ``--transforms``: the same load with one mask (``currency``: hash) and one derived column
+* ``--transforms``: the same load with one mask (``coupon_code``: hash) and one derived column
   (``net_total = total - tax``), what a user's spec typically adds.
 
 The result is the last line starting with ``BENCH_RESULT `` on stdout.
@@ -40,7 +40,10 @@ def emit(payload: dict[str, Any]) -> None:
     print(MARK + json.dumps(payload, default=str), flush=True)
 
 
-TRANSFORMS = {"columns": {"currency": {"mask": "hash"}}, "derived": {"net_total": "total - tax"}}
+# The mask a user of orders would write (a customer-facing code, hashed so it can still be joined), and a
+# derived value. Hashing a column that is short in every row (currency: 3 bytes → 64) measures PostgreSQL
+# writing wider rows rather than the transforms: +61 bytes a row made the load 20-45 % slower here.
+TRANSFORMS = {"columns": {"coupon_code": {"mask": "hash"}}, "derived": {"net_total": "total - tax"}}
 
 
 def build_spec(

@@ -8,6 +8,11 @@ What a load reads (its scope):
   deletes are seen too; but the whole table when MySQL's schema changed in a way that needs the
   rows already loaded read again (a new column, a changed type: see ``migrate``);
 - otherwise the whole table.
+
+Whatever the scope, the rows pass through :func:`validated_batches`: the casting rules and the
+spec's transforms (masks, derived columns, the Python transform), validation, and the spec's own
+checks, from the one table plan. A path that writes rows some other way (change capture, when it
+comes) must call it too, so that no path skips a mask.
 """
 
 from __future__ import annotations

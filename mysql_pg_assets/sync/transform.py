@@ -198,9 +198,8 @@ def typed_values(staged: pl.DataFrame, table: TablePlan, upto: int) -> dict[str,
 def _as_staged(name: str, value: pl.Expr, column: ColumnPlan, index: int) -> list[pl.Expr]:
     """A computed value cast to its column's type: NULL and flagged invalid where it cannot be."""
     dtype = value_dtype(column.pg_type)
-    cast = value.cast(dtype, strict=False)
-    stored = cast.cast(pl.String) if isinstance(dtype, pl.Decimal) else cast  # numeric travels as text
-    return [stored.alias(name), (value.is_not_null() & cast.is_null()).alias(invalid_flag_name(index))]
+    cast = value.cast(dtype, strict=False)  # a decimal travels as one too: ADBC COPYs it as numeric
+    return [cast.alias(name), (value.is_not_null() & cast.is_null()).alias(invalid_flag_name(index))]
 
 
 def _computed(staged: pl.DataFrame, table: TablePlan, context: LoadContext) -> pl.DataFrame:
