@@ -335,3 +335,8 @@ def test_a_mask_or_filter_added_later_rewrites_every_row(
     # And back: the filter taken away brings the rows it left out; the mask taken away, MySQL's values.
     assert len(load({**table, "columns": masked_email})) == 40
     assert load(table)[1] == (2, "person2@example.org")
+
+
+def test_a_bad_regular_expression_is_a_spec_error() -> None:
+    with pytest.raises(SpecError, match="not a regular expression"):
+        table_plan(expect=[{"column": "v", "str_matches": "([a-z"}])

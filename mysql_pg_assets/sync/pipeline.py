@@ -32,7 +32,7 @@ from mysql_pg_assets.sync.load.loader import load_table
 from mysql_pg_assets.sync.load.migrate import pending_migration
 from mysql_pg_assets.sync.load.result import LoadResult
 from mysql_pg_assets.sync.transform import LoadContext, count_by_partition, keys_to_staging, to_staging
-from mysql_pg_assets.sync.validate import ValidatedBatch, schema_for, validate
+from mysql_pg_assets.sync.validate import ValidatedBatch, expectation_schemas, schema_for, validate
 
 
 def validated_batches(
@@ -43,11 +43,12 @@ def validated_batches(
     and rejected counted per partition."""
     schema = schema_for(table)
     context = context or LoadContext.of(table)
+    user_checks = expectation_schemas(table, context)
     column = next((staging_name(i) for i, c in enumerate(table.columns) if c is table.partition_column), None)
     for batch in batches:
         if batch.num_rows:
             frame, conversions = to_staging(batch, table, context)
-            validated = validate(frame, conversions, table, schema, context)
+            validated = validate(frame, conversions, table, schema, user_checks)
             if splits and column is not None:
                 read = count_by_partition(frame, column, splits)
                 validated = replace(validated, read_by_partition=read,

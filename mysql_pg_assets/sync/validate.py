@@ -13,10 +13,12 @@ MySQL should never have let in:
 
 The same schema is what later asset checks run.
 
-The user's own checks (``expect`` in the spec) run on the rows that passed, batch by batch: a row that
-fails one is still loaded (it is MySQL's data), counted, and shown with its key in that check's
-failure cases; a NULL passes every check but ``not_null`` (as a SQL CHECK does). ``unique`` is a
-property of the whole table, so it is counted in PostgreSQL after the load (``checks.parity``).
+The user's own checks (``expect`` in the spec) are pandera checks too (its built-ins ``in_range``,
+``str_matches``, ``isin``, ``notin``, nullability, and a DataFrame check for an expression), run on the
+rows that passed, batch by batch: a row that fails one is still loaded (it is MySQL's data), counted,
+and shown with its key in that check's failure cases; a NULL passes every check but ``not_null`` (as
+a SQL CHECK does). ``unique`` is a property of the whole table, so it is counted in PostgreSQL after
+the load (``checks.parity``).
 """
 
 from __future__ import annotations
@@ -139,13 +141,16 @@ def passes_all(table: TablePlan) -> pl.Expr:
 
 def validate(
     frame: pl.DataFrame, conversions: Conversions, table: TablePlan, schema: pa.DataFrameSchema,
-    context: LoadContext | None = None,
+    user_checks: dict[str, pa.DataFrameSchema] | None = None,
 ) -> ValidatedBatch:
-    """The batch's rows split into those that load and the rejects; the user's checks run on the former."""
+    """The batch's rows split into those that load and the rejects; the spec's own checks (``user_checks``,
+    from :func:`expectation_schemas`) run on the former."""
     batch = _validated(frame, conversions, table, schema)
     if not table.expectations:
         return batch
-    return replace(batch, expectations=check_expectations(batch.rows, table, context or LoadContext.of(table)))
+    if user_checks is None:
+        user_checks = expectation_schemas(table, LoadContext.of(table))
+    return replace(batch, expectations=check_expectations(batch.rows, table, user_checks))
 
 
 def _validated(
@@ -209,55 +214,68 @@ def _validated(
 # ---------------------------------------------------------------- the user's checks
 
 
-def expectation_passes(expectation: Expectation, values: dict[str, pl.Expr], context: LoadContext) -> pl.Expr:
-    """True where a row passes (NULL passes all but not_null); ``unique`` is checked in PostgreSQL."""
-    if expectation.expression:
-        return polars_expression(expectation.expression, values, context.functions).fill_null(True)
-    value = values[expectation.column or ""]
-    if expectation.not_null:
-        return value.is_not_null()
+def _pandera_check(expectation: Expectation) -> pa.Check | None:
+    """The pandera built-in check of a column expectation (None: not_null, which is the column's nullability)."""
     if expectation.in_range is not None:
         low, high = expectation.in_range
-        passes = pl.lit(True)
-        passes = passes & (value >= low) if low is not None else passes
-        passes = passes & (value <= high) if high is not None else passes
-    elif expectation.str_matches is not None:
-        passes = value.cast(pl.String).str.contains(f"^(?:{expectation.str_matches})")
-    elif expectation.isin is not None:
-        passes = value.is_in(list(expectation.isin))
-    elif expectation.notin is not None:
-        passes = ~value.is_in(list(expectation.notin))
-    else:
-        return pl.lit(True)  # unique: a property of the whole table
-    return passes.fill_null(True)
+        if low is not None and high is not None:
+            return pa.Check.in_range(low, high)
+        return pa.Check.ge(low) if low is not None else pa.Check.le(high)
+    if expectation.str_matches is not None:
+        return pa.Check.str_matches(expectation.str_matches)
+    if expectation.isin is not None:
+        return pa.Check.isin(list(expectation.isin))
+    if expectation.notin is not None:
+        return pa.Check.notin(list(expectation.notin))
+    return None
+
+
+def expectation_schemas(table: TablePlan, context: LoadContext) -> dict[str, pa.DataFrameSchema]:
+    """A pandera schema per check of the spec's (``unique`` aside: PostgreSQL counts it), over the batch's
+    columns named as in the spec and typed as their values; built once per load (``now()`` is the load's)."""
+    names = {c.source.name: pl.col(c.source.name) for c in table.columns}
+    schemas = {}
+    for expectation in table.expectations:
+        if expectation.unique:
+            continue
+        if expectation.expression:
+            condition = polars_expression(expectation.expression, names, context.functions).fill_null(True)
+            schemas[expectation.check_name] = pa.DataFrameSchema(checks=[pa.Check(
+                lambda data, condition=condition: data.lazyframe.select(condition), name=expectation.check_name)])
+            continue
+        check = _pandera_check(expectation)
+        schemas[expectation.check_name] = pa.DataFrameSchema({expectation.column or "": pa.Column(
+            None, nullable=not expectation.not_null, checks=[check] if check else [])})
+    return schemas
 
 
 def _case_columns(expectation: Expectation) -> list[str]:
     return sorted(expression_columns(expectation.expression)) if expectation.expression else [expectation.column or ""]
 
 
-def check_expectations(rows: pl.DataFrame, table: TablePlan, context: LoadContext,
+def check_expectations(rows: pl.DataFrame, table: TablePlan, schemas: dict[str, pa.DataFrameSchema],
                        keep: int = 20) -> dict[str, Failures]:
-    """Each of the table's checks some row of ``rows`` (staging columns) fails: the rows, the first ``keep``."""
-    if not table.expectations or rows.height == 0:
+    """Each of the spec's checks some row of ``rows`` (staging columns) fails: how many rows, the first ``keep``
+    with their key and the values the check read (NULL passes all but not_null, as a SQL CHECK does)."""
+    if not schemas or rows.height == 0:
         return {}
-    values = typed_values(rows, table, len(table.columns))
-    checks = {e.check_name: expectation_passes(e, values, context) for e in table.expectations}
-    failed = rows.select(*(expression.not_().sum().alias(name) for name, expression in checks.items())).row(
-        0, named=True)
+    named = rows.select(value.alias(name) for name, value in typed_values(rows, table, len(table.columns)).items())
     targets = {c.source.name: c.target_name for c in table.columns}
-    keys = [c.target_name for c in table.key_columns]
+    keys = [c.source.name for c in table.key_columns]
     found = {}
     for expectation in table.expectations:
-        name = expectation.check_name
-        if not failed[name]:
+        schema = schemas.get(expectation.check_name)
+        if schema is None:
             continue
+        try:
+            schema.validate(named, lazy=True)
+            continue
+        except pandera.errors.SchemaErrors as errors:
+            failing = errors.failure_cases["index"].drop_nulls().unique(maintain_order=True).cast(pl.UInt32)
         shown = _case_columns(expectation)
-        cases = rows.select(*(values[c].alias(targets[c]) for c in {*shown, *(c.source.name for c in
-                                                                                  table.key_columns)}),
-                            checks[name].alias("_passes")).filter(~pl.col("_passes")).head(keep)
-        found[name] = Failures(failed[name], [
-            {"key": {k: _text(row[k]) for k in keys}, **{targets[c]: _text(row[targets[c]]) for c in shown}}
+        cases = named.with_row_index("_row").filter(pl.col("_row").is_in(failing.head(keep).implode()))
+        found[expectation.check_name] = Failures(failing.len(), [
+            {"key": {targets[k]: _text(row[k]) for k in keys}, **{targets[c]: _text(row[c]) for c in shown}}
             for row in cases.iter_rows(named=True)])
     return found
 

@@ -164,6 +164,25 @@ def _with_python(plan: TablePlan, override: TableOverride, where: str) -> TableP
     return replace(plan, columns=tuple(columns), transform=transform)
 
 
+def _check_expectation(expectation: Expectation, plan: TablePlan, where: str) -> None:
+    """What would fail at the first batch fails here: a regular expression that is not one, or not on text;
+    an expression the language refuses or polars cannot compute on the columns' types."""
+    name = expectation.check_name
+    if expectation.str_matches is not None:
+        kind = next(c.pg_type for c in plan.columns if c.source.name == expectation.column)
+        if expression_dtype(kind) != pl.String:
+            raise SpecError(f"{where}.expect.{name}: str_matches needs a text column; {expectation.column} is {kind}")
+        try:
+            pl.select(pl.lit("").str.contains(expectation.str_matches))
+        except pl.exceptions.PolarsError as exc:
+            raise SpecError(f"{where}.expect.{name}: not a regular expression: {str(exc).splitlines()[0]}") from None
+    if expectation.expression:
+        try:
+            pl.select(polars_expression(expectation.expression, _column_values(plan), _EXAMPLE_LOAD).alias("v"))
+        except (ExpressionError, pl.exceptions.PolarsError) as exc:
+            raise SpecError(f"{where}.expect.{name}: {str(exc).splitlines()[0]}") from None
+
+
 def _expectations(plan: TablePlan, override: TableOverride, options: Options, where: str) -> tuple[Expectation, ...]:
     names = {c.source.name for c in plan.columns}
 
@@ -172,7 +191,6 @@ def _expectations(plan: TablePlan, override: TableOverride, options: Options, wh
 
     chosen = [e for e in options.expect if columns_of(e) <= names] + list(override.expect)
     seen: set[str] = set()
-    values = _column_values(plan)
     for expectation in chosen:
         name = expectation.check_name
         if name in seen or name in _BUILT_IN_CHECKS:
@@ -181,11 +199,7 @@ def _expectations(plan: TablePlan, override: TableOverride, options: Options, wh
         missing = columns_of(expectation) - names
         if missing:
             raise SpecError(f"{where}.expect.{name}: no column {', '.join(sorted(missing))} in the table")
-        if expectation.expression:
-            try:
-                pl.select(polars_expression(expectation.expression, values, _EXAMPLE_LOAD).alias("v"))
-            except (ExpressionError, pl.exceptions.PolarsError) as exc:
-                raise SpecError(f"{where}.expect.{name}: {str(exc).splitlines()[0]}") from None
+        _check_expectation(expectation, plan, where)
     return tuple(chosen)
 
 
