@@ -27,7 +27,7 @@ from mysql_pg_assets.sync.extract import select_sql
 from mysql_pg_assets.sync.spec import Mask, SpecError, load_spec, parse_spec
 from mysql_pg_assets.sync.transform import LoadContext, TransformError, masked, masked_value, to_staging
 from mysql_pg_assets.sync.validate import schema_for, validate
-from mysql_pg_assets_tests.conftest import materialize_everything, write_spec
+from mysql_pg_assets_tests.conftest import materialize_everything, materializations, write_spec
 from mysql_pg_assets_tests.plans import table_plan
 from mysql_pg_assets_tests.test_sample_schemas import SAKILA, _load
 
@@ -234,6 +234,13 @@ def test_sakila_with_every_kind_of_transform(
         assert all(r.success for r in results)
         checks = {(c.asset_key.path[-1], c.check_name): c for r in results for c in r.get_asset_check_evaluations()}
         logs = "\n".join(str(event) for r in results for event in instance.all_logs(r.run_id))
+
+    # The asset's column schema in the UI says where each column comes from.
+    schema = materializations(results, "sakila_t", "customer")[-1].metadata["dagster/column_schema"].value
+    origins = {column.name: column.description for column in schema.columns}
+    assert origins["email"].endswith("masked: hash") and origins["synced_at"] == "derived: now()", origins
+    assert origins["customer_id"].startswith("MySQL smallint(5) unsigned → PostgreSQL integer")
+    assert origins["first_name"].endswith("masked: redact")
 
     # The user's failing check is red with its failure cases; every other check passes.
     failing = checks[("payment", "amount_in_range")]
