@@ -1,5 +1,8 @@
 """Command line: ``python -m mysql_pg_assets.cli check | summary [--rows] | schema | materialize |
-reset-target --yes | rules``.
+reset-target --yes | rules | cdc [--once] [--seconds N]``.
+
+``cdc`` follows the binlog into the tables with ``mode: cdc`` (see ``sync.capture``): for good, for
+``--seconds``, or until caught up (``--once``). It is what production runs as a service of its own.
 
 ``check`` checks the spec, both servers, the grants and Dagster's storage, in order, and creates
 Dagster's storage database when it is missing (see ``preflight``).
@@ -128,6 +131,25 @@ def check(settings: Settings) -> int:
     return 0
 
 
+def capture(settings: Settings, seconds: float | None, once: bool) -> int:
+    from mysql_pg_assets.sync.capture.stream import follow
+
+    catalog = discover(load_spec(settings.sync_config), settings.mysql_url)
+    tables = [t for t in catalog.tables if t.cdc]
+
+    def report(applied: object) -> None:
+        print(f"applied {applied.changes} changes up to {applied.end}", flush=True)  # type: ignore[attr-defined]
+
+    followed = follow(settings.mysql_url, settings.postgres_url, tables, seconds, once=once, on_batch=report)
+    for label in followed.not_snapshotted:
+        print(f"{label}: never snapshotted, its changes are not applied: materialize its asset first")
+    for label, why in followed.held.items():
+        print(f"{label}: held {why}")
+    lag = f", lag p50 {sorted(followed.lags_s)[len(followed.lags_s) // 2]:.2f} s" if followed.lags_s else ""
+    print(f"{followed.changes} changes in {followed.batches} batches, at {followed.position or 'the start'}{lag}")
+    return 1 if followed.not_snapshotted or followed.held else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs a command; an error a person can act on is printed as its message alone, exit status 1."""
     try:
@@ -148,7 +170,12 @@ def _run(argv: list[str] | None) -> int:
     commands.add_parser("materialize", help="materialize every asset, all partitions, with the dagster CLI")
     reset = commands.add_parser("reset-target", help="drop the target schema and its load history")
     reset.add_argument("--yes", action="store_true", required=True, help="really drop it")
+    cdc = commands.add_parser("cdc", help="follow the binlog into the tables with mode: cdc")
+    cdc.add_argument("--once", action="store_true", help="stop when caught up")
+    cdc.add_argument("--seconds", type=float, default=None, help="stop after this long")
     args = parser.parse_args(argv)
+    if args.command == "cdc":
+        return capture(Settings.from_env(), args.seconds, args.once)
     if args.command == "rules":
         print(rules_markdown())
         return 0

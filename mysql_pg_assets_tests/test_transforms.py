@@ -27,7 +27,7 @@ from mysql_pg_assets.sync.extract import select_sql
 from mysql_pg_assets.sync.spec import Mask, SpecError, load_spec, parse_spec
 from mysql_pg_assets.sync.transform import LoadContext, TransformError, masked, masked_value, to_staging
 from mysql_pg_assets.sync.validate import schema_for, validate
-from mysql_pg_assets_tests.conftest import materialize_everything, materializations, write_spec
+from mysql_pg_assets_tests.conftest import materializations, materialize_everything, write_spec
 from mysql_pg_assets_tests.plans import table_plan
 from mysql_pg_assets_tests.test_sample_schemas import SAKILA, _load
 

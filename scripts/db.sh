@@ -291,6 +291,7 @@ mysql_start() {
         --log-bin="$MY_DATADIR/binlog" \
         --binlog-format=ROW \
         --binlog-row-image=FULL \
+        --binlog-row-metadata=FULL \
         --server-id=1 \
         --character-set-server=utf8mb4 \
         --collation-server=utf8mb4_unicode_ci \

@@ -54,6 +54,16 @@ class MetaTables:
     def schema_changes(self) -> str:
         return self.relation("schema_changes")
 
+    @property
+    def positions(self) -> str:
+        """Change capture: per table, the binlog position its PostgreSQL copy reflects."""
+        return self.relation("cdc_positions")
+
+    @property
+    def change_log(self) -> str:
+        """Change capture: every change applied, with its position, commit time and images."""
+        return self.relation("change_log")
+
     def ddl(self) -> list[str]:
         return [
             f"""CREATE TABLE IF NOT EXISTS {self.rejects} (
@@ -100,6 +110,30 @@ class MetaTables:
   applied_run_id text,
   applied_at timestamptz
 )""",
+            f"""CREATE TABLE IF NOT EXISTS {self.positions} (
+  target_table text PRIMARY KEY,
+  source_table text NOT NULL,
+  log_file text NOT NULL,
+  log_pos bigint NOT NULL,
+  held text,
+  updated_at timestamptz NOT NULL DEFAULT now()
+)""",
+            f"""CREATE TABLE IF NOT EXISTS {self.change_log} (
+  id bigserial PRIMARY KEY,
+  log_file text NOT NULL,
+  log_pos bigint NOT NULL,
+  committed_at timestamptz NOT NULL,
+  applied_at timestamptz NOT NULL DEFAULT now(),
+  run_id text,
+  source_table text NOT NULL,
+  target_table text NOT NULL,
+  operation text NOT NULL,
+  primary_key jsonb NOT NULL,
+  before jsonb,
+  after jsonb
+)""",
+            f"CREATE INDEX IF NOT EXISTS {pg_ident(self.name('change_log_table_position'))} ON {self.change_log} "
+            f"(target_table, log_file, log_pos)",
         ]
 
 
@@ -216,3 +250,25 @@ def rejects_sample(connection: psycopg.Connection, target_schema: str, target_la
         f" AND target_table = %s ORDER BY id LIMIT %s", (run_id, target_label, limit)).fetchall()
     return [{"primary_key": key, "column": column, "value": value, "reason": reason}
             for key, column, value, reason in rows]
+
+
+# --- change capture ------------------------------------------------------------------------------
+
+
+def record_position(connection: psycopg.Connection, meta: MetaTables, source_label: str, target_label: str,
+                    log_file: str, log_pos: int) -> None:
+    """A snapshot of a change-captured table reflects the binlog up to here (and is no longer held)."""
+    connection.execute(
+        f"INSERT INTO {meta.positions} (target_table, source_table, log_file, log_pos) VALUES (%s, %s, %s, %s)"
+        f" ON CONFLICT (target_table) DO UPDATE SET log_file = EXCLUDED.log_file, log_pos = EXCLUDED.log_pos,"
+        f" source_table = EXCLUDED.source_table, held = NULL, updated_at = now()",
+        (target_label, source_label, log_file, log_pos))
+
+
+def positions(connection: psycopg.Connection, target_schema: str) -> dict[str, tuple[str, int, str | None]]:
+    """target table → (binlog file, offset, why it is held or None), for every change-captured table."""
+    meta = existing(connection, target_schema)
+    if meta is None:
+        return {}
+    return {table: (log_file, int(log_pos), held) for table, log_file, log_pos, held in connection.execute(
+        f"SELECT target_table, log_file, log_pos, held FROM {meta.positions}")}

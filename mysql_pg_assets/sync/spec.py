@@ -289,6 +289,8 @@ class TableChecks(_ChecksBase):
 
 
 class TableOverride(_Strict):
+    mode: Literal["batch", "cdc"] = Field(
+        "batch", description="cdc: a materialization takes a snapshot, then `cli cdc` applies the binlog's changes")
     primary_key: list[NonEmpty] | None = Field(None, min_length=1)
     cursor_column: NonEmpty | None = Field(
         None, description="unpartitioned incremental loads read rows whose cursor is at or past the last load's"
@@ -310,6 +312,12 @@ class TableOverride(_Strict):
     derived: dict[PgName, Derived] = Field(default_factory=dict, description="columns computed from the others")
     transform: PythonTransform | None = None
     expect: list[Expectation] = Field(default_factory=list, description="the user's own checks")
+
+    @model_validator(mode="after")
+    def _cdc_alone(self) -> TableOverride:
+        if self.mode == "cdc" and (self.partition is not None or self.cursor_column is not None):
+            raise ValueError("mode cdc follows every change from the binlog: it takes no partition or cursor_column")
+        return self
 
 
 class CastOverride(_Strict):

@@ -259,6 +259,9 @@ def plan_table(
     if override.cursor_column and data_types[override.cursor_column] not in CURSOR_TYPES:
         raise SpecError(f"{where}.cursor_column: {override.cursor_column!r} is {data_types[override.cursor_column]};"
                         f" a cursor must be an integer, DATE, DATETIME or TIMESTAMP column")
+    if override.mode == "cdc" and not (override.primary_key or "PRIMARY" in indexes):
+        raise SpecError(f"{where}.mode: change capture applies changes by primary key, which the table lacks "
+                        f"(give one with primary_key)")
     if override.deletes == "tombstone" and not (override.primary_key or "PRIMARY" in indexes):
         raise SpecError(f"{where}.deletes: tombstones need a primary key to recognise a row")
     if override.deletes == "tombstone" and TOMBSTONE_COLUMN in by_source.values():
@@ -281,7 +284,7 @@ def plan_table(
             by_source[override.partition.column], override.partition.column, override.partition.granularity,
             override.partition.start, override.partition.end_offset,
         ) if override.partition else None,
-        tombstones=override.deletes == "tombstone",
+        tombstones=override.deletes == "tombstone", cdc=override.mode == "cdc",
         freshness=override.freshness or options.freshness,
         checks=override.checks.over(options.checks),
     )

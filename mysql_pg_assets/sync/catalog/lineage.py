@@ -35,11 +35,15 @@ def attach_foreign_keys(
             if not set(key.columns) <= child_names.keys() or not set(key.referenced_columns) <= parent_names.keys():
                 continue
             referenced = tuple(parent_names[c] for c in key.referenced_columns)
+            child_types = {c.source.name: c.pg_type for c in table.columns}
+            parent_types = {c.source.name: c.pg_type for c in parent.columns}
             unique_keys = [parent.primary_key] + [i.columns for i in parent.indexes if i.unique]
             keys.append(ForeignKeyPlan(
                 key.name, tuple(child_names[c] for c in key.columns), parent.source_table, parent.target_table,
                 referenced, key.on_delete, key.on_update, references_unique_key=referenced in unique_keys,
                 required=not any(nullable[c] for c in key.columns),
+                same_types=all(child_types[c] == parent_types[r] for c, r in zip(key.columns, key.referenced_columns,
+                                                                                   strict=True)),
             ))
     cut = cycle_breaks([(child, key.referenced_table, key.name, key.required)
                         for child, keys in found.items() for key in keys])

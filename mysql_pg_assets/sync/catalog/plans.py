@@ -100,6 +100,9 @@ class ForeignKeyPlan:
     on_update: str
     references_unique_key: bool  # PostgreSQL needs a unique key on the referenced columns
     required: bool = False  # every referencing column is NOT NULL
+    # The referencing and referenced columns have the same PostgreSQL types (BIGINT UNSIGNED is numeric(20),
+    # but bigint as an AUTO_INCREMENT key): PostgreSQL refuses a constraint between different types.
+    same_types: bool = True
     # Why the key is not Dagster lineage (and never a PostgreSQL constraint): a self-reference, or an
     # edge that would close a cycle, as the cycle's table names. None: it is lineage.
     not_lineage: str | None = None
@@ -152,6 +155,7 @@ class TablePlan:
     filter_sql: str | None = None  # the same, rendered for MySQL from its parsed tree (sync.expressions)
     transform: PythonTransform | None = None
     expectations: tuple[Expectation, ...] = ()
+    cdc: bool = False  # spec mode cdc: snapshots by materialization, changes from the binlog (sync.capture)
 
     @property
     def read_columns(self) -> list[tuple[int, ColumnPlan]]:

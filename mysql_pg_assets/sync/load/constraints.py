@@ -30,7 +30,7 @@ def add_foreign_keys(connection: psycopg.Connection, table: TablePlan) -> None:
         return
     target = table.target
     for key in table.foreign_keys:
-        if not key.lineage:
+        if not key.lineage or not key.same_types:  # lineage still; a constraint PostgreSQL would refuse, not
             continue
         name = object_name(table, key.name)
         parent = pg_qualified(table.target_schema, key.referenced_target)

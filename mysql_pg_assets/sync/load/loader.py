@@ -46,7 +46,7 @@ from mysql_pg_assets.core.connections import (
     pg_connection,
     relation_exists,
 )
-from mysql_pg_assets.core.meta import MetaTables, ensure, record_load, write_rejects
+from mysql_pg_assets.core.meta import MetaTables, ensure, record_load, record_position, write_rejects
 from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.core.sql import pg_idents
 from mysql_pg_assets.sync.catalog.plans import ColumnPlan, TablePlan
@@ -190,8 +190,10 @@ def _scope_label(scope: Scope) -> str:
 def load_table(
     table: TablePlan, batches: Iterable[ValidatedBatch], postgres_url: DatabaseUrl, run_id: str | None = None,
     scope: Scope = None, source_keys: Iterable[pl.DataFrame] = (), partition: str | None = None,
+    snapshot_position: tuple[str, int] | None = None,
 ) -> LoadResult:
-    """Merge the scope's rows into the target in one transaction; see the module docstring."""
+    """Merge the scope's rows into the target in one transaction; see the module docstring. A change-captured
+    table's snapshot records, in the same transaction, the binlog position it was read from."""
     started = time.perf_counter()
     with _table_lock(postgres_url, table) as (connection, meta):
         staging = Staging.for_table(table, meta)
@@ -216,6 +218,8 @@ def load_table(
                                                 table.target_label) if arrived[0] else 0
                 result = _result(table, scope, tally, merger, rejected_values, migration, pending, meta, started)
                 record_load(connection, meta, _ledger_row(table, result, run_id, scope, partition))
+                if snapshot_position is not None:
+                    record_position(connection, meta, table.source_label, table.target_label, *snapshot_position)
         except psycopg.Error as exc:
             raise TargetError(f"loading {table.target_label} into PostgreSQL at {postgres_url}: "
                               f"{explain(str(exc))}") from None

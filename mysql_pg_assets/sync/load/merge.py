@@ -143,3 +143,14 @@ def delete_missing_sql(
     by, by_params = bucket if bucket else ("0", [])
     return (f"WITH gone AS ({statement} RETURNING {by} AS bucket) SELECT bucket, count(*) FROM gone GROUP BY bucket",
             [*params, *by_params])
+
+
+def delete_keys_sql(table: TablePlan, keys: str) -> str:
+    """Delete (or tombstone) the target rows whose key is staged in ``keys``: change capture's deletes."""
+    staged = staged_values(table)
+    matches = " AND ".join(f"{staged[k]} = t.{pg_ident(k)}" for k in table.primary_key)
+    if table.tombstones:
+        tombstone = pg_ident(TOMBSTONE_COLUMN)
+        return (f"UPDATE {table.target} t SET {tombstone} = now() FROM {keys} s WHERE {matches}"
+                f" AND t.{tombstone} IS NULL")
+    return f"DELETE FROM {table.target} t USING {keys} s WHERE {matches}"

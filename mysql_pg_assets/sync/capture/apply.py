@@ -1,0 +1,187 @@
+"""Apply: a batch of whole source transactions in one PostgreSQL transaction, exactly once.
+
+In that one transaction, for every change-captured table the batch touches (in a stable order, each
+under the same advisory lock a load of the table takes):
+
+1. every row image (after-images, and before-images of updates and deletes) goes through
+   ``pipeline.validated_batches``: the casting rules, the spec's masks, derived columns and Python
+   transform, and the validation, exactly as a load's rows do;
+2. the last change of each key wins: its after-image is upserted through the load's staging and
+   ``upsert_sql``, or its key deleted (tombstoned with ``deletes: tombstone``); a rejected image
+   keeps the row's previous version, and its reject is written like a load's;
+3. every change goes to the change log with its binlog position, source commit time, operation, key
+   and before/after images (transformed: a masked column is masked there too);
+4. the position of every change-captured table moves to the batch's end.
+
+A kill at any moment leaves PostgreSQL at the previous batch's end, rows, log and positions alike;
+the capture resumes from the stored positions, so no change is applied twice or skipped. A source
+transaction is never split between batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import polars as pl
+import psycopg
+
+from mysql_pg_assets.core.connections import TargetError, explain, pg_connection
+from mysql_pg_assets.core.meta import MetaTables, ensure, write_rejects
+from mysql_pg_assets.core.settings import DatabaseUrl
+from mysql_pg_assets.sync.capture.binlog import Position, RowChange, Transaction
+from mysql_pg_assets.sync.capture.images import read_batch
+from mysql_pg_assets.sync.catalog.plans import TablePlan, staging_name
+from mysql_pg_assets.sync.load.merge import delete_keys_sql, upsert_sql
+from mysql_pg_assets.sync.load.result import per_bucket
+from mysql_pg_assets.sync.load.staging import Staging, Tally, drop_staging, stage
+from mysql_pg_assets.sync.pipeline import validated_batches
+from mysql_pg_assets.sync.transform import LoadContext, keys_to_staging, to_staging
+
+
+@dataclass
+class TableApplied:
+    changes: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    rejected: int = 0
+
+
+@dataclass
+class Applied:
+    """What one batch did, per target table, and the position it reached."""
+
+    end: Position
+    committed_at: object  # the newest source commit time of the batch (lag: now minus this)
+    tables: dict[str, TableApplied] = field(default_factory=dict)
+
+    @property
+    def changes(self) -> int:
+        return sum(t.changes for t in self.tables.values())
+
+
+@dataclass(frozen=True)
+class _Logged:
+    position: Position
+    committed_at: object
+    change: RowChange
+
+
+def _key(table: TablePlan, image: dict[str, object]) -> tuple:
+    return tuple(image.get(c.source.name) for c in table.key_columns)
+
+
+def _images_json(table: TablePlan, images: list[dict[str, object]], context: LoadContext) -> list[str | None]:
+    """Each image as the JSON of its transformed values (target names): what the change log keeps."""
+    if not images:
+        return []
+    staged, _ = to_staging(read_batch(table, images), table, context)
+    names = {staging_name(i): c.target_name for i, c in enumerate(table.columns)}
+    values = [(pl.col(n).bin.encode("hex") if staged.schema[n] == pl.Binary else pl.col(n)).alias(t)
+              for n, t in names.items()]
+    return staged.select(pl.struct(values).struct.json_encode())[:, 0].to_list()
+
+
+def _log_rows(table: TablePlan, logged: list[_Logged], context: LoadContext, run_id: str | None) -> list[tuple]:
+    afters = _images_json(table, [e.change.after for e in logged if e.change.after is not None], context)
+    befores = _images_json(table, [e.change.before for e in logged if e.change.before is not None], context)
+    after_of, before_of = iter(afters), iter(befores)
+    keys = [c.target_name for c in table.key_columns]
+    rows = []
+    for entry in logged:
+        after = next(after_of) if entry.change.after is not None else None
+        before = next(before_of) if entry.change.before is not None else None
+        image = json.loads(after or before or "{}")
+        rows.append((entry.position.log_file, entry.position.log_pos, entry.committed_at, run_id,
+                     table.source_label, table.target_label, entry.change.operation,
+                     json.dumps({k: image.get(k) for k in keys}), before, after))
+    return rows
+
+
+_LOG_COLUMNS = ("log_file, log_pos, committed_at, run_id, source_table, target_table, operation, primary_key, "
+                "before, after")
+
+
+def _apply_table(connection: psycopg.Connection, postgres_url: DatabaseUrl, meta: MetaTables, table: TablePlan,
+                 logged: list[_Logged], run_id: str | None) -> TableApplied:
+    context = LoadContext.of(table, run_id)
+    last: dict[tuple, RowChange] = {}
+    for entry in logged:
+        change = entry.change
+        if change.before is not None and change.after is not None and _key(table, change.before) != _key(
+                table, change.after):  # the key itself changed: the old row goes
+            last[_key(table, change.before)] = RowChange(change.table, "delete", change.before, None)
+        last[_key(table, change.after if change.after is not None else change.before or {})] = change
+    upserts = [c.after for c in last.values() if c.after is not None]
+    deletes = [c.before for c in last.values() if c.after is None and c.before is not None]
+    staging = Staging.for_table(table, meta)
+    drop_staging(connection, meta.schema, staging.table_prefix)  # a killed apply's or load's (the lock is ours)
+    tally, staged_rows = Tally(), []
+    keys = [keys_to_staging(read_batch(table, deletes), table)] if deletes else []
+    try:
+        arrived = stage(postgres_url, table, staging,
+                        validated_batches([read_batch(table, upserts)] if upserts else [], table, context=context),
+                        keys, tally, staged_rows.append)
+        done = TableApplied(changes=len(logged), rejected=tally.rejected_rows)
+        for rows in staged_rows:
+            counts = per_bucket(connection.execute(upsert_sql(table, rows)).fetchall(), ("inserted", "updated"))
+            done.inserted += sum(c["inserted"] for c in counts.values())
+            done.updated += sum(c["updated"] for c in counts.values())
+        if arrived[1]:
+            done.deleted = connection.execute(delete_keys_sql(table, staging.source_keys)).rowcount
+        if arrived[0] and tally.rejected_rows:
+            write_rejects(connection, meta, staging.rejects, run_id, table.source_label, table.target_label)
+        with connection.cursor().copy(f"COPY {meta.change_log} ({_LOG_COLUMNS}) FROM STDIN") as copy:
+            for row in _log_rows(table, logged, context, run_id):
+                copy.write_row(row)
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            drop_staging(connection, meta.schema, staging.prefix)
+    return done
+
+
+def apply(postgres_url: DatabaseUrl, plans: dict[str, TablePlan], batch: Sequence[Transaction],
+          after: dict[str, Position], run_id: str | None = None) -> Applied:
+    """Apply ``batch`` (whole transactions, in order) in one PostgreSQL transaction; a table's changes at or
+    before its stored position (``after``: target table → position) are already in PostgreSQL and skipped."""
+    assert batch, "an empty batch"
+    per_table: dict[str, list[_Logged]] = {}
+    for transaction in batch:
+        for change in transaction.changes:
+            table = plans.get(change.table)
+            if table is None or transaction.end <= after.get(table.target_label, transaction.end):
+                continue
+            per_table.setdefault(table.target_label, []).append(
+                _Logged(transaction.end, transaction.committed_at, change))
+    end = batch[-1].end
+    applied = Applied(end, batch[-1].committed_at)
+    by_label = {t.target_label: t for t in plans.values()}
+    schema = next(iter(plans.values())).target_schema
+    try:
+        with pg_connection(postgres_url) as connection:
+            meta = ensure(connection, schema)
+            with connection.transaction():
+                connection.execute("SET LOCAL TimeZone = 'UTC'")
+                for label in sorted(per_table):  # one order for every batch: no deadlock with another writer
+                    connection.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("table " + label,))
+                    applied.tables[label] = _apply_table(connection, postgres_url, meta, by_label[label],
+                                                         per_table[label], run_id)
+                connection.execute(
+                    f"UPDATE {meta.positions} SET log_file = %s, log_pos = %s, updated_at = now()"
+                    f" WHERE held IS NULL AND target_table = ANY(%s) AND (log_file, log_pos) < (%s, %s)",
+                    (end.log_file, end.log_pos, sorted(by_label), end.log_file, end.log_pos))
+    except psycopg.Error as exc:
+        raise TargetError(f"applying changes up to {end} to PostgreSQL at {postgres_url}: "
+                          f"{explain(str(exc))}") from None
+    return applied
+
+
+def hold(postgres_url: DatabaseUrl, table: TablePlan, end: Position, why: str) -> None:
+    """Stop applying a table's changes from ``end`` on (its schema changed): a snapshot takes it up again."""
+    with pg_connection(postgres_url) as connection:
+        meta = ensure(connection, table.target_schema)
+        connection.execute(f"UPDATE {meta.positions} SET held = %s, updated_at = now() WHERE target_table = %s",
+                           (f"at {end}: {why}"[:2000], table.target_label))
