@@ -1,8 +1,8 @@
 """The code location: the spec and MySQL's catalog, turned into assets, with their resources.
 
 Reading order: settings (env) → spec (sync.yaml) → catalog (information_schema) → assets (with
-their checks and freshness) → the schema approval job → sensors (schema drift, data drift,
-freshness alerts, failed runs).
+their checks and freshness) → the schema approval job (and change capture's job, when a table has
+mode: cdc) → sensors (schema drift, data drift, freshness alerts, failed runs, change capture's watch).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dagster import BetaWarning, Definitions, EnvVar, definitions, multiprocess_
 from mysql_pg_assets.core.errors import ActionableError
 from mysql_pg_assets.core.settings import Settings, export_local_defaults
 from mysql_pg_assets.defs.assets import build_table_assets
+from mysql_pg_assets.defs.capture import build_capture_job, build_capture_sensor
 from mysql_pg_assets.defs.jobs import build_schema_approval_job
 from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
 from mysql_pg_assets.defs.sensors import (
@@ -44,14 +45,16 @@ STEP_EXECUTOR = multiprocess_executor.configured(
 def build_definitions(settings: Settings) -> Definitions:
     spec = load_spec(settings.sync_config)
     catalog = discover(spec, settings.mysql_url)
+    captured = any(t.cdc for t in catalog.tables)  # change capture's job and sensor, when a table has mode: cdc
     return Definitions(
         assets=build_table_assets(catalog),
-        jobs=[build_schema_approval_job(spec, catalog)],
+        jobs=[build_schema_approval_job(spec, catalog), *([build_capture_job(catalog)] if captured else [])],
         sensors=[
             build_schema_drift_sensor(spec, catalog),
             build_data_drift_sensor(spec, catalog),
             build_freshness_alert_sensor(catalog),
             alert_on_run_failure,
+            *([build_capture_sensor(catalog, spec.options.cdc_max_lag_s)] if captured else []),
         ],
         resources={
             "mysql": MySQLSource(url=EnvVar("MYSQL_URL")),

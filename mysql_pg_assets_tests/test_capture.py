@@ -3,6 +3,7 @@ multi-table transactions, the binlog followed into PostgreSQL, and both sides co
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance
+from dagster import DagsterInstance, build_sensor_context
 
 import mysql_pg_assets_demo as demo
 from mysql_pg_assets.checks.parity import compare_rows
@@ -177,3 +178,40 @@ def test_a_position_the_binlog_no_longer_has_is_a_clear_error(captured: tuple[Se
         connection.execute("UPDATE mysql_pg_assets.cdc_positions SET log_file = 'binlog.999999', log_pos = 4")
     with pytest.raises(CaptureError, match="no longer has the binlog at binlog.999999:4"):
         follow(settings.mysql_url, settings.postgres_url, tables, None, once=True)
+
+
+def test_the_capture_job_records_what_it_applied_on_the_assets(captured: tuple[Settings, list[TablePlan]]) -> None:
+    """Launched as a Dagster job (what a user does from the Launchpad), with the lag and position shown."""
+    settings, tables = captured
+    demo.simulate(settings.mysql_url.secret, interval=0, iterations=10, seed=5, out=None)
+    defs = build_definitions(settings)
+    with DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def("follow_binlog").execute_in_process(
+            instance=instance, run_config={"ops": {"follow": {"config": {"once": True}}}}, resources=defs.resources)
+        assert result.success
+        recorded = {event.asset_key.path[-1]: event.step_materialization_data.materialization.metadata
+                    for event in result.get_asset_materialization_events()}
+    assert {"orders", "order_items", "payments"} <= set(recorded)
+    orders = recorded["orders"]
+    assert orders["changes_applied"].value > 0 and orders["lag_s"].value >= 0
+    assert orders["binlog_position"].value.startswith("binlog.")
+    _assert_equal(settings, tables)
+    assert "cdc_watch_shop_cdc" in {s.name for s in defs.sensors or []}
+
+
+def test_the_watch_alerts_when_capture_stops_and_starts_it(
+    captured: tuple[Settings, list[TablePlan]], caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings, _ = captured
+    demo.simulate(settings.mysql_url.secret, interval=0, iterations=2, seed=6, out=None)  # MySQL moves on
+    with pg_connection(settings.postgres_url) as connection:  # and the capture has not for an hour
+        connection.execute("UPDATE mysql_pg_assets.cdc_positions SET updated_at = now() - interval '1 hour'")
+    defs = build_definitions(settings)
+    watch = next(s for s in defs.sensors or [] if s.name == "cdc_watch_shop_cdc")
+    with DagsterInstance.ephemeral() as instance:
+        context = build_sensor_context(instance=instance, resources=defs.resources)
+        result = watch(context)
+    assert [r.job_name or "follow_binlog" for r in result.run_requests] == ["follow_binlog"]
+    lagging = [r for r in caplog.records if "cdc_lag" in r.getMessage()]
+    assert {r.getMessage().split("asset='")[1].split("'")[0] for r in lagging} >= {"shop_cdc.orders"}
+    assert set(json.loads(result.cursor)) >= {"shop_cdc.orders"}  # alerted once: the cursor remembers

@@ -272,3 +272,12 @@ def positions(connection: psycopg.Connection, target_schema: str) -> dict[str, t
         return {}
     return {table: (log_file, int(log_pos), held) for table, log_file, log_pos, held in connection.execute(
         f"SELECT target_table, log_file, log_pos, held FROM {meta.positions}")}
+
+
+def position_ages(connection: psycopg.Connection, target_schema: str) -> dict[str, float]:
+    """target table → seconds since change capture last moved its position."""
+    meta = existing(connection, target_schema)
+    if meta is None:
+        return {}
+    return {table: float(age) for table, age in connection.execute(
+        f"SELECT target_table, extract(epoch FROM now() - updated_at) FROM {meta.positions}")}

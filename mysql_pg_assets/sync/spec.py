@@ -344,6 +344,8 @@ class Options(_Strict):
     casts: list[CastOverride] = Field(default_factory=list, description="per-type overrides, first match wins")
     freshness: Freshness | None = Field(None, description="the default freshness of every table")
     checks: Checks = Field(default_factory=Checks, description="severity of each check, reject-rate threshold")
+    cdc_max_lag_s: int = Field(60, ge=1, description="change capture: alert when a table's applied position has not "
+                                                     "moved for this long while MySQL's binlog has")
     columns: dict[NonEmpty, ColumnMasking] = Field(
         default_factory=dict, description="globs over MySQL column names, in every table: exclude or mask")
     derived: dict[PgName, Derived] = Field(default_factory=dict, description="columns every table gets")
