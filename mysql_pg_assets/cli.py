@@ -3,6 +3,8 @@ reset-target --yes | rules | cdc [--once] [--seconds N]``.
 
 ``cdc`` follows the binlog into the tables with ``mode: cdc`` (see ``sync.capture``): for good, for
 ``--seconds``, or until caught up (``--once``). It is what production runs as a service of its own.
+``recover TABLE --rollback RUN | --restore-to FILE:POS|TIME (--into NEW | --in-place) | --replay-from
+FILE:POS`` recovers a change-captured table from the change log (see ``sync.capture.recover``).
 
 ``check`` checks the spec, both servers, the grants and Dagster's storage, in order, and creates
 Dagster's storage database when it is missing (see ``preflight``).
@@ -150,6 +152,37 @@ def capture(settings: Settings, seconds: float | None, once: bool) -> int:
     return 1 if followed.not_snapshotted or followed.held else 0
 
 
+def recover(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from mysql_pg_assets.sync.capture import recover as recovery
+    from mysql_pg_assets.sync.capture.binlog import Position
+
+    catalog = discover(load_spec(settings.sync_config), settings.mysql_url)
+    table = next((t for t in catalog.tables if args.table in (t.target_label, t.source_table, t.target_table)), None)
+    if table is None or not table.cdc:
+        raise recovery.RecoveryError(f"{args.table}: not a table with mode: cdc (those have a change log)")
+
+    def point(text: str) -> tuple[Position | None, datetime | None]:
+        name, _, offset = text.rpartition(":")
+        if name.startswith("binlog") or (name and offset.isdigit() and "T" not in text):
+            return Position(name, int(offset)), None
+        return None, datetime.fromisoformat(text)
+
+    if args.rollback:
+        done = recovery.rollback(settings.postgres_url, table, args.rollback)
+    elif args.restore_to:
+        position, time = point(args.restore_to)
+        done = recovery.restore(settings.postgres_url, table, position, time, args.into, args.in_place)
+    else:
+        position, _ = point(args.replay_from)
+        if position is None:
+            raise recovery.RecoveryError("--replay-from takes a binlog position, FILE:POS")
+        done = recovery.replay(settings.postgres_url, table, position)
+    print(f"{done.table}: {done.keys} rows recovered from {done.changes} logged changes")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs a command; an error a person can act on is printed as its message alone, exit status 1."""
     try:
@@ -173,7 +206,17 @@ def _run(argv: list[str] | None) -> int:
     cdc = commands.add_parser("cdc", help="follow the binlog into the tables with mode: cdc")
     cdc.add_argument("--once", action="store_true", help="stop when caught up")
     cdc.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    rec = commands.add_parser("recover", help="undo a run, restore to a point, or replay, from the change log")
+    rec.add_argument("table", help="the table (schema.table, or its MySQL name)")
+    how = rec.add_mutually_exclusive_group(required=True)
+    how.add_argument("--rollback", metavar="RUN_ID", help="undo what this capture run applied, in place")
+    how.add_argument("--restore-to", metavar="FILE:POS|TIME", help="the table as of a binlog position or time")
+    how.add_argument("--replay-from", metavar="FILE:POS", help="apply the changes after this position again")
+    rec.add_argument("--into", help="--restore-to: the new table to build (in the same schema)")
+    rec.add_argument("--in-place", action="store_true", help="--restore-to: rewrite the table itself")
     args = parser.parse_args(argv)
+    if args.command == "recover":
+        return recover(Settings.from_env(), args)
     if args.command == "cdc":
         return capture(Settings.from_env(), args.seconds, args.once)
     if args.command == "rules":

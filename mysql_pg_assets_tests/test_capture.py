@@ -24,6 +24,7 @@ from mysql_pg_assets.core.meta import positions
 from mysql_pg_assets.core.settings import PROJECT_ROOT, DatabaseUrl, Settings
 from mysql_pg_assets.core.sql import mysql_qualified
 from mysql_pg_assets.definitions import build_definitions
+from mysql_pg_assets.sync.capture import recover
 from mysql_pg_assets.sync.capture.binlog import CaptureError, Position, Transaction, read
 from mysql_pg_assets.sync.capture.stream import _server_id, follow
 from mysql_pg_assets.sync.catalog.discover import discover
@@ -215,3 +216,42 @@ def test_the_watch_alerts_when_capture_stops_and_starts_it(
     lagging = [r for r in caplog.records if "cdc_lag" in r.getMessage()]
     assert {r.getMessage().split("asset='")[1].split("'")[0] for r in lagging} >= {"shop_cdc.orders"}
     assert set(json.loads(result.cursor)) >= {"shop_cdc.orders"}  # alerted once: the cursor remembers
+
+
+def _rows(settings: Settings, relation: str) -> list[tuple]:
+    with pg_connection(settings.postgres_url) as connection:
+        return connection.execute(f"SELECT * FROM {relation} ORDER BY 1").fetchall()
+
+
+def test_rollback_restore_and_replay_from_the_change_log(captured: tuple[Settings, list[TablePlan]]) -> None:
+    """A run undone; the table rebuilt as of a point into a new table and in place; replayed to the present.
+    Each compared row by row with the state it must equal."""
+    settings, tables = captured
+    orders = next(t for t in tables if t.source_table == "orders")
+    follow(settings.mysql_url, settings.postgres_url, tables, None, once=True)
+    at_point = _rows(settings, orders.target)
+    point = _stored(settings)[orders.target_label]
+    demo.simulate(settings.mysql_url.secret, interval=0, iterations=15, seed=11, out=None)
+    bad_run = "a-bad-run"
+    follow(settings.mysql_url, settings.postgres_url, tables, None, once=True, run_id=bad_run)
+    now = _rows(settings, orders.target)
+    assert now != at_point
+
+    built = recover.restore(settings.postgres_url, orders, after=point, into="orders_as_of")
+    assert built.keys > 0 and _rows(settings, "shop_cdc.orders_as_of") == at_point
+    assert _rows(settings, orders.target) == now  # the live table untouched
+
+    undone = recover.rollback(settings.postgres_url, orders, bad_run, by_run="undo-run")
+    assert undone.keys == built.keys and _rows(settings, orders.target) == at_point
+    with pg_connection(settings.postgres_url) as connection:
+        assert connection.execute("SELECT count(*) FROM mysql_pg_assets.change_log WHERE operation = 'undo' AND "
+                                  "run_id = 'undo-run'").fetchone()[0] == undone.keys
+
+    recover.replay(settings.postgres_url, orders, point)
+    assert _rows(settings, orders.target) == now
+    _assert_equal(settings, [orders])
+
+    recover.restore(settings.postgres_url, orders, after=point, in_place=True)
+    assert _rows(settings, orders.target) == at_point
+    recover.replay(settings.postgres_url, orders, point)
+    _assert_equal(settings, [orders])

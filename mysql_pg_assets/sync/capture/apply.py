@@ -21,20 +21,20 @@ transaction is never split between batches.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
 import psycopg
 
-from mysql_pg_assets.core.connections import TargetError, explain, pg_connection
+from mysql_pg_assets.core.connections import TargetError, adbc_connection, explain, pg_connection
 from mysql_pg_assets.core.meta import MetaTables, ensure, write_rejects
 from mysql_pg_assets.core.settings import DatabaseUrl
+from mysql_pg_assets.core.sql import pg_ident
 from mysql_pg_assets.sync.capture.binlog import Position, RowChange, Transaction
 from mysql_pg_assets.sync.capture.images import read_batch
 from mysql_pg_assets.sync.catalog.plans import TablePlan, staging_name
-from mysql_pg_assets.sync.load.merge import delete_keys_sql, upsert_sql
+from mysql_pg_assets.sync.load.merge import delete_keys_sql, staged_values, upsert_sql
 from mysql_pg_assets.sync.load.result import per_bucket
 from mysql_pg_assets.sync.load.staging import Staging, Tally, drop_staging, stage
 from mysql_pg_assets.sync.pipeline import validated_batches
@@ -74,31 +74,46 @@ def _key(table: TablePlan, image: dict[str, object]) -> tuple:
     return tuple(image.get(c.source.name) for c in table.key_columns)
 
 
-def _images_json(table: TablePlan, images: list[dict[str, object]], context: LoadContext) -> list[str | None]:
-    """Each image as the JSON of its transformed values (target names): what the change log keeps."""
+def _images(table: TablePlan, images: list[dict[str, object]], seqs: list[int],
+            context: LoadContext) -> pl.DataFrame:
+    """Row images transformed as a load's rows are (a masked column is masked), numbered by change."""
+    columns = [staging_name(i) for i in range(len(table.columns))]
     if not images:
-        return []
+        return pl.DataFrame({"seq": []}, schema={"seq": pl.Int64})
     staged, _ = to_staging(read_batch(table, images), table, context)
-    names = {staging_name(i): c.target_name for i, c in enumerate(table.columns)}
-    values = [(pl.col(n).bin.encode("hex") if staged.schema[n] == pl.Binary else pl.col(n)).alias(t)
-              for n, t in names.items()]
-    return staged.select(pl.struct(values).struct.json_encode())[:, 0].to_list()
+    return staged.select(pl.Series("seq", seqs, dtype=pl.Int64), *columns)
 
 
-def _log_rows(table: TablePlan, logged: list[_Logged], context: LoadContext, run_id: str | None) -> list[tuple]:
-    afters = _images_json(table, [e.change.after for e in logged if e.change.after is not None], context)
-    befores = _images_json(table, [e.change.before for e in logged if e.change.before is not None], context)
-    after_of, before_of = iter(afters), iter(befores)
-    keys = [c.target_name for c in table.key_columns]
-    rows = []
-    for entry in logged:
-        after = next(after_of) if entry.change.after is not None else None
-        before = next(before_of) if entry.change.before is not None else None
-        image = json.loads(after or before or "{}")
-        rows.append((entry.position.log_file, entry.position.log_pos, entry.committed_at, run_id,
-                     table.source_label, table.target_label, entry.change.operation,
-                     json.dumps({k: image.get(k) for k in keys}), before, after))
-    return rows
+def _log_changes(connection: psycopg.Connection, postgres_url: DatabaseUrl, table: TablePlan, staging: Staging,
+                 meta: MetaTables, logged: list[_Logged], context: LoadContext, run_id: str | None) -> None:
+    """Every change into the change log. Its images are written by PostgreSQL from the transformed values cast
+    to the target's types (``to_jsonb``), so ``jsonb_populate_record`` gives the rows back exactly (recovery)."""
+    afters = [(n, e.change.after) for n, e in enumerate(logged) if e.change.after is not None]
+    befores = [(n, e.change.before) for n, e in enumerate(logged) if e.change.before is not None]
+    changes = pl.DataFrame({
+        "seq": list(range(len(logged))), "log_file": [e.position.log_file for e in logged],
+        "log_pos": [e.position.log_pos for e in logged], "committed_at": [e.committed_at for e in logged],
+        "operation": [e.change.operation for e in logged]})
+    parts = {"changes": changes, "after": _images(table, [i for _, i in afters], [n for n, _ in afters], context),
+             "before": _images(table, [i for _, i in befores], [n for n, _ in befores], context)}
+    with adbc_connection(postgres_url) as adbc, adbc.cursor() as cursor:
+        for part, frame in parts.items():
+            cursor.adbc_ingest(staging.name(part), frame.to_arrow(), mode="create", db_schema_name=meta.schema)
+        adbc.commit()
+    typed = ", ".join(f"{value} AS {pg_ident(name)}" for name, value in staged_values(table, "i").items())
+
+    def image(part: str) -> str:
+        if parts[part].width == 1:  # no image of this side in the batch
+            return f"LEFT JOIN (SELECT NULL::bigint AS seq, NULL::jsonb AS image) {part[0]} ON false"
+        return (f"LEFT JOIN (SELECT i.seq, (SELECT to_jsonb(r) FROM (SELECT {typed}) r) AS image "
+                f"FROM {staging.relation(part)} i) {part[0]} ON {part[0]}.seq = c.seq")
+
+    connection.execute(
+        f"INSERT INTO {meta.change_log} ({_LOG_COLUMNS}) SELECT c.log_file, c.log_pos, c.committed_at, %s, %s, %s,"
+        f" c.operation, (SELECT jsonb_object_agg(e.key, e.value) FROM jsonb_each(coalesce(a.image, b.image)) e"
+        f" WHERE e.key = ANY(%s)), b.image, a.image FROM {staging.relation('changes')} c {image('after')}"
+        f" {image('before')} ORDER BY c.seq",
+        (run_id, table.source_label, table.target_label, list(table.primary_key)))
 
 
 _LOG_COLUMNS = ("log_file, log_pos, committed_at, run_id, source_table, target_table, operation, primary_key, "
@@ -134,9 +149,7 @@ def _apply_table(connection: psycopg.Connection, postgres_url: DatabaseUrl, meta
             done.deleted = connection.execute(delete_keys_sql(table, staging.source_keys)).rowcount
         if arrived[0] and tally.rejected_rows:
             write_rejects(connection, meta, staging.rejects, run_id, table.source_label, table.target_label)
-        with connection.cursor().copy(f"COPY {meta.change_log} ({_LOG_COLUMNS}) FROM STDIN") as copy:
-            for row in _log_rows(table, logged, context, run_id):
-                copy.write_row(row)
+        _log_changes(connection, postgres_url, table, staging, meta, logged, context, run_id)
     finally:
         with contextlib.suppress(psycopg.Error):
             drop_staging(connection, meta.schema, staging.prefix)
