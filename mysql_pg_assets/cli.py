@@ -165,7 +165,7 @@ def recover(settings: Settings, args: argparse.Namespace) -> int:
 
     def point(text: str) -> tuple[Position | None, datetime | None]:
         name, _, offset = text.rpartition(":")
-        if name.startswith("binlog") or (name and offset.isdigit() and "T" not in text):
+        if name and offset.isdigit() and "T" not in text:
             return Position(name, int(offset)), None
         return None, datetime.fromisoformat(text)
 

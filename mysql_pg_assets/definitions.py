@@ -17,7 +17,7 @@ from dagster import BetaWarning, Definitions, EnvVar, definitions, multiprocess_
 from mysql_pg_assets.core.errors import ActionableError
 from mysql_pg_assets.core.settings import Settings, export_local_defaults
 from mysql_pg_assets.defs.assets import build_table_assets
-from mysql_pg_assets.defs.capture import build_capture_job, build_capture_sensor
+from mysql_pg_assets.defs.capture import build_capture_job, build_capture_sensor, build_recovery_job
 from mysql_pg_assets.defs.jobs import build_schema_approval_job
 from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
 from mysql_pg_assets.defs.sensors import (
@@ -48,7 +48,8 @@ def build_definitions(settings: Settings) -> Definitions:
     captured = any(t.cdc for t in catalog.tables)  # change capture's job and sensor, when a table has mode: cdc
     return Definitions(
         assets=build_table_assets(catalog),
-        jobs=[build_schema_approval_job(spec, catalog), *([build_capture_job(catalog)] if captured else [])],
+        jobs=[build_schema_approval_job(spec, catalog),
+              *([build_capture_job(catalog), build_recovery_job(catalog)] if captured else [])],
         sensors=[
             build_schema_drift_sensor(spec, catalog),
             build_data_drift_sensor(spec, catalog),

@@ -255,3 +255,20 @@ def test_rollback_restore_and_replay_from_the_change_log(captured: tuple[Setting
     assert _rows(settings, orders.target) == at_point
     recover.replay(settings.postgres_url, orders, point)
     _assert_equal(settings, [orders])
+
+
+def test_a_user_undoes_a_capture_run_from_the_launchpad(captured: tuple[Settings, list[TablePlan]]) -> None:
+    settings, tables = captured
+    customers = next(t for t in tables if t.source_table == "customers")
+    before = _rows(settings, customers.target)
+    demo.simulate(settings.mysql_url.secret, interval=0, iterations=5, seed=12, out=None)
+    defs = build_definitions(settings)
+    with DagsterInstance.ephemeral() as instance:
+        run = defs.resolve_job_def("follow_binlog").execute_in_process(
+            instance=instance, run_config={"ops": {"follow": {"config": {"once": True}}}}, resources=defs.resources)
+        assert _rows(settings, customers.target) != before
+        undo = defs.resolve_job_def("recover_table").execute_in_process(
+            instance=instance, resources=defs.resources, run_config={"ops": {"recover": {"config": {
+                "table": "customers", "rollback_run": run.run_id}}}})
+        assert undo.success
+    assert _rows(settings, customers.target) == before

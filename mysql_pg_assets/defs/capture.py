@@ -21,9 +21,11 @@ from datetime import UTC, datetime
 
 from dagster import (
     AssetMaterialization,
+    AssetObservation,
     Config,
     DagsterRunStatus,
     DefaultSensorStatus,
+    Failure,
     JobDefinition,
     MetadataValue,
     OpExecutionContext,
@@ -43,12 +45,14 @@ from mysql_pg_assets.core.connections import pg_connection
 from mysql_pg_assets.core.meta import position_ages, positions
 from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
 from mysql_pg_assets.defs.translator import asset_key
+from mysql_pg_assets.sync.capture import recover as recovery
 from mysql_pg_assets.sync.capture.apply import Applied, TableApplied
 from mysql_pg_assets.sync.capture.binlog import Position, master_position
 from mysql_pg_assets.sync.capture.stream import follow
 from mysql_pg_assets.sync.catalog.plans import Catalog, TablePlan, dagster_safe_name
 
 CAPTURE_JOB = "follow_binlog"
+RECOVERY_JOB = "recover_table"
 
 
 class FollowConfig(Config):
@@ -116,6 +120,60 @@ def build_capture_job(catalog: Catalog) -> JobDefinition:
         follow_op()
 
     return capture_job
+
+
+class Recovery(Config):
+    table: str = Field(description="the table (schema.table, or its MySQL name), one with mode: cdc")
+    rollback_run: str = Field("", description="undo what this run of follow_binlog applied (its run id), in place")
+    restore_to: str = Field("", description="the table as of a binlog position (FILE:POS) or a time (ISO 8601)")
+    into: str = Field("", description="restore_to: the new table to build, in the same schema")
+    in_place: bool = Field(False, description="restore_to: rewrite the table itself (your approval)")
+    replay_from: str = Field("", description="apply the changes after this binlog position (FILE:POS) again")
+
+
+def _point(text: str) -> tuple[Position | None, datetime | None]:
+    name, _, offset = text.rpartition(":")
+    if name and offset.isdigit() and "T" not in text:
+        return Position(name, int(offset)), None
+    return None, datetime.fromisoformat(text)
+
+
+def build_recovery_job(catalog: Catalog) -> JobDefinition:
+    tables = [t for t in catalog.tables if t.cdc]
+
+    @op(name="recover", description="Rollback, restore or replay a change-captured table from the change log.")
+    def recover_op(context: OpExecutionContext, config: Recovery, postgres: PostgresTarget) -> None:
+        table = next((t for t in tables if config.table in (t.target_label, t.source_table, t.target_table,
+                                                            asset_key(t).to_user_string())), None)
+        if table is None:
+            raise Failure(f"no table with mode: cdc named {config.table!r}; they are: "
+                          f"{', '.join(t.target_label for t in tables)}")
+        asked = [bool(config.rollback_run), bool(config.restore_to), bool(config.replay_from)]
+        if sum(asked) != 1:
+            raise Failure("say one of rollback_run, restore_to, replay_from")
+        url = postgres.database_url
+        if config.rollback_run:
+            done = recovery.rollback(url, table, config.rollback_run, by_run=context.run_id)
+        elif config.restore_to:
+            position, time_ = _point(config.restore_to)
+            done = recovery.restore(url, table, position, time_, config.into or None, config.in_place,
+                                    by_run=context.run_id)
+        else:
+            position, _ = _point(config.replay_from)
+            if position is None:
+                raise Failure("replay_from takes a binlog position, FILE:POS")
+            done = recovery.replay(url, table, position)
+        context.log.info(f"{done.table}: {done.keys} rows recovered from {done.changes} logged changes")
+        context.log_event(AssetObservation(asset_key=asset_key(table), metadata={
+            "recovery": MetadataValue.text(" ".join(f"{k}={v}" for k, v in config.model_dump().items() if v)),
+            "table_written": MetadataValue.text(done.table), "rows_recovered": done.keys}))
+
+    @job(name=RECOVERY_JOB, description="Undo a capture run, restore a change-captured table as of a point in "
+                                        "the binlog (into a new table or in place), or replay its changes.")
+    def recovery_job() -> None:
+        recover_op()
+
+    return recovery_job
 
 
 def build_capture_sensor(catalog: Catalog, max_lag_s: int, interval_s: int = 30) -> SensorDefinition:
