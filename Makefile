@@ -14,7 +14,7 @@ RUN := $(UV) run --frozen
 # servers of yours: then nothing is started or installed, and your servers are used as they are.
 LOCAL_DB := $(if $(and $(MYSQL_URL),$(POSTGRES_URL)),,db)
 
-.PHONY: help install db db-stop db-reset check seed materialize summary ui demo simulate alter test lint samples bench bench-sensors bench-many
+.PHONY: help install db db-stop db-reset check seed materialize summary ui demo simulate cdc alter test lint samples bench bench-sensors bench-many bench-cdc
 
 help:
 	@echo "make demo     local databases, demo data, every asset materialized, then the Dagster UI (UI=0: stop before the UI)"
@@ -22,6 +22,7 @@ help:
 	@echo "make db | db-stop | db-reset   the project's local MariaDB and PostgreSQL"
 	@echo "make check    the spec, both servers, grants and Dagster's storage, checked (and the storage created)"
 	@echo "make seed ORDERS=N | simulate | materialize | summary | ui | lint"
+	@echo "make cdc      follow the binlog into the tables with mode: cdc (SYNC_CONFIG=sync.cdc.yaml; make simulate beside it)"
 	@echo "make alter CHANGE=add-column|drop-column   a schema change in the demo shop, for the schema-drift sensor"
 	@echo "make bench ARGS=\"--orders 5000000 --repeat 3\"   full load and one partition against pgloader"
 	@echo "make bench-sensors ARGS=\"--tables 50\"   what one tick of each sensor costs"
@@ -74,6 +75,9 @@ ui: check
 
 simulate: install $(LOCAL_DB)
 	$(ENV) $(RUN) python -m mysql_pg_assets_demo simulate
+
+cdc: install $(LOCAL_DB)
+	$(ENV) $(RUN) python -m mysql_pg_assets.cli cdc
 
 # CHANGE=add-column (compatible: migrates by itself) or drop-column (waits for approve_schema_change)
 alter: install $(LOCAL_DB)

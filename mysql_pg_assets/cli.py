@@ -148,7 +148,8 @@ def capture(settings: Settings, seconds: float | None, once: bool) -> int:
     for label, why in followed.held.items():
         print(f"{label}: held {why}")
     lag = f", lag p50 {sorted(followed.lags_s)[len(followed.lags_s) // 2]:.2f} s" if followed.lags_s else ""
-    print(f"{followed.changes} changes in {followed.batches} batches, at {followed.position or 'the start'}{lag}")
+    where = followed.position or "the stored positions"
+    print(f"{followed.changes} changes in {followed.batches} batches, at {where}{lag}")
     return 1 if followed.not_snapshotted or followed.held else 0
 
 

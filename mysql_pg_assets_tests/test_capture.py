@@ -49,7 +49,7 @@ def _spec(database: str) -> dict:
 def captured(make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database: Callable[[str], DatabaseUrl],
              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Settings, list[TablePlan]]:
     """A demo shop of its own, every table change-captured, snapshotted through Dagster."""
-    name = f"cdc_{os.urandom(3).hex()}"
+    name = "cdc"  # made anew for each test (and the session's databases stay few)
     source = make_mysql_database(name)
     demo.create_schema(source.secret)
     demo.seed(source.secret, orders=DEMO_ORDERS, log=lambda _line: None)

@@ -6,6 +6,7 @@ run first) prints one line per check and stops at the first that fails, with wha
 1. the sync spec parses and validates;
 2. MySQL answers, has the database, and the user may read every selected table and column;
    the spec's transforms have what they need (the salt of every hash mask, every Python function);
+   with a table in mode cdc, the binlog is readable and logs rows whole;
 3. PostgreSQL answers, and the target schema exists or may be created (and where the project's own
    tables will live: see ``meta``);
 4. Dagster's storage database (``DAGSTER_POSTGRES_URL``) exists; a missing one is created when the
@@ -26,6 +27,7 @@ from mysql_pg_assets.core.errors import ActionableError
 from mysql_pg_assets.core.meta import locate, schema_ready
 from mysql_pg_assets.core.settings import DatabaseUrl, Settings
 from mysql_pg_assets.core.sql import pg_ident
+from mysql_pg_assets.sync.capture.binlog import capture_ready
 from mysql_pg_assets.sync.catalog.discover import discover
 from mysql_pg_assets.sync.spec import load_spec
 from mysql_pg_assets.sync.transform import transforms_ready
@@ -87,6 +89,9 @@ def checks(settings: Settings, dagster_url: DatabaseUrl | None) -> Iterator[Find
         yield Finding(True, "MySQL", f"{settings.mysql_url}: {len(catalog.tables)} tables of "
                                      f"{catalog.source_database} to sync ({names})")
         yield Finding(True, "transforms", transforms_ready(catalog.tables))
+        captured = {t.source_table for t in catalog.tables if t.cdc}
+        if captured:
+            yield Finding(True, "change capture", capture_ready(settings.mysql_url, catalog.source_database, captured))
         yield Finding(True, "PostgreSQL", _target(settings, catalog.target_schema))
         if dagster_url is not None:
             yield Finding(True, "Dagster storage", ensure_database(dagster_url))

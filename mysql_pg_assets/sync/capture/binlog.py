@@ -175,3 +175,16 @@ def _lost(url: DatabaseUrl, start: Position, exc: pymysql.MySQLError) -> Excepti
         return CaptureError(f"MySQL at {url} no longer has the binlog at {start} (purged?): the tables following it "
                             f"must be snapshotted again (materialize their assets); nothing was applied past it")
     return SourceUnavailable(f"reading the binlog of MySQL at {url}: {explain(text)}")
+
+
+def capture_ready(url: DatabaseUrl, database: str, tables: set[str]) -> str:
+    """What change capture needs of the server, checked: rows logged whole, the binlog position readable, the
+    binlog itself readable (REPLICATION SLAVE). Returns where the binlog is now."""
+    check_server(url)
+    here = master_position(url)
+    try:
+        for _ in read(url, database, tables, here, server_id=999_999, blocking=False):
+            break
+    except SourceUnavailable as exc:
+        raise CaptureError(f"{exc}; the user needs the REPLICATION SLAVE privilege to read the binlog") from None
+    return f"binlog readable at {here}, rows logged whole, {len(tables)} tables followed"
