@@ -272,3 +272,16 @@ def test_a_user_undoes_a_capture_run_from_the_launchpad(captured: tuple[Settings
                 "table": "customers", "rollback_run": run.run_id}}}})
         assert undo.success
     assert _rows(settings, customers.target) == before
+
+
+def test_positions_move_past_what_is_not_followed(captured: tuple[Settings, list[TablePlan]]) -> None:
+    """Writes to tables nobody follows still move the positions: the next poll does not read them again."""
+    settings, tables = captured
+    before = _stored(settings)
+    source = settings.mysql_url
+    with mysql_connection(source) as connection, connection.cursor() as cur:
+        cur.execute(f"CREATE TABLE {mysql_qualified(source.database, 'not_followed')} (id INT PRIMARY KEY)")
+        cur.execute(f"INSERT INTO {mysql_qualified(source.database, 'not_followed')} VALUES (1), (2)")
+    followed = follow(settings.mysql_url, settings.postgres_url, tables, None, once=True)
+    after = _stored(settings)
+    assert followed.changes == 0 and all(after[label] > before[label] for label in before)

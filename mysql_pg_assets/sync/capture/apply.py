@@ -109,10 +109,10 @@ def _log_changes(connection: psycopg.Connection, postgres_url: DatabaseUrl, tabl
                 f"FROM {staging.relation(part)} i) {part[0]} ON {part[0]}.seq = c.seq")
 
     connection.execute(
-        f"INSERT INTO {meta.change_log} ({_LOG_COLUMNS}) SELECT c.log_file, c.log_pos, c.committed_at, %s, %s, %s,"
-        f" c.operation, (SELECT jsonb_object_agg(e.key, e.value) FROM jsonb_each(coalesce(a.image, b.image)) e"
-        f" WHERE e.key = ANY(%s)), b.image, a.image FROM {staging.relation('changes')} c {image('after')}"
-        f" {image('before')} ORDER BY c.seq",
+        f"INSERT INTO {meta.change_log} ({_LOG_COLUMNS}, applied_at) SELECT c.log_file, c.log_pos, c.committed_at,"
+        f" %s, %s, %s, c.operation, (SELECT jsonb_object_agg(e.key, e.value) FROM jsonb_each(coalesce(a.image,"
+        f" b.image)) e WHERE e.key = ANY(%s)), b.image, a.image, clock_timestamp()"  # applied: just before commit
+        f" FROM {staging.relation('changes')} c {image('after')} {image('before')} ORDER BY c.seq",
         (run_id, table.source_label, table.target_label, list(table.primary_key)))
 
 
@@ -198,3 +198,13 @@ def hold(postgres_url: DatabaseUrl, table: TablePlan, end: Position, why: str) -
         meta = ensure(connection, table.target_schema)
         connection.execute(f"UPDATE {meta.positions} SET held = %s, updated_at = now() WHERE target_table = %s",
                            (f"at {end}: {why}"[:2000], table.target_label))
+
+
+def advance(postgres_url: DatabaseUrl, tables: Sequence[TablePlan], to: Position) -> None:
+    """Move the positions of the tables (not held) to ``to``: the binlog up to there held no change of theirs."""
+    with pg_connection(postgres_url) as connection:
+        meta = ensure(connection, tables[0].target_schema)
+        connection.execute(
+            f"UPDATE {meta.positions} SET log_file = %s, log_pos = %s, updated_at = now() WHERE held IS NULL"
+            f" AND target_table = ANY(%s) AND (log_file, log_pos) < (%s, %s)",
+            (to.log_file, to.log_pos, [t.target_label for t in tables], to.log_file, to.log_pos))

@@ -107,9 +107,10 @@ def _settings(url: DatabaseUrl) -> dict[str, object]:
 
 
 def read(url: DatabaseUrl, database: str, tables: set[str], start: Position, server_id: int,
-         blocking: bool) -> Iterator[Transaction | SchemaEvent]:
+         blocking: bool) -> Iterator[Transaction | SchemaEvent | Position]:
     """The committed transactions (their changes to ``tables`` of ``database``) and the schema changes of
-    those tables, from ``start`` on. Not ``blocking``: stop at the binlog's end (catching up)."""
+    those tables, from ``start`` on. Not ``blocking``: stop at the binlog's end (catching up), and give last
+    the position reached, however little of it was about ``tables``."""
     stream = BinLogStreamReader(
         connection_settings=_settings(url), server_id=server_id, log_file=start.log_file, log_pos=start.log_pos,
         resume_stream=True, blocking=blocking, only_schemas=[database],
@@ -133,6 +134,8 @@ def read(url: DatabaseUrl, database: str, tables: set[str], start: Position, ser
                 table = _altered(event, database, tables)
                 if table is not None:
                     yield SchemaEvent(end, table, _text(event.query))
+        if pending is None and stream.log_file:
+            yield Position(stream.log_file, int(stream.log_pos))
     except pymysql.MySQLError as exc:
         raise _lost(url, start, exc) from None
     finally:

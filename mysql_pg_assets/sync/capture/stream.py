@@ -2,7 +2,8 @@
 
 Each poll opens the binlog at the oldest position among the change-captured tables, reads to its
 end (at most ``batch_rows`` changes, never splitting a transaction), applies that in one PostgreSQL
-transaction (``apply``), and waits ``poll_s`` when there was nothing. Reopening at the stored
+transaction (``apply``), and waits ``poll_s`` when there was nothing. When what it read held no change
+of these tables (other tables, other databases), the positions still move to where it stopped. Reopening at the stored
 position each poll is what makes a restart, a lost connection or a kill harmless: the positions
 committed with the rows are the only state.
 
@@ -23,7 +24,7 @@ from datetime import UTC, datetime
 from mysql_pg_assets.core.connections import pg_connection
 from mysql_pg_assets.core.meta import positions
 from mysql_pg_assets.core.settings import DatabaseUrl
-from mysql_pg_assets.sync.capture.apply import Applied, apply, hold
+from mysql_pg_assets.sync.capture.apply import Applied, advance, apply, hold
 from mysql_pg_assets.sync.capture.binlog import CaptureError, Position, SchemaEvent, Transaction, check_server, read
 from mysql_pg_assets.sync.catalog.plans import TablePlan
 
@@ -86,6 +87,11 @@ def poll(mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, tables: Sequence[Tab
     start = min(live.values())
     anything = False
     for item in read(mysql_url, tables[0].source_database, set(plans), start, _server_id(tables), blocking=False):
+        if isinstance(item, Position):  # the end: nothing after the last transaction was about these tables
+            if not batch and item > start and not anything:
+                advance(postgres_url, tables, item)  # so the next poll does not read the same events again
+                followed.position = item
+            continue
         anything = True
         if isinstance(item, SchemaEvent):
             flush()
