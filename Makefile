@@ -27,6 +27,7 @@ help:
 	@echo "make bench ARGS=\"--orders 5000000 --repeat 3\"   full load and one partition against pgloader"
 	@echo "make bench-sensors ARGS=\"--tables 50\"   what one tick of each sensor costs"
 	@echo "make bench-many ARGS=\"--tables 500\"   many small tables through Dagster against pgloader"
+	@echo "make bench-cdc ARGS=\"--rate 2000 --seconds 300\"   change capture's lag, and one huge transaction's catch-up"
 	@echo "make samples  fetch the real-world sample schemas the tests sync"
 
 $(TOOLS)/bin/uv:
@@ -104,3 +105,6 @@ bench-sensors: install db
 # Many small tables through Dagster (cli materialize) vs pgloader: make bench-many ARGS="--tables 500 --repeat 3"
 bench-many: install db
 	$(ENV) $(RUN) python bench/many_tables.py $(ARGS)
+
+bench-cdc: install db
+	$(ENV) $(RUN) python bench/cdc.py $(ARGS)
