@@ -285,3 +285,12 @@ def test_positions_move_past_what_is_not_followed(captured: tuple[Settings, list
     followed = follow(settings.mysql_url, settings.postgres_url, tables, None, once=True)
     after = _stored(settings)
     assert followed.changes == 0 and all(after[label] > before[label] for label in before)
+
+
+def test_the_cdc_demo_spec_is_valid(demo_source: DatabaseUrl) -> None:
+    """sync.cdc.yaml, the README's way to see change capture live, plans every table it names in mode cdc."""
+    spec = load_spec(PROJECT_ROOT / "sync.cdc.yaml")
+    tables = discover(spec.model_copy(update={"source": spec.source.model_copy(
+        update={"database": demo_source.database})}), demo_source).tables
+    assert len(tables) == 7 and all(t.cdc for t in tables)
+    assert next(t for t in tables if t.source_table == "customers").columns[1].mask is not None
