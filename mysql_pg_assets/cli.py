@@ -136,13 +136,15 @@ def check(settings: Settings) -> int:
 def capture(settings: Settings, seconds: float | None, once: bool) -> int:
     from mysql_pg_assets.sync.capture.stream import follow
 
-    catalog = discover(load_spec(settings.sync_config), settings.mysql_url)
+    catalog_spec = load_spec(settings.sync_config)
+    catalog = discover(catalog_spec, settings.mysql_url)
     tables = [t for t in catalog.tables if t.cdc]
 
     def report(applied: object) -> None:
         print(f"applied {applied.changes} changes up to {applied.end}", flush=True)  # type: ignore[attr-defined]
 
-    followed = follow(settings.mysql_url, settings.postgres_url, tables, seconds, once=once, on_batch=report)
+    followed = follow(settings.mysql_url, settings.postgres_url, tables, seconds, once=once, on_batch=report,
+                      retention_days=catalog_spec.options.cdc_retention_days)
     for label in followed.not_snapshotted:
         print(f"{label}: never snapshotted, its changes are not applied: materialize its asset first")
     for label, why in followed.held.items():

@@ -49,7 +49,8 @@ def build_definitions(settings: Settings) -> Definitions:
     return Definitions(
         assets=build_table_assets(catalog),
         jobs=[build_schema_approval_job(spec, catalog),
-              *([build_capture_job(catalog), build_recovery_job(catalog)] if captured else [])],
+              *([build_capture_job(catalog, spec.options.cdc_retention_days), build_recovery_job(catalog)]
+                if captured else [])],
         sensors=[
             build_schema_drift_sensor(spec, catalog),
             build_data_drift_sensor(spec, catalog),

@@ -29,7 +29,7 @@ from mysql_pg_assets.sync.capture.binlog import CaptureError, Position, Transact
 from mysql_pg_assets.sync.capture.stream import _server_id, follow
 from mysql_pg_assets.sync.catalog.discover import discover
 from mysql_pg_assets.sync.catalog.plans import TablePlan
-from mysql_pg_assets.sync.spec import load_spec
+from mysql_pg_assets.sync.spec import SpecError, load_spec, parse_spec
 from mysql_pg_assets_tests.conftest import DEMO_ORDERS, materialize_everything, write_spec
 
 SALT = "capture tests"
@@ -294,3 +294,20 @@ def test_the_cdc_demo_spec_is_valid(demo_source: DatabaseUrl) -> None:
         update={"database": demo_source.database})}), demo_source).tables
     assert len(tables) == 7 and all(t.cdc for t in tables)
     assert next(t for t in tables if t.source_table == "customers").columns[1].mask is not None
+
+
+def test_the_change_log_keeps_its_retention(captured: tuple[Settings, list[TablePlan]]) -> None:
+    settings, tables = captured
+    demo.simulate(settings.mysql_url.secret, interval=0, iterations=2, seed=13, out=None)
+    follow(settings.mysql_url, settings.postgres_url, tables, None, once=True)
+    with pg_connection(settings.postgres_url) as connection:
+        old = connection.execute("UPDATE mysql_pg_assets.change_log SET applied_at = now() - interval '40 days'"
+                                 " WHERE id IN (SELECT id FROM mysql_pg_assets.change_log LIMIT 5)").rowcount
+        total = connection.execute("SELECT count(*) FROM mysql_pg_assets.change_log").fetchone()[0]
+    follow(settings.mysql_url, settings.postgres_url, tables, None, once=True, retention_days=30)
+    assert old == 5 and _change_log(settings)[0] == total - 5
+
+
+def test_a_filter_is_refused_for_change_capture() -> None:
+    with pytest.raises(SpecError, match="mode cdc takes none"):
+        parse_spec({"tables": {"t": {"mode": "cdc", "filter": "tenant = 1"}}})

@@ -96,7 +96,7 @@ class _Reporter:
         self.last = time.monotonic()
 
 
-def build_capture_job(catalog: Catalog) -> JobDefinition:
+def build_capture_job(catalog: Catalog, retention_days: int = 30) -> JobDefinition:
     tables = [t for t in catalog.tables if t.cdc]
 
     @op(name="follow", description="Applies the binlog's changes to the tables with mode: cdc.")
@@ -105,7 +105,8 @@ def build_capture_job(catalog: Catalog) -> JobDefinition:
         reporter = _Reporter(context, tables, config.report_every_s)
         try:
             followed = follow(mysql.database_url, postgres.database_url, tables, config.seconds or None,
-                              once=config.once, run_id=context.run_id, on_batch=reporter)
+                              once=config.once, run_id=context.run_id, on_batch=reporter,
+                              retention_days=retention_days)
         finally:
             reporter.flush()
         for label in followed.not_snapshotted:

@@ -317,6 +317,9 @@ class TableOverride(_Strict):
     def _cdc_alone(self) -> TableOverride:
         if self.mode == "cdc" and (self.partition is not None or self.cursor_column is not None):
             raise ValueError("mode cdc follows every change from the binlog: it takes no partition or cursor_column")
+        if self.mode == "cdc" and self.filter is not None:
+            raise ValueError("a filter is a MySQL condition, which the binlog's rows never meet: mode cdc takes none "
+                             "(exclude or mask columns instead, or sync the table in batch mode)")
         return self
 
 
@@ -344,6 +347,8 @@ class Options(_Strict):
     casts: list[CastOverride] = Field(default_factory=list, description="per-type overrides, first match wins")
     freshness: Freshness | None = Field(None, description="the default freshness of every table")
     checks: Checks = Field(default_factory=Checks, description="severity of each check, reject-rate threshold")
+    cdc_retention_days: int = Field(30, ge=1, description="change capture: change-log entries are kept this long "
+                                                            "(rollback and restore reach no further back)")
     cdc_max_lag_s: int = Field(60, ge=1, description="change capture: alert when a table's applied position has not "
                                                      "moved for this long while MySQL's binlog has")
     columns: dict[NonEmpty, ColumnMasking] = Field(

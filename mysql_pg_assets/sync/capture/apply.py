@@ -175,7 +175,7 @@ def apply(postgres_url: DatabaseUrl, plans: dict[str, TablePlan], batch: Sequenc
     schema = next(iter(plans.values())).target_schema
     try:
         with pg_connection(postgres_url) as connection:
-            meta = ensure(connection, schema)
+            meta = _ensured(connection, postgres_url, schema)
             with connection.transaction():
                 connection.execute("SET LOCAL TimeZone = 'UTC'")
                 for label in sorted(per_table):  # one order for every batch: no deadlock with another writer
@@ -190,6 +190,25 @@ def apply(postgres_url: DatabaseUrl, plans: dict[str, TablePlan], batch: Sequenc
         raise TargetError(f"applying changes up to {end} to PostgreSQL at {postgres_url}: "
                           f"{explain(str(exc))}") from None
     return applied
+
+
+_ENSURED: dict[tuple[str, str], MetaTables] = {}
+
+
+def _ensured(connection: psycopg.Connection, url: DatabaseUrl, schema: str) -> MetaTables:
+    """The project's tables, created once per process and server (not at every batch, a few a second)."""
+    key = (url.secret, schema)
+    if key not in _ENSURED:
+        _ENSURED[key] = ensure(connection, schema)
+    return _ENSURED[key]
+
+
+def purge(postgres_url: DatabaseUrl, schema: str, days: int) -> int:
+    """Drop change-log entries older than ``days`` (retention); returns how many."""
+    with pg_connection(postgres_url) as connection:
+        meta = _ensured(connection, postgres_url, schema)
+        return connection.execute(f"DELETE FROM {meta.change_log} WHERE applied_at < now() - %s * interval '1 day'",
+                                  (days,)).rowcount
 
 
 def hold(postgres_url: DatabaseUrl, table: TablePlan, end: Position, why: str) -> None:

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from mysql_pg_assets.core.connections import pg_connection
 from mysql_pg_assets.core.meta import positions
 from mysql_pg_assets.core.settings import DatabaseUrl
-from mysql_pg_assets.sync.capture.apply import Applied, advance, apply, hold
+from mysql_pg_assets.sync.capture.apply import Applied, advance, apply, hold, purge
 from mysql_pg_assets.sync.capture.binlog import CaptureError, Position, SchemaEvent, Transaction, check_server, read
 from mysql_pg_assets.sync.catalog.plans import TablePlan
 
@@ -109,16 +109,24 @@ def poll(mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, tables: Sequence[Tab
     return anything
 
 
+PURGE_EVERY_S = 600.0
+
+
 def follow(mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, tables: Sequence[TablePlan], seconds: float | None,
            once: bool = False, poll_s: float = 0.2, run_id: str | None = None,
-           on_batch: Callable[[Applied], None] | None = None) -> Followed:
-    """Follow the binlog into PostgreSQL: until caught up (``once``), for ``seconds``, or for good (None)."""
+           on_batch: Callable[[Applied], None] | None = None, retention_days: int = 30) -> Followed:
+    """Follow the binlog into PostgreSQL: until caught up (``once``), for ``seconds``, or for good (None). The
+    change log keeps ``retention_days`` (entries older are dropped every ten minutes)."""
     if not tables:
         raise CaptureError("no table has mode: cdc in the sync spec")
     check_server(mysql_url)
     followed = Followed()
     deadline = None if seconds is None else time.monotonic() + seconds
+    purged = time.monotonic() - PURGE_EVERY_S
     while True:
+        if time.monotonic() - purged >= PURGE_EVERY_S:
+            purge(postgres_url, tables[0].target_schema, retention_days)
+            purged = time.monotonic()
         busy = poll(mysql_url, postgres_url, tables, followed, run_id=run_id, on_batch=on_batch)
         if once and not busy:
             return followed
