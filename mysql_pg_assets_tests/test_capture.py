@@ -29,6 +29,7 @@ from mysql_pg_assets.sync.capture.binlog import CaptureError, Position, Transact
 from mysql_pg_assets.sync.capture.stream import _server_id, follow
 from mysql_pg_assets.sync.catalog.discover import discover
 from mysql_pg_assets.sync.catalog.plans import TablePlan
+from mysql_pg_assets.sync.pipeline import sync_table
 from mysql_pg_assets.sync.spec import SpecError, load_spec, parse_spec
 from mysql_pg_assets_tests.conftest import DEMO_ORDERS, materialize_everything, write_spec
 
@@ -311,3 +312,27 @@ def test_the_change_log_keeps_its_retention(captured: tuple[Settings, list[Table
 def test_a_filter_is_refused_for_change_capture() -> None:
     with pytest.raises(SpecError, match="mode cdc takes none"):
         parse_spec({"tables": {"t": {"mode": "cdc", "filter": "tenant = 1"}}})
+
+
+def test_a_value_postgresql_refuses_is_a_reject_and_the_stream_goes_on(
+    make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database: Callable[[str], DatabaseUrl],
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    source = make_mysql_database("cdc_refused")
+    with mysql_connection(source) as connection, connection.cursor() as cur:
+        cur.execute("CREATE TABLE amounts (id INT PRIMARY KEY, amount DECIMAL(10,2))")
+    spec = write_spec(tmp_path / "sync.yaml", {"source": {"database": source.database}, "tables": {"amounts": {
+        "mode": "cdc", "columns": {"amount": {"pg_type": "numeric(5,2)"}}}}})  # narrower than MySQL's
+    postgres = make_pg_database("cdc_refused")
+    table = discover(load_spec(spec), source).tables[0]
+    sync_table(table, source, postgres)
+    with mysql_connection(source) as connection, connection.cursor() as cur:
+        cur.execute("INSERT INTO amounts VALUES (1, 10.50), (2, 123456.78), (3, NULL)")
+    followed = follow(source, postgres, [table], None, once=True)
+    assert followed.changes == 3
+    with pg_connection(postgres) as connection:
+        kept = connection.execute(f"SELECT id FROM {table.target} ORDER BY id").fetchall()
+        rejects = connection.execute("SELECT primary_key::text, column_name, value FROM mysql_pg_assets.rejects"
+                                     ).fetchall()
+    assert kept == [(1,), (3,)] and rejects == [('{"id": 2}', "amount", "123456.78")], rejects
+    assert follow(source, postgres, [table], None, once=True).changes == 0

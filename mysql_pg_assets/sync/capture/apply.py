@@ -34,8 +34,8 @@ from mysql_pg_assets.core.sql import pg_ident
 from mysql_pg_assets.sync.capture.binlog import Position, RowChange, Transaction
 from mysql_pg_assets.sync.capture.images import read_batch
 from mysql_pg_assets.sync.catalog.plans import TablePlan, staging_name
-from mysql_pg_assets.sync.load.merge import delete_keys_sql, staged_values, upsert_sql
-from mysql_pg_assets.sync.load.result import per_bucket
+from mysql_pg_assets.sync.load.loader import merge_staged
+from mysql_pg_assets.sync.load.merge import delete_keys_sql, staged_values
 from mysql_pg_assets.sync.load.staging import Staging, Tally, drop_staging, stage
 from mysql_pg_assets.sync.pipeline import validated_batches
 from mysql_pg_assets.sync.transform import LoadContext, keys_to_staging, to_staging
@@ -101,7 +101,16 @@ def _log_changes(connection: psycopg.Connection, postgres_url: DatabaseUrl, tabl
             cursor.adbc_ingest(staging.name(part), frame.to_arrow(), mode="create", db_schema_name=meta.schema)
         adbc.commit()
     typed = ", ".join(f"{value} AS {pg_ident(name)}" for name, value in staged_values(table, "i").items())
+    try:
+        with connection.transaction():  # a savepoint: a value PostgreSQL refuses is logged as it arrived
+            _insert_log(connection, table, staging, meta, parts, typed, run_id)
+    except psycopg.DataError:
+        as_arrived = ", ".join(f"i.{staging_name(i)} AS {pg_ident(c.target_name)}" for i, c in enumerate(table.columns))
+        _insert_log(connection, table, staging, meta, parts, as_arrived, run_id)
 
+
+def _insert_log(connection: psycopg.Connection, table: TablePlan, staging: Staging, meta: MetaTables,
+                parts: dict[str, pl.DataFrame], typed: str, run_id: str | None) -> None:
     def image(part: str) -> str:
         if parts[part].width == 1:  # no image of this side in the batch
             return f"LEFT JOIN (SELECT NULL::bigint AS seq, NULL::jsonb AS image) {part[0]} ON false"
@@ -141,13 +150,14 @@ def _apply_table(connection: psycopg.Connection, postgres_url: DatabaseUrl, meta
                         validated_batches([read_batch(table, upserts)] if upserts else [], table, context=context),
                         keys, tally, staged_rows.append)
         done = TableApplied(changes=len(logged), rejected=tally.rejected_rows)
-        for rows in staged_rows:
-            counts = per_bucket(connection.execute(upsert_sql(table, rows)).fetchall(), ("inserted", "updated"))
+        for rows in staged_rows:  # as a load merges: a value PostgreSQL refuses becomes a reject, not a stall
+            counts = merge_staged(connection, table, staging, rows, False, None)
             done.inserted += sum(c["inserted"] for c in counts.values())
             done.updated += sum(c["updated"] for c in counts.values())
+            done.rejected += sum(c["refused"] for c in counts.values())
         if arrived[1]:
             done.deleted = connection.execute(delete_keys_sql(table, staging.source_keys)).rowcount
-        if arrived[0] and tally.rejected_rows:
+        if arrived[0] and done.rejected:
             write_rejects(connection, meta, staging.rejects, run_id, table.source_label, table.target_label)
         _log_changes(connection, postgres_url, table, staging, meta, logged, context, run_id)
     finally:

@@ -70,7 +70,7 @@ def _write(connection: psycopg.Connection, table: TablePlan, rows: str, new_tabl
     return per_bucket(connection.execute(sql, params or None).fetchall(), ("inserted", "updated"))
 
 
-def _merge(
+def merge_staged(
     connection: psycopg.Connection, table: TablePlan, staging: Staging, rows: str, new_table: bool, scope: Scope
 ) -> Counts:
     """Upsert one staged batch; returns, per partition, rows inserted, updated and rejected by PostgreSQL."""
@@ -108,7 +108,7 @@ class _Merger:
             if self._error is not None:
                 continue  # drain: the main thread sees the error at its next submit
             try:
-                merged = _merge(self.connection, self.table, self.staging, rows, self.new_table, self.scope)
+                merged = merge_staged(self.connection, self.table, self.staging, rows, self.new_table, self.scope)
                 add_counts(self.counts, merged)
                 if newest_sql:
                     self.watermarks.append(self.connection.execute(
