@@ -336,3 +336,13 @@ def test_a_value_postgresql_refuses_is_a_reject_and_the_stream_goes_on(
                                      ).fetchall()
     assert kept == [(1,), (3,)] and rejects == [('{"id": 2}', "amount", "123456.78")], rejects
     assert follow(source, postgres, [table], None, once=True).changes == 0
+
+
+def test_a_truncate_holds_its_table(captured: tuple[Settings, list[TablePlan]]) -> None:
+    """TRUNCATE reaches the binlog as a statement, not as deleted rows: the table is held, never left stale."""
+    settings, tables = captured
+    source = settings.mysql_url
+    with mysql_connection(source) as connection, connection.cursor() as cur:
+        cur.execute(f"TRUNCATE {mysql_qualified(source.database, 'reviews')}")
+    followed = follow(settings.mysql_url, settings.postgres_url, tables, None, once=True)
+    assert list(followed.held) == ["shop_cdc.reviews"] and "TRUNCATE" in followed.held["shop_cdc.reviews"]

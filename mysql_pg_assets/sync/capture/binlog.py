@@ -68,7 +68,8 @@ class SchemaEvent:
     statement: str
 
 
-_DDL = re.compile(r"^\s*(ALTER|DROP|RENAME|TRUNCATE|CREATE\s+OR\s+REPLACE)\s+TABLE\s", re.I)
+# TRUNCATE may leave out TABLE; its rows never reach the binlog one by one, so it must hold the table too.
+_DDL = re.compile(r"^\s*((ALTER|DROP|RENAME|CREATE\s+OR\s+REPLACE)\s+TABLE|TRUNCATE)\s", re.I)
 
 
 def master_position(url: DatabaseUrl) -> Position:
@@ -128,6 +129,7 @@ def read(url: DatabaseUrl, database: str, tables: set[str], start: Position, ser
             elif isinstance(event, XidEvent) or (isinstance(event, QueryEvent) and _commits(event)):
                 if pending is not None:
                     pending.end = end
+                    pending.committed_at = datetime.fromtimestamp(event.timestamp, UTC)  # the commit's own time
                     yield pending
                     pending = None
             elif isinstance(event, QueryEvent):
