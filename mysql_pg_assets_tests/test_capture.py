@@ -346,3 +346,34 @@ def test_a_truncate_holds_its_table(captured: tuple[Settings, list[TablePlan]]) 
         cur.execute(f"TRUNCATE {mysql_qualified(source.database, 'reviews')}")
     followed = follow(settings.mysql_url, settings.postgres_url, tables, None, once=True)
     assert list(followed.held) == ["shop_cdc.reviews"] and "TRUNCATE" in followed.held["shop_cdc.reviews"]
+
+
+@pytest.mark.skipif(not (PROJECT_ROOT / "scripts" / "db.sh").is_file(), reason="needs the project's scripts")
+def test_the_service_rides_out_a_restart_of_each_server(captured: tuple[Settings, list[TablePlan]]) -> None:
+    """`cli cdc` as a service: MariaDB restarted under it, then PostgreSQL; it pauses, resumes from its positions,
+    and catches up with every change, exactly once."""
+    settings, tables = captured
+    if settings.mysql_url.port != int(os.environ.get("MPA_MYSQL_PORT", "33061")):
+        pytest.skip("the servers are not the project's local ones: they are not this test's to restart")
+    snapshot = _stored(settings)
+    service = subprocess.Popen([sys.executable, "-m", "mysql_pg_assets.cli", "cdc"], cwd=PROJECT_ROOT,
+                               env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for server in ("mariadb", "postgres"):
+            demo.simulate(settings.mysql_url.secret, interval=0, iterations=5, out=None)
+            time.sleep(2.5)
+            restart = subprocess.run([str(PROJECT_ROOT / "scripts" / "db.sh"), "restart", server],
+                                     capture_output=True, text=True, timeout=180, env=os.environ.copy())
+            assert restart.returncode == 0, restart.stderr[-2000:]
+            demo.simulate(settings.mysql_url.secret, interval=0, iterations=5, out=None)
+        expected = _binlog_changes(settings, tables, snapshot)
+        deadline = time.monotonic() + 90
+        while _change_log(settings)[0] < expected and time.monotonic() < deadline:
+            assert service.poll() is None, service.stderr.read().decode()[-2000:] if service.stderr else ""
+            time.sleep(0.5)
+        assert service.poll() is None  # still running: it rode both restarts out
+    finally:
+        service.kill()
+        service.wait(timeout=30)
+    assert _change_log(settings)[0] == expected
+    _assert_equal(settings, tables)

@@ -496,14 +496,24 @@ cmd_status() {
     return "$rc"
 }
 
+# One server stopped and started again (the fault tests of change capture): restart mariadb|postgres.
+cmd_restart() {
+    find_binaries install
+    case "${1:-}" in
+        mariadb) mysql_stop; mysql_start ;;
+        postgres) pg_stop; pg_start ;;
+        *) echo "usage: $0 restart mariadb|postgres" >&2; exit 2 ;;
+    esac
+}
+
 main() {
     local cmd="${1:-}"
     case "$cmd" in
-        start|stop|reset|status) ;;
-        *) echo "usage: $0 start|stop|reset|status" >&2; exit 2 ;;
+        start|stop|reset|status|restart) ;;
+        *) echo "usage: $0 start|stop|reset|status|restart mariadb|postgres" >&2; exit 2 ;;
     esac
     resolve_paths
-    "cmd_$cmd"
+    "cmd_$cmd" "${@:2}"
 }
 
 main "$@"

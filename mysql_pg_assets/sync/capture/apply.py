@@ -24,6 +24,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import adbc_driver_postgresql.dbapi as adbc_dbapi
 import polars as pl
 import psycopg
 
@@ -96,10 +97,14 @@ def _log_changes(connection: psycopg.Connection, postgres_url: DatabaseUrl, tabl
         "operation": [e.change.operation for e in logged]})
     parts = {"changes": changes, "after": _images(table, [i for _, i in afters], [n for n, _ in afters], context),
              "before": _images(table, [i for _, i in befores], [n for n, _ in befores], context)}
-    with adbc_connection(postgres_url) as adbc, adbc.cursor() as cursor:
-        for part, frame in parts.items():
-            cursor.adbc_ingest(staging.name(part), frame.to_arrow(), mode="create", db_schema_name=meta.schema)
-        adbc.commit()
+    try:
+        with adbc_connection(postgres_url) as adbc, adbc.cursor() as cursor:
+            for part, frame in parts.items():
+                cursor.adbc_ingest(staging.name(part), frame.to_arrow(), mode="create", db_schema_name=meta.schema)
+            adbc.commit()
+    except adbc_dbapi.Error as exc:
+        raise TargetError(f"staging the change log of {table.target_label} in PostgreSQL at {postgres_url}: "
+                          f"{explain(str(exc))}") from None
     typed = ", ".join(f"{value} AS {pg_ident(name)}" for name, value in staged_values(table, "i").items())
     try:
         with connection.transaction():  # a savepoint: a value PostgreSQL refuses is logged as it arrived

@@ -138,7 +138,7 @@ def read(url: DatabaseUrl, database: str, tables: set[str], start: Position, ser
                     yield SchemaEvent(end, table, _text(event.query))
         if pending is None and stream.log_file:
             yield Position(stream.log_file, int(stream.log_pos))
-    except pymysql.MySQLError as exc:
+    except (pymysql.MySQLError, OSError) as exc:  # OSError: the connection reset under the reader
         raise _lost(url, start, exc) from None
     finally:
         stream.close()
@@ -174,7 +174,7 @@ def _altered(event: QueryEvent, database: str, tables: set[str]) -> str | None:
     return next((t for t in sorted(tables) if t in names), None)
 
 
-def _lost(url: DatabaseUrl, start: Position, exc: pymysql.MySQLError) -> Exception:
+def _lost(url: DatabaseUrl, start: Position, exc: Exception) -> Exception:
     text = str(exc)
     if "Could not find first log file" in text or "1236" in text:
         return CaptureError(f"MySQL at {url} no longer has the binlog at {start} (purged?): the tables following it "

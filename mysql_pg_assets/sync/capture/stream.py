@@ -7,6 +7,9 @@ of these tables (other tables, other databases), the positions still move to whe
 position each poll is what makes a restart, a lost connection or a kill harmless: the positions
 committed with the rows are the only state.
 
+A server that goes away (or restarts) pauses the loop, which tries again after 1, 2, 4 … 30 s: nothing
+of the batch in flight was committed, and the positions say where to resume.
+
 A table without a stored position was never snapshotted: its changes are not applied, and the
 loop says so (materialize its asset). A table whose definition changed in the binlog is held from
 that point, its reason stored; the others go on. A snapshot (a materialization) takes it up again.
@@ -21,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from mysql_pg_assets.core.connections import pg_connection
+from mysql_pg_assets.core.connections import SourceUnavailable, TargetError, pg_connection
 from mysql_pg_assets.core.meta import positions
 from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.sync.capture.apply import Applied, advance, apply, hold, purge
@@ -122,12 +125,23 @@ def follow(mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, tables: Sequence[T
     check_server(mysql_url)
     followed = Followed()
     deadline = None if seconds is None else time.monotonic() + seconds
-    purged = time.monotonic() - PURGE_EVERY_S
+    purged, backoff = time.monotonic() - PURGE_EVERY_S, 0.0
     while True:
-        if time.monotonic() - purged >= PURGE_EVERY_S:
-            purge(postgres_url, tables[0].target_schema, retention_days)
-            purged = time.monotonic()
-        busy = poll(mysql_url, postgres_url, tables, followed, run_id=run_id, on_batch=on_batch)
+        try:
+            if time.monotonic() - purged >= PURGE_EVERY_S:
+                purge(postgres_url, tables[0].target_schema, retention_days)
+                purged = time.monotonic()
+            busy = poll(mysql_url, postgres_url, tables, followed, run_id=run_id, on_batch=on_batch)
+            backoff = 0.0
+        except (SourceUnavailable, TargetError) as exc:
+            # A server gone away or restarting: nothing of the batch was committed; the positions say where to
+            # resume. A service rides it out; a catch-up (once) reports it.
+            if once:
+                raise
+            backoff = min(30.0, backoff * 2 or 1.0)
+            log.warning("change capture paused %.0f s: %s", backoff, exc)
+            time.sleep(backoff)
+            continue
         if once and not busy:
             return followed
         if deadline is not None and time.monotonic() >= deadline:
