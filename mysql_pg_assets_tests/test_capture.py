@@ -377,3 +377,17 @@ def test_the_service_rides_out_a_restart_of_each_server(captured: tuple[Settings
         service.wait(timeout=30)
     assert _change_log(settings)[0] == expected
     _assert_equal(settings, tables)
+
+
+def test_a_transaction_bigger_than_memory_allows_is_applied_whole(captured: tuple[Settings, list[TablePlan]]) -> None:
+    """A transaction comes in parts (here of 500 changes) into one open PostgreSQL transaction: bounded memory,
+    and still never half visible."""
+    settings, tables = captured
+    source = settings.mysql_url
+    with mysql_connection(source) as connection, connection.cursor() as cur:
+        cur.execute(f"UPDATE {mysql_qualified(source.database, 'orders')} SET tax = tax + 1")
+        updated = cur.rowcount
+    followed = follow(settings.mysql_url, settings.postgres_url, tables, None, once=True, batch_rows=500)
+    # Four parts or more, one commit (a batch is a commit: the positions moved once, past the whole of it).
+    assert followed.changes == updated >= 4 * 500 and followed.batches == 1
+    _assert_equal(settings, tables)

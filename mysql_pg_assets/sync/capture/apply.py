@@ -171,40 +171,85 @@ def _apply_table(connection: psycopg.Connection, postgres_url: DatabaseUrl, meta
     return done
 
 
+class Applier:
+    """One PostgreSQL transaction that applies source transactions (or the parts of a huge one) as they are
+    given, and commits with the positions at :meth:`finish`; left without finishing, it rolls back."""
+
+    def __init__(self, postgres_url: DatabaseUrl, plans: dict[str, TablePlan], after: dict[str, Position],
+                 run_id: str | None = None) -> None:
+        self.postgres_url, self.plans, self.after, self.run_id = postgres_url, plans, after, run_id
+        self.by_label = {t.target_label: t for t in plans.values()}
+        self.tables: dict[str, TableApplied] = {}
+        self.locked: set[str] = set()
+        self._stack = contextlib.ExitStack()
+        try:
+            self.connection = self._stack.enter_context(pg_connection(postgres_url))
+            self.meta = _ensured(self.connection, postgres_url, next(iter(plans.values())).target_schema)
+            self._stack.enter_context(self.connection.transaction())
+            self.connection.execute("SET LOCAL TimeZone = 'UTC'")
+        except psycopg.Error as exc:
+            self._stack.close()
+            raise TargetError(f"applying changes to PostgreSQL at {postgres_url}: {explain(str(exc))}") from None
+
+    def add(self, transactions: Sequence[Transaction]) -> None:
+        """Apply these (whole transactions, or the next part of one), per table, in the open transaction."""
+        per_table: dict[str, list[_Logged]] = {}
+        for transaction in transactions:
+            for change in transaction.changes:
+                table = self.plans.get(change.table)
+                if table is None or table.target_label not in self.after or (
+                        transaction.start or transaction.end) <= self.after[table.target_label]:
+                    continue  # not followed, or in PostgreSQL already
+                per_table.setdefault(table.target_label, []).append(
+                    _Logged(transaction.end, transaction.committed_at, change))
+        try:
+            for label in sorted(per_table):  # one order for every batch: no deadlock with another writer
+                if label not in self.locked:
+                    self.connection.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                                            ("table " + label,))
+                    self.locked.add(label)
+                done = _apply_table(self.connection, self.postgres_url, self.meta, self.by_label[label],
+                                    per_table[label], self.run_id)
+                total = self.tables.setdefault(label, TableApplied())
+                for name in ("changes", "inserted", "updated", "deleted", "rejected"):
+                    setattr(total, name, getattr(total, name) + getattr(done, name))
+        except psycopg.Error as exc:
+            self.abandon()
+            raise TargetError(f"applying changes to PostgreSQL at {self.postgres_url}: {explain(str(exc))}") from None
+        except BaseException:
+            self.abandon()
+            raise
+
+    def finish(self, end: Position, committed_at: object) -> Applied:
+        """Move every followed table's position to ``end`` and commit."""
+        try:
+            self.connection.execute(
+                f"UPDATE {self.meta.positions} SET log_file = %s, log_pos = %s, updated_at = now()"
+                f" WHERE held IS NULL AND target_table = ANY(%s) AND (log_file, log_pos) < (%s, %s)",
+                (end.log_file, end.log_pos, sorted(self.by_label), end.log_file, end.log_pos))
+            self._stack.close()  # commits
+        except psycopg.Error as exc:
+            self.abandon()
+            raise TargetError(f"applying changes up to {end} to PostgreSQL at {self.postgres_url}: "
+                              f"{explain(str(exc))}") from None
+        applied = Applied(end, committed_at)
+        applied.tables = self.tables
+        return applied
+
+    def abandon(self) -> None:
+        """Roll back whatever was applied (nothing of it was committed)."""
+        with contextlib.suppress(Exception):
+            self._stack.__exit__(RuntimeError, RuntimeError("abandoned"), None)
+
+
 def apply(postgres_url: DatabaseUrl, plans: dict[str, TablePlan], batch: Sequence[Transaction],
           after: dict[str, Position], run_id: str | None = None) -> Applied:
     """Apply ``batch`` (whole transactions, in order) in one PostgreSQL transaction; a table's changes at or
     before its stored position (``after``: target table → position) are already in PostgreSQL and skipped."""
     assert batch, "an empty batch"
-    per_table: dict[str, list[_Logged]] = {}
-    for transaction in batch:
-        for change in transaction.changes:
-            table = plans.get(change.table)
-            if table is None or transaction.end <= after.get(table.target_label, transaction.end):
-                continue
-            per_table.setdefault(table.target_label, []).append(
-                _Logged(transaction.end, transaction.committed_at, change))
-    end = batch[-1].end
-    applied = Applied(end, batch[-1].committed_at)
-    by_label = {t.target_label: t for t in plans.values()}
-    schema = next(iter(plans.values())).target_schema
-    try:
-        with pg_connection(postgres_url) as connection:
-            meta = _ensured(connection, postgres_url, schema)
-            with connection.transaction():
-                connection.execute("SET LOCAL TimeZone = 'UTC'")
-                for label in sorted(per_table):  # one order for every batch: no deadlock with another writer
-                    connection.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("table " + label,))
-                    applied.tables[label] = _apply_table(connection, postgres_url, meta, by_label[label],
-                                                         per_table[label], run_id)
-                connection.execute(
-                    f"UPDATE {meta.positions} SET log_file = %s, log_pos = %s, updated_at = now()"
-                    f" WHERE held IS NULL AND target_table = ANY(%s) AND (log_file, log_pos) < (%s, %s)",
-                    (end.log_file, end.log_pos, sorted(by_label), end.log_file, end.log_pos))
-    except psycopg.Error as exc:
-        raise TargetError(f"applying changes up to {end} to PostgreSQL at {postgres_url}: "
-                          f"{explain(str(exc))}") from None
-    return applied
+    applier = Applier(postgres_url, plans, after, run_id)
+    applier.add(batch)
+    return applier.finish(batch[-1].end, batch[-1].committed_at)
 
 
 _ENSURED: dict[tuple[str, str], MetaTables] = {}

@@ -56,9 +56,14 @@ class RowChange:
 
 @dataclass
 class Transaction:
+    """A committed source transaction, or a part of a huge one (``complete`` False: more parts follow; only
+    the last part's ``end`` is a place to resume from)."""
+
     end: Position  # where reading resumes after it
     committed_at: datetime
     changes: list[RowChange] = field(default_factory=list)
+    start: Position | None = None  # its first row event: before or at a stored position, it is applied already
+    complete: bool = True
 
 
 @dataclass(frozen=True)
@@ -108,10 +113,12 @@ def _settings(url: DatabaseUrl) -> dict[str, object]:
 
 
 def read(url: DatabaseUrl, database: str, tables: set[str], start: Position, server_id: int,
-         blocking: bool) -> Iterator[Transaction | SchemaEvent | Position]:
+         blocking: bool, part_rows: int = 20_000) -> Iterator[Transaction | SchemaEvent | Position]:
     """The committed transactions (their changes to ``tables`` of ``database``) and the schema changes of
     those tables, from ``start`` on. Not ``blocking``: stop at the binlog's end (catching up), and give last
-    the position reached, however little of it was about ``tables``."""
+    the position reached, however little of it was about ``tables``. A transaction of more than ``part_rows``
+    changes comes in parts, so that memory stays bounded whatever its size (``apply`` keeps one PostgreSQL
+    transaction open across them)."""
     stream = BinLogStreamReader(
         connection_settings=_settings(url), server_id=server_id, log_file=start.log_file, log_pos=start.log_pos,
         resume_stream=True, blocking=blocking, only_schemas=[database],
@@ -124,8 +131,13 @@ def read(url: DatabaseUrl, database: str, tables: set[str], start: Position, ser
             if isinstance(event, WriteRowsEvent | UpdateRowsEvent | DeleteRowsEvent):
                 if event.table not in tables:
                     continue
-                pending = pending or Transaction(end, datetime.fromtimestamp(event.timestamp, UTC))
+                if pending is None:
+                    pending = Transaction(end, datetime.fromtimestamp(event.timestamp, UTC), start=end)
                 pending.changes += _changes(event)
+                if len(pending.changes) >= part_rows:
+                    pending.complete = False
+                    yield pending
+                    pending = Transaction(end, pending.committed_at, start=pending.start)
             elif isinstance(event, XidEvent) or (isinstance(event, QueryEvent) and _commits(event)):
                 if pending is not None:
                     pending.end = end

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from mysql_pg_assets.core.connections import SourceUnavailable, TargetError, pg_connection
 from mysql_pg_assets.core.meta import positions
 from mysql_pg_assets.core.settings import DatabaseUrl
-from mysql_pg_assets.sync.capture.apply import Applied, advance, apply, hold, purge
+from mysql_pg_assets.sync.capture.apply import Applied, Applier, advance, apply, hold, purge
 from mysql_pg_assets.sync.capture.binlog import CaptureError, Position, SchemaEvent, Transaction, check_server, read
 from mysql_pg_assets.sync.catalog.plans import TablePlan
 
@@ -72,44 +72,62 @@ def poll(mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, tables: Sequence[Tab
         return False
     plans = {t.source_table: t for t in tables if t.target_label in live}
     batch: list[Transaction] = []
+    huge: Applier | None = None  # open across the parts of a huge transaction
+
+    def report(applied: Applied) -> None:
+        followed.batches += 1
+        followed.changes += applied.changes
+        followed.lags_s.append((datetime.now(UTC) - applied.committed_at).total_seconds())  # type: ignore[operator]
+        followed.position = applied.end
+        for label in applied.tables:
+            live[label] = max(live[label], applied.end)
+        if on_batch is not None:
+            on_batch(applied)
 
     def flush() -> None:
         if batch:
-            applied = apply(postgres_url, plans, batch, live, run_id)
-            now = datetime.now(UTC)
-            followed.batches += 1
-            followed.changes += applied.changes
-            followed.lags_s.append((now - applied.committed_at).total_seconds())  # type: ignore[operator]
-            followed.position = applied.end
-            for label in applied.tables:
-                live[label] = max(live[label], applied.end)
-            if on_batch is not None:
-                on_batch(applied)
+            report(apply(postgres_url, plans, batch, live, run_id))
             batch.clear()
 
     start = min(live.values())
     anything = False
-    for item in read(mysql_url, tables[0].source_database, set(plans), start, _server_id(tables), blocking=False):
-        if isinstance(item, Position):  # the end: nothing after the last transaction was about these tables
-            if not batch and item > start and not anything:
-                advance(postgres_url, tables, item)  # so the next poll does not read the same events again
-                followed.position = item
-            continue
-        anything = True
-        if isinstance(item, SchemaEvent):
-            flush()
-            table = plans[item.table]
-            if item.end > live.get(table.target_label, item.end):
-                hold(postgres_url, table, item.end, f"its definition changed: {item.statement[:500]}")
-                log.warning("%s: held, its definition changed in MySQL; materialize it to snapshot it again",
-                            table.target_label)
-                del live[table.target_label]
-            continue
-        batch.append(item)
-        if sum(len(t.changes) for t in batch) >= batch_rows:
-            flush()
-    flush()
+    try:
+        for item in read(mysql_url, tables[0].source_database, set(plans), start, _server_id(tables),
+                         blocking=False, part_rows=batch_rows):
+            if isinstance(item, Position):  # the end: nothing after the last transaction was about these tables
+                if not batch and item > start and not anything:
+                    advance(postgres_url, tables, item)  # so the next poll does not read the same events again
+                    followed.position = item
+                continue
+            anything = True
+            if isinstance(item, SchemaEvent):
+                flush()
+                _hold(postgres_url, plans[item.table], item, live)
+                continue
+            if not item.complete or huge is not None:  # a huge transaction: its parts into one open transaction
+                flush()
+                huge = huge or Applier(postgres_url, plans, live, run_id)
+                huge.add([item])
+                if item.complete:
+                    report(huge.finish(item.end, item.committed_at))
+                    huge = None
+                continue
+            batch.append(item)
+            if sum(len(t.changes) for t in batch) >= batch_rows:
+                flush()
+        flush()
+    finally:
+        if huge is not None:
+            huge.abandon()
     return anything
+
+
+def _hold(postgres_url: DatabaseUrl, table: TablePlan, event: SchemaEvent, live: dict[str, Position]) -> None:
+    if event.end > live.get(table.target_label, event.end):
+        hold(postgres_url, table, event.end, f"its definition changed: {event.statement[:500]}")
+        log.warning("%s: held, its definition changed in MySQL; materialize it to snapshot it again",
+                    table.target_label)
+        del live[table.target_label]
 
 
 PURGE_EVERY_S = 600.0
@@ -117,7 +135,8 @@ PURGE_EVERY_S = 600.0
 
 def follow(mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, tables: Sequence[TablePlan], seconds: float | None,
            once: bool = False, poll_s: float = 0.2, run_id: str | None = None,
-           on_batch: Callable[[Applied], None] | None = None, retention_days: int = 30) -> Followed:
+           on_batch: Callable[[Applied], None] | None = None, retention_days: int = 30,
+           batch_rows: int = 20_000) -> Followed:
     """Follow the binlog into PostgreSQL: until caught up (``once``), for ``seconds``, or for good (None). The
     change log keeps ``retention_days`` (entries older are dropped every ten minutes)."""
     if not tables:
@@ -131,7 +150,7 @@ def follow(mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, tables: Sequence[T
             if time.monotonic() - purged >= PURGE_EVERY_S:
                 purge(postgres_url, tables[0].target_schema, retention_days)
                 purged = time.monotonic()
-            busy = poll(mysql_url, postgres_url, tables, followed, run_id=run_id, on_batch=on_batch)
+            busy = poll(mysql_url, postgres_url, tables, followed, batch_rows, run_id, on_batch)
             backoff = 0.0
         except (SourceUnavailable, TargetError) as exc:
             # A server gone away or restarting: nothing of the batch was committed; the positions say where to
