@@ -59,7 +59,8 @@ CANONICAL: dict[str, tuple[str, str]] = {
     "double": (_MYSQL_DOUBLE.replace("{x}", "{m}"), _PG_DOUBLE.replace("{x}", "{p}")),
     "bit": ("LPAD(BIN({m} + 0), {width}, '0')", "{p}::text"),
     "string": ("REPLACE(CONVERT({m} USING utf8mb4), CHAR(0 USING utf8mb4), '')", "{p}"),
-    "set": ("CAST({m} AS CHAR)", "array_to_string({p}, ',')"),
+    # NUL is removed from a SET's text as from any text (a member may hold one): on the MySQL side too.
+    "set": ("REPLACE(CONVERT({m} USING utf8mb4), CHAR(0 USING utf8mb4), '')", "array_to_string({p}, ',')"),
     "json": (f"CONCAT({_MYSQL_JSON_KIND}, ':', JSON_LENGTH({{m}}))", f"jsonb_typeof({{p}}) || ':' || {_PG_JSON_SIZE}"),
     "binary": ("MD5({m})", "md5({p})"),
     "spatial": ("MD5(ST_AsBinary({m}))", "md5({p})"),

@@ -233,6 +233,8 @@ def _normalizer(column: ColumnPlan, side: str) -> Callable[[Any], Any]:
         return lambda v: bytes(v)[4:]  # MySQL's internal form is a 4-byte SRID, then WKB
     if kind == "string" and side == "mysql":
         return lambda v: v.replace("\x00", "")  # the mapping removes NUL, which PostgreSQL text cannot hold
+    if kind == "set" and side == "mysql":  # a member may hold NUL too
+        return lambda v: _set(v.replace("\x00", "") if isinstance(v, str) else {m.replace("\x00", "") for m in v})
     by_kind: dict[str, Callable[[Any], Any]] = {
         "bit": _bits, "set": _set, "timestamp": _utc, "date": _temporal, "datetime": _temporal,
         "float": _float32, "decimal": Decimal, "integer": int, "binary": _bytes, "spatial": _bytes,
