@@ -197,6 +197,9 @@ def test_the_capture_job_records_what_it_applied_on_the_assets(captured: tuple[S
     orders = recorded["orders"]
     assert orders["changes_applied"].value > 0 and orders["lag_s"].value >= 0
     assert orders["binlog_position"].value.startswith("binlog.")
+    # Caught up and MySQL quiet: every table's parity check evaluated at that point of the stream, and passing.
+    parity = {c.asset_key.path[-1]: c for c in result.get_asset_check_evaluations() if c.check_name == "parity"}
+    assert set(parity) == {t.target_table for t in tables} and all(c.passed for c in parity.values()), parity
     _assert_equal(settings, tables)
     assert "cdc_watch_shop_cdc" in {s.name for s in defs.sensors or []}
 

@@ -2,16 +2,19 @@
 
 ``follow_binlog`` runs the capture loop (``sync.capture.stream``) inside a run, so a user starts and
 stops it from the UI (Launchpad: ``seconds``, 0 for until terminated; ``once`` to stop when caught up).
-What it applies is recorded on the assets it touched: a materialization per table at most every
-``report_every_s`` (and at the end), with the changes applied, rows inserted, updated, deleted and
-rejected, the lag (source commit → committed in PostgreSQL) and the binlog position. That keeps the
-asset's freshness and its history of lag in the UI without an event per micro-batch.
+Whenever it has caught up (at most every ``parity_every_s``), it evaluates each table's ``parity``
+check at that point of the stream: counts and checksums of both sides, kept only if MySQL's binlog
+did not move while they were read. What it applies is recorded on the assets it touched: a
+materialization per table at most every ``report_every_s`` (and at the end), with the changes
+applied, rows inserted, updated, deleted and rejected, the lag (source commit → committed in
+PostgreSQL) and the binlog position. That keeps the asset's freshness and its history of lag in the
+UI without an event per micro-batch.
 
 Production runs the same loop as its own service (``python -m mysql_pg_assets.cli cdc``); the sensor
 ``cdc_watch`` works for both: it alerts when a table's applied position has not moved for
-``options.cdc_max_lag_s`` while MySQL's binlog has (capture down or behind), and, when turned on for
-it (``restart``: the sensor is off by default, so it never competes with a service), starts
-``follow_binlog`` whenever no run of it is going.
+``options.cdc_max_lag_s`` while MySQL's binlog has (capture down or behind), and, when turned on
+(it is off by default, so it never competes with a service), starts ``follow_binlog`` whenever no
+run of it is going.
 """
 
 # No `from __future__ import annotations` here: Dagster reads the op's config class from its annotation.
@@ -20,6 +23,8 @@ import time
 from datetime import UTC, datetime
 
 from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckSeverity,
     AssetMaterialization,
     AssetObservation,
     Config,
@@ -40,9 +45,11 @@ from dagster import (
 )
 from pydantic import Field
 
+from mysql_pg_assets.checks.parity import fingerprints
 from mysql_pg_assets.core import alerts
 from mysql_pg_assets.core.connections import pg_connection
 from mysql_pg_assets.core.meta import position_ages, positions
+from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
 from mysql_pg_assets.defs.translator import asset_key
 from mysql_pg_assets.sync.capture import recover as recovery
@@ -59,6 +66,29 @@ class FollowConfig(Config):
     seconds: float = Field(0, ge=0, description="how long to follow the binlog; 0: until the run is terminated")
     once: bool = Field(False, description="stop as soon as PostgreSQL has caught up")
     report_every_s: float = Field(30, gt=0, description="at most one materialization per table this often")
+    parity_every_s: float = Field(600, ge=0, description="when caught up, compare both sides at most this often "
+                                                         "(the parity check of each table); 0: never")
+
+
+def _parity_at_a_point(context: OpExecutionContext, tables: list[TablePlan], mysql_url: DatabaseUrl,
+                       postgres_url: DatabaseUrl) -> bool:
+    """Each table's parity check (counts and checksums) while PostgreSQL has caught up: valid only if MySQL's
+    binlog did not move during the comparison, else it waits for the next quiet moment (returns False)."""
+    before = master_position(mysql_url)
+    sides = {t.target_label: fingerprints(mysql_url, postgres_url, t, None) for t in tables}
+    at = master_position(mysql_url)
+    if at != before:
+        return False
+    for table in tables:
+        source, target = sides[table.target_label]
+        context.log_event(AssetCheckEvaluation(
+            asset_key=asset_key(table), check_name="parity", passed=source == target,
+            severity=AssetCheckSeverity.WARN if table.checks.parity.severity == "warn" else AssetCheckSeverity.ERROR,
+            description=None if source == target else f"at {at}: MySQL {source}, PostgreSQL {target}",
+            metadata={"binlog_position": MetadataValue.text(str(at)), "mysql_rows": source.rows,
+                      "postgres_rows": target.rows, "mysql_checksum": str(source.checksum),
+                      "postgres_checksum": str(target.checksum), "mode": "cdc, compared while caught up"}))
+    return True
 
 
 class _Reporter:
@@ -103,10 +133,17 @@ def build_capture_job(catalog: Catalog, retention_days: int = 30) -> JobDefiniti
     def follow_op(context: OpExecutionContext, config: FollowConfig, mysql: MySQLSource,
                   postgres: PostgresTarget) -> None:
         reporter = _Reporter(context, tables, config.report_every_s)
+        compared = [-float("inf")]
+
+        def idle() -> None:
+            if config.parity_every_s and time.monotonic() - compared[0] >= config.parity_every_s and \
+                    _parity_at_a_point(context, tables, mysql.database_url, postgres.database_url):
+                compared[0] = time.monotonic()
+
         try:
             followed = follow(mysql.database_url, postgres.database_url, tables, config.seconds or None,
                               once=config.once, run_id=context.run_id, on_batch=reporter,
-                              retention_days=retention_days)
+                              retention_days=retention_days, on_idle=idle)
         finally:
             reporter.flush()
         for label in followed.not_snapshotted:

@@ -136,9 +136,10 @@ PURGE_EVERY_S = 600.0
 def follow(mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, tables: Sequence[TablePlan], seconds: float | None,
            once: bool = False, poll_s: float = 0.2, run_id: str | None = None,
            on_batch: Callable[[Applied], None] | None = None, retention_days: int = 30,
-           batch_rows: int = 20_000) -> Followed:
+           batch_rows: int = 20_000, on_idle: Callable[[], None] | None = None) -> Followed:
     """Follow the binlog into PostgreSQL: until caught up (``once``), for ``seconds``, or for good (None). The
-    change log keeps ``retention_days`` (entries older are dropped every ten minutes)."""
+    change log keeps ``retention_days`` (entries older are dropped every ten minutes). ``on_idle`` is called
+    after each poll that found nothing to apply (PostgreSQL has caught up)."""
     if not tables:
         raise CaptureError("no table has mode: cdc in the sync spec")
     check_server(mysql_url)
@@ -161,6 +162,8 @@ def follow(mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, tables: Sequence[T
             log.warning("change capture paused %.0f s: %s", backoff, exc)
             time.sleep(backoff)
             continue
+        if not busy and on_idle is not None:
+            on_idle()  # caught up: the moment to compare both sides
         if once and not busy:
             return followed
         if deadline is not None and time.monotonic() >= deadline:
