@@ -133,14 +133,18 @@ def test_kill_9_at_any_moment_loses_and_repeats_nothing(captured: tuple[Settings
             demo.simulate(settings.mysql_url.secret, interval=0, iterations=1, out=None)
             time.sleep(0.02)
 
+    command = [sys.executable, "-m", "mysql_pg_assets.cli", "cdc"]
+    started = time.monotonic()  # what starting it costs on this machine, nothing to apply yet
+    subprocess.run([*command, "--once"], cwd=PROJECT_ROOT, env=os.environ.copy(), capture_output=True, timeout=120)
+    startup = time.monotonic() - started
     writer = threading.Thread(target=shop, daemon=True)
     writer.start()
     rng = random.Random(9)
     try:
         for _ in range(20):
-            process = subprocess.Popen([sys.executable, "-m", "mysql_pg_assets.cli", "cdc"], cwd=PROJECT_ROOT,
-                                       env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            time.sleep(rng.uniform(1.5, 4.0))  # it starts in about 2 s: killed before, while or after it applies
+            process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.PIPE)
+            time.sleep(startup * rng.uniform(1.2, 3.5))  # killed before, while or after it applies
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=30)
     finally:
