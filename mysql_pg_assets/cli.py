@@ -134,14 +134,15 @@ def check(settings: Settings) -> int:
 
 
 def capture(settings: Settings, seconds: float | None, once: bool) -> int:
+    from mysql_pg_assets.sync.capture.apply import Applied
     from mysql_pg_assets.sync.capture.stream import follow
 
     catalog_spec = load_spec(settings.sync_config)
     catalog = discover(catalog_spec, settings.mysql_url)
     tables = [t for t in catalog.tables if t.cdc]
 
-    def report(applied: object) -> None:
-        print(f"applied {applied.changes} changes up to {applied.end}", flush=True)  # type: ignore[attr-defined]
+    def report(applied: Applied) -> None:
+        print(f"applied {applied.changes} changes up to {applied.end}", flush=True)
 
     followed = follow(settings.mysql_url, settings.postgres_url, tables, seconds, once=once, on_batch=report,
                       retention_days=catalog_spec.options.cdc_retention_days)
