@@ -69,6 +69,7 @@ def _fits_postgresql(name: str | None) -> str | None:
 
 
 PgName = Annotated[NonEmpty, AfterValidator(_fits_postgresql)]
+PgType = Annotated[str, AfterValidator(pg_type)]  # a PostgreSQL type name, checked before it reaches DDL or a cast
 
 
 class SpecError(ActionableError, ValueError):
@@ -122,38 +123,28 @@ class ColumnMasking(_Strict):
 
 
 class ColumnOverride(ColumnMasking):
-    pg_type: str | None = Field(None, description="PostgreSQL type to use instead of the casting rule's")
+    pg_type: PgType | None = Field(None, description="PostgreSQL type to use instead of the casting rule's")
     rename: PgName | None = Field(None, description="name of the column in PostgreSQL")
-
-    @field_validator("pg_type")
-    @classmethod
-    def _type_name(cls, value: str | None) -> str | None:
-        return None if value is None else pg_type(value)
 
 
 class Derived(_Strict):
     """A column computed from the others, in the expression language of ``sync.expressions``."""
 
     expression: NonEmpty = Field(description="e.g. upper(email), total - tax, now(), source_database()")
-    pg_type: str | None = Field(None, description="PostgreSQL type; default: inferred from the expression")
+    pg_type: PgType | None = Field(None, description="PostgreSQL type; default: inferred from the expression")
 
     @model_validator(mode="before")
     @classmethod
     def _short_form(cls, data: object) -> object:
         return {"expression": data} if isinstance(data, str) else data
 
-    @field_validator("pg_type")
-    @classmethod
-    def _type_name(cls, value: str | None) -> str | None:
-        return None if value is None else pg_type(value)
-
 
 class PythonTransform(_Strict):
     """A function of one batch, for what expressions cannot say: ``fn(frame, context) -> frame``."""
 
     function: NonEmpty = Field(description="import path, 'package.module:function'")
-    columns: dict[PgName, str] = Field(default_factory=dict, description="columns it adds, with their PostgreSQL "
-                                                                         "types (known before the first row)")
+    columns: dict[PgName, PgType] = Field(default_factory=dict, description="columns it adds, with their "
+                                                                            "PostgreSQL types (known before row one)")
     modifies: tuple[NonEmpty, ...] = Field((), description="existing columns whose values it changes")
 
     @field_validator("function")
@@ -162,11 +153,6 @@ class PythonTransform(_Strict):
         if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", value):
             raise ValueError(f"{value!r} is not 'package.module:function'")
         return value
-
-    @field_validator("columns")
-    @classmethod
-    def _types(cls, value: dict[str, str]) -> dict[str, str]:
-        return {name: pg_type(kind) for name, kind in value.items()}
 
 
 _EXPECTATION_KINDS = ("in_range", "str_matches", "isin", "notin", "unique", "not_null", "expression")
@@ -327,12 +313,7 @@ class CastOverride(_Strict):
     """Every column whose MySQL type matches ``match`` becomes ``pg_type``."""
 
     match: NonEmpty = Field(description="glob over the MySQL column type, case-insensitive: 'tinyint(1)', 'varchar(*)'")
-    pg_type: str
-
-    @field_validator("pg_type")
-    @classmethod
-    def _type_name(cls, value: str) -> str:
-        return pg_type(value)
+    pg_type: PgType
 
 
 class Options(_Strict):
