@@ -157,29 +157,20 @@ def capture(settings: Settings, seconds: float | None, once: bool) -> int:
 
 
 def recover(settings: Settings, args: argparse.Namespace) -> int:
-    from datetime import datetime
-
     from mysql_pg_assets.sync.capture import recover as recovery
-    from mysql_pg_assets.sync.capture.binlog import Position
 
     catalog = discover(load_spec(settings.sync_config), settings.mysql_url)
     table = next((t for t in catalog.tables if args.table in (t.target_label, t.source_table, t.target_table)), None)
     if table is None or not table.cdc:
         raise recovery.RecoveryError(f"{args.table}: not a table with mode: cdc (those have a change log)")
 
-    def point(text: str) -> tuple[Position | None, datetime | None]:
-        name, _, offset = text.rpartition(":")
-        if name and offset.isdigit() and "T" not in text:
-            return Position(name, int(offset)), None
-        return None, datetime.fromisoformat(text)
-
     if args.rollback:
         done = recovery.rollback(settings.postgres_url, table, args.rollback)
     elif args.restore_to:
-        position, time = point(args.restore_to)
+        position, time = recovery.parse_point(args.restore_to)
         done = recovery.restore(settings.postgres_url, table, position, time, args.into, args.in_place)
     else:
-        position, _ = point(args.replay_from)
+        position, _ = recovery.parse_point(args.replay_from)
         if position is None:
             raise recovery.RecoveryError("--replay-from takes a binlog position, FILE:POS")
         done = recovery.replay(settings.postgres_url, table, position)

@@ -105,9 +105,7 @@ class _Reporter:
     def __call__(self, applied: Applied) -> None:
         lag = (datetime.now(UTC) - applied.committed_at).total_seconds()  # type: ignore[operator]
         for label, done in applied.tables.items():
-            total = self.pending.setdefault(label, TableApplied())
-            for name in ("changes", "inserted", "updated", "deleted", "rejected"):
-                setattr(total, name, getattr(total, name) + getattr(done, name))
+            self.pending.setdefault(label, TableApplied()).add(done)
             self.lags[label] = lag
         self.position = applied.end
         if time.monotonic() - self.last >= self.every_s:
@@ -169,13 +167,6 @@ class Recovery(Config):
     replay_from: str = Field("", description="apply the changes after this binlog position (FILE:POS) again")
 
 
-def _point(text: str) -> tuple[Position | None, datetime | None]:
-    name, _, offset = text.rpartition(":")
-    if name and offset.isdigit() and "T" not in text:
-        return Position(name, int(offset)), None
-    return None, datetime.fromisoformat(text)
-
-
 def build_recovery_job(catalog: Catalog) -> JobDefinition:
     tables = [t for t in catalog.tables if t.cdc]
 
@@ -193,11 +184,11 @@ def build_recovery_job(catalog: Catalog) -> JobDefinition:
         if config.rollback_run:
             done = recovery.rollback(url, table, config.rollback_run, by_run=context.run_id)
         elif config.restore_to:
-            position, time_ = _point(config.restore_to)
+            position, time_ = recovery.parse_point(config.restore_to)
             done = recovery.restore(url, table, position, time_, config.into or None, config.in_place,
                                     by_run=context.run_id)
         else:
-            position, _ = _point(config.replay_from)
+            position, _ = recovery.parse_point(config.replay_from)
             if position is None:
                 raise Failure("replay_from takes a binlog position, FILE:POS")
             done = recovery.replay(url, table, position)

@@ -35,7 +35,7 @@ from mysql_pg_assets.core.sql import pg_ident
 from mysql_pg_assets.sync.capture.binlog import Position, RowChange, Transaction
 from mysql_pg_assets.sync.capture.images import read_batch
 from mysql_pg_assets.sync.catalog.plans import TablePlan, staging_name
-from mysql_pg_assets.sync.load.loader import merge_staged
+from mysql_pg_assets.sync.load.loader import lock_table, merge_staged
 from mysql_pg_assets.sync.load.merge import delete_keys_sql, staged_values
 from mysql_pg_assets.sync.load.staging import Staging, Tally, drop_staging, stage
 from mysql_pg_assets.sync.pipeline import validated_batches
@@ -49,6 +49,10 @@ class TableApplied:
     updated: int = 0
     deleted: int = 0
     rejected: int = 0
+
+    def add(self, other: TableApplied) -> None:
+        for name, value in vars(other).items():
+            setattr(self, name, getattr(self, name) + value)
 
 
 @dataclass
@@ -205,14 +209,11 @@ class Applier:
         try:
             for label in sorted(per_table):  # one order for every batch: no deadlock with another writer
                 if label not in self.locked:
-                    self.connection.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                                            ("table " + label,))
+                    lock_table(self.connection, label, until_commit=True)
                     self.locked.add(label)
-                done = _apply_table(self.connection, self.postgres_url, self.meta, self.by_label[label],
-                                    per_table[label], self.run_id)
-                total = self.tables.setdefault(label, TableApplied())
-                for name in ("changes", "inserted", "updated", "deleted", "rejected"):
-                    setattr(total, name, getattr(total, name) + getattr(done, name))
+                self.tables.setdefault(label, TableApplied()).add(_apply_table(
+                    self.connection, self.postgres_url, self.meta, self.by_label[label], per_table[label],
+                    self.run_id))
         except psycopg.Error as exc:
             self.abandon()
             raise TargetError(f"applying changes to PostgreSQL at {self.postgres_url}: {explain(str(exc))}") from None
@@ -223,10 +224,7 @@ class Applier:
     def finish(self, end: Position, committed_at: object) -> Applied:
         """Move every followed table's position to ``end`` and commit."""
         try:
-            self.connection.execute(
-                f"UPDATE {self.meta.positions} SET log_file = %s, log_pos = %s, updated_at = now()"
-                f" WHERE held IS NULL AND target_table = ANY(%s) AND (log_file, log_pos) < (%s, %s)",
-                (end.log_file, end.log_pos, sorted(self.by_label), end.log_file, end.log_pos))
+            _move_positions(self.connection, self.meta, sorted(self.by_label), end)
             self._stack.close()  # commits
         except psycopg.Error as exc:
             self.abandon()
@@ -274,16 +272,21 @@ def purge(postgres_url: DatabaseUrl, schema: str, days: int) -> int:
 def hold(postgres_url: DatabaseUrl, table: TablePlan, end: Position, why: str) -> None:
     """Stop applying a table's changes from ``end`` on (its schema changed): a snapshot takes it up again."""
     with pg_connection(postgres_url) as connection:
-        meta = ensure(connection, table.target_schema)
+        meta = _ensured(connection, postgres_url, table.target_schema)
         connection.execute(f"UPDATE {meta.positions} SET held = %s, updated_at = now() WHERE target_table = %s",
                            (f"at {end}: {why}"[:2000], table.target_label))
+
+
+def _move_positions(connection: psycopg.Connection, meta: MetaTables, labels: Sequence[str], to: Position) -> None:
+    """The positions of these tables (those not held, and not already past it) moved on to ``to``."""
+    connection.execute(
+        f"UPDATE {meta.positions} SET log_file = %s, log_pos = %s, updated_at = now() WHERE held IS NULL"
+        f" AND target_table = ANY(%s) AND (log_file, log_pos) < (%s, %s)",
+        (to.log_file, to.log_pos, list(labels), to.log_file, to.log_pos))
 
 
 def advance(postgres_url: DatabaseUrl, tables: Sequence[TablePlan], to: Position) -> None:
     """Move the positions of the tables (not held) to ``to``: the binlog up to there held no change of theirs."""
     with pg_connection(postgres_url) as connection:
-        meta = ensure(connection, tables[0].target_schema)
-        connection.execute(
-            f"UPDATE {meta.positions} SET log_file = %s, log_pos = %s, updated_at = now() WHERE held IS NULL"
-            f" AND target_table = ANY(%s) AND (log_file, log_pos) < (%s, %s)",
-            (to.log_file, to.log_pos, [t.target_label for t in tables], to.log_file, to.log_pos))
+        meta = _ensured(connection, postgres_url, tables[0].target_schema)
+        _move_positions(connection, meta, [t.target_label for t in tables], to)

@@ -33,10 +33,23 @@ from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.core.sql import pg_ident, pg_idents, pg_qualified
 from mysql_pg_assets.sync.capture.binlog import Position
 from mysql_pg_assets.sync.catalog.plans import TablePlan
+from mysql_pg_assets.sync.load.loader import lock_table
 
 
 class RecoveryError(ActionableError, ValueError):
     """A recovery that cannot be done as asked: nothing logged to recover from, a table that exists."""
+
+
+def parse_point(text: str) -> tuple[Position | None, datetime | None]:
+    """A point in the stream as a user writes it: a binlog position ``FILE:POS`` or a time (ISO 8601)."""
+    name, _, offset = text.strip().rpartition(":")
+    if name and offset.isdigit() and "T" not in text:
+        return Position(name, int(offset)), None
+    try:
+        return None, datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise RecoveryError(f"{text!r} is neither a binlog position (FILE:POS, e.g. binlog.000004:1234) nor a "
+                            f"time (ISO 8601, e.g. 2026-11-26T04:00:00+00:00)") from None
 
 
 @dataclass(frozen=True)
@@ -94,8 +107,7 @@ def _run(postgres_url: DatabaseUrl, table: TablePlan,
         meta = ensure(connection, table.target_schema)
         with connection.transaction():
             connection.execute("SET LOCAL TimeZone = 'UTC'")
-            connection.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                               ("table " + table.target_label,))
+            lock_table(connection, table.target_label, until_commit=True)
             return work(connection, meta)
 
 

@@ -141,6 +141,13 @@ class _Merger:
         return watermark, max(times) if times else None
 
 
+def lock_table(connection: psycopg.Connection, target_label: str, until_commit: bool = False) -> None:
+    """The advisory lock every writer of a table takes (a load, change capture's apply, a recovery), so that
+    no two interleave: for the session, or only ``until_commit`` of the open transaction."""
+    function = "pg_advisory_xact_lock" if until_commit else "pg_advisory_lock"
+    connection.execute(f"SELECT {function}(hashtextextended(%s, 0))", ("table " + target_label,))
+
+
 @contextmanager
 def _table_lock(postgres_url: DatabaseUrl, table: TablePlan) -> Iterator[tuple[psycopg.Connection, MetaTables]]:
     """A connection holding the table's session advisory lock, with the schemas and project tables ready."""
@@ -149,7 +156,7 @@ def _table_lock(postgres_url: DatabaseUrl, table: TablePlan) -> Iterator[tuple[p
                                    lambda: ensure(connection, table.target_schema))
         # Another load of this table: wait for it however long it takes (it has timeouts of its own).
         connection.execute("SET lock_timeout = 0")
-        connection.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", ("table " + table.target_label,))
+        lock_table(connection, table.target_label)
         connection.execute("RESET lock_timeout")
         yield connection, meta
 
