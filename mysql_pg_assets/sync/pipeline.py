@@ -11,8 +11,8 @@ What a load reads (its scope):
 
 Whatever the scope, the rows pass through :func:`validated_batches`: the casting rules and the
 spec's transforms (masks, derived columns, the Python transform), validation, and the spec's own
-checks, from the one table plan. A path that writes rows some other way (change capture, when it
-comes) must call it too, so that no path skips a mask.
+checks, from the one table plan. Change capture's apply (``sync.capture.apply``) calls it too, on the
+binlog's row images; any other path that writes rows must, so that none skips a mask.
 """
 
 from __future__ import annotations
