@@ -14,7 +14,7 @@ RUN := $(UV) run --frozen
 # servers of yours: then nothing is started or installed, and your servers are used as they are.
 LOCAL_DB := $(if $(and $(MYSQL_URL),$(POSTGRES_URL)),,db)
 
-.PHONY: help install db db-stop db-reset check seed materialize summary ui demo simulate cdc alter test lint samples bench bench-sensors bench-many bench-cdc
+.PHONY: help install db db-stop db-reset check seed materialize summary ui demo simulate cdc alter test lint samples bench bench-sensors bench-many bench-cdc chameleon
 
 help:
 	@echo "make demo     local databases, demo data, every asset materialized, then the Dagster UI (UI=0: stop before the UI)"
@@ -108,3 +108,7 @@ bench-many: install db
 
 bench-cdc: install db
 	$(ENV) $(RUN) python bench/cdc.py $(ARGS)
+
+# pg_chameleon, the reference bench-cdc compares with, in a venv of its own (its pins are not ours)
+chameleon:
+	$(UV) venv -q --allow-existing .local/chameleon && $(UV) pip install -q --python .local/chameleon/bin/python pg-chameleon==2.0.21

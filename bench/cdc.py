@@ -9,16 +9,16 @@
 4. Big: one ``UPDATE`` of every row in one transaction; catch-up is from its commit to the capture's
    position passing it, in rows/s, and the capture process's peak RSS (``wait4``) over the whole run.
 5. Parity: both sides compared (count and every row) at the end.
+6. pg_chameleon, the reference, on the same workload (a table made anew) when it is installed (``make
+   chameleon``; ``bench/chameleon.py``); otherwise the bench says why.
 
-pg_chameleon, the reference the issue names, is run when ``chameleon`` is on the PATH; otherwise the
-bench says so. Usage: ``make bench-cdc ARGS="--rate 2000 --seconds 300 --big-rows 1000000"``.
+Usage: ``make bench-cdc ARGS="--rate 2000 --seconds 300 --big-rows 1000000"``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import yaml
+from chameleon import Chameleon, exercise, missing  # bench/chameleon.py, beside this file
 
 from mysql_pg_assets.checks.parity import compare_rows
 from mysql_pg_assets.core.connections import mysql_connection, pg_connect, pg_connection
@@ -104,6 +105,21 @@ def _last_log_id(postgres_url: DatabaseUrl) -> int:
         return int(connection.execute("SELECT coalesce(max(id), 0) FROM mysql_pg_assets.change_log").fetchone()[0])
 
 
+def _chameleon(mysql_server: DatabaseUrl, pg_server: DatabaseUrl, args: argparse.Namespace) -> None:
+    """The same workload, on a table made anew, replicated by pg_chameleon into a database of its own."""
+    reason = missing()
+    if reason:
+        print(f"pg_chameleon: not run: {reason} (make chameleon installs it)")
+        return
+    _source(mysql_server, args.big_rows)
+    mysql_url = mysql_server.with_database(DATABASE)
+    print("pg_chameleon, the same workload (its lag: staleness of the copy, sampled every 50 ms):")
+    with Chameleon(mysql_server.host, mysql_server.port, mysql_server.user, mysql_server.password,
+                             DATABASE, pg_server.secret, "mpa_bench_chameleon", SCHEMA) as replica:
+        exercise(replica, args.big_rows, args.seconds,
+                           lambda: _writer(mysql_url, args.rate, args.seconds, threading.Event()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=int, default=2000, help="row changes a second in the steady phase (2000)")
@@ -153,9 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parity = compare_rows(mysql_url, pg_url, table)
     print(f"parity: MySQL {parity.mysql_rows:,} rows, PostgreSQL {parity.postgres_rows:,}: "
           f"{'every row equal' if parity.equal else 'DIFFERENT ' + str(parity.differences[:2])}")
-    print("pg_chameleon: " + ("on the PATH but not wired into this bench yet" if shutil.which("chameleon") else
-                              "not installed here (PyPI pg-chameleon; needs binlog_row_metadata=FULL and a non-root "
-                              "user, see ../shared/NOTES.md for figures measured by hand)"))
+    _chameleon(mysql_server, DatabaseUrl.parse(os.environ["POSTGRES_URL"]), args)
     return 0 if parity.equal else 1
 
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,8 +24,9 @@ from mysql_pg_assets.core.meta import positions
 from mysql_pg_assets.core.settings import PROJECT_ROOT, DatabaseUrl, Settings
 from mysql_pg_assets.core.sql import mysql_qualified
 from mysql_pg_assets.definitions import build_definitions
+from mysql_pg_assets.sync import pipeline
 from mysql_pg_assets.sync.capture import recover
-from mysql_pg_assets.sync.capture.binlog import CaptureError, Position, Transaction, read
+from mysql_pg_assets.sync.capture.binlog import CaptureError, Position, Transaction, master_position, read
 from mysql_pg_assets.sync.capture.stream import _server_id, follow
 from mysql_pg_assets.sync.catalog.discover import discover
 from mysql_pg_assets.sync.catalog.plans import TablePlan
@@ -120,6 +121,69 @@ def test_every_change_is_applied_once_with_its_transforms(captured: tuple[Settin
 
     again = follow(settings.mysql_url, settings.postgres_url, tables, None, once=True)
     assert again.changes == 0 and _change_log(settings)[0] == expected
+
+
+def test_a_snapshot_read_while_mysql_writes_is_mysql_at_the_position_it_records(
+        captured: tuple[Settings, list[TablePlan]], monkeypatch: pytest.MonkeyPatch) -> None:
+    settings, tables = captured
+    orders = next(t for t in tables if t.source_table == "orders")
+    source, before = settings.mysql_url, master_position(settings.mysql_url)
+    reading = pipeline.read_batches
+
+    def written_meanwhile(*args: object, **kwargs: object) -> Iterator[object]:
+        for number, batch in enumerate(reading(*args, **kwargs)):
+            yield batch
+            if number == 0:  # the read has begun: its statement no longer sees what is written now
+                demo.simulate(source.secret, interval=0, iterations=20, seed=11, out=None)
+
+    monkeypatch.setattr(pipeline, "read_batches", written_meanwhile)
+    sync_table(orders, source, settings.postgres_url, batch_rows=200, run_id="resnapshot")
+    meanwhile = _binlog_changes(settings, [orders], {orders.target_label: before})
+    assert meanwhile > 10
+    # No stream has run: the snapshot alone is MySQL's table, at the position it recorded, past every change.
+    _assert_equal(settings, [orders])
+    assert _binlog_changes(settings, [orders], {orders.target_label: _stored(settings)[orders.target_label]}) == 0
+    assert _logged(settings, orders) == (meanwhile, meanwhile)  # each change of the window once, by its run
+    followed = follow(source, settings.postgres_url, tables, None, once=True)  # the other tables' changes
+    assert followed.changes > 0 and _logged(settings, orders) == (meanwhile, meanwhile)  # none a second time
+    _assert_equal(settings, tables)
+
+
+def test_a_snapshot_taken_while_the_stream_runs_hands_each_change_to_one_of_them(
+        captured: tuple[Settings, list[TablePlan]]) -> None:
+    settings, tables = captured
+    orders, since = next(t for t in tables if t.source_table == "orders"), _stored(settings)
+    writing = threading.Event()
+    writing.set()
+
+    def write() -> None:
+        seed = 20
+        while writing.is_set():
+            seed += 1
+            demo.simulate(settings.mysql_url.secret, interval=0, iterations=3, seed=seed, out=None)
+
+    threads = [threading.Thread(target=write),
+               threading.Thread(target=follow, args=(settings.mysql_url, settings.postgres_url, tables, 6.0))]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    for _ in range(2):  # re-snapshots while both write and stream go on
+        sync_table(orders, settings.mysql_url, settings.postgres_url, batch_rows=300, run_id="resnapshot")
+    writing.clear()
+    for thread in threads:
+        thread.join()
+    follow(settings.mysql_url, settings.postgres_url, tables, None, once=True)
+    _assert_equal(settings, tables)
+    logged, by_snapshots = _logged(settings, orders)
+    assert logged == _binlog_changes(settings, [orders], since) and by_snapshots > 0  # once each, by one of them
+
+
+def _logged(settings: Settings, table: TablePlan) -> tuple[int, int]:
+    """A table's change-log entries: all of them, and those of the snapshot's run."""
+    with pg_connection(settings.postgres_url) as connection:
+        return connection.execute("SELECT count(*), count(*) FILTER (WHERE run_id = 'resnapshot') FROM "
+                                  "mysql_pg_assets.change_log WHERE target_table = %s",
+                                  (table.target_label,)).fetchone()
 
 
 def test_kill_9_at_any_moment_loses_and_repeats_nothing(captured: tuple[Settings, list[TablePlan]]) -> None:

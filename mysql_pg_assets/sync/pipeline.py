@@ -26,7 +26,6 @@ import pyarrow as pa
 from mysql_pg_assets.core.connections import pg_connection, relation_exists
 from mysql_pg_assets.core.meta import last_watermark
 from mysql_pg_assets.core.settings import DatabaseUrl
-from mysql_pg_assets.sync.capture.binlog import master_position
 from mysql_pg_assets.sync.catalog.plans import TablePlan, staging_name
 from mysql_pg_assets.sync.extract import DEFAULT_BATCH_ROWS, Scope, Since, Window, keys_sql, read_batches
 from mysql_pg_assets.sync.load.loader import load_table
@@ -91,14 +90,17 @@ def sync_table(
     if isinstance(window, tuple):
         window = Window(*window)
     scope = scope_for(table, postgres_url, window)
-    # A change-captured table's snapshot: the binlog from here on is applied after it (sync.capture); a change
-    # made while it reads is in both, and applying it again leaves the same row.
-    snapshot = master_position(mysql_url) if table.cdc and scope is None else None
+    # A change-captured table's snapshot: settled at the binlog's position once read. (The capture applies
+    # its changes through this module's validated_batches: imported here, not above.)
+    from mysql_pg_assets.sync.capture.binlog import master_position
+    from mysql_pg_assets.sync.capture.handoff import settler
+
+    settle = settler(mysql_url, postgres_url, table, master_position(mysql_url), run_id) \
+        if table.cdc and scope is None else None
     batches = read_batches(mysql_url, table, batch_rows, scope)
     keys: Iterable = ()
     if isinstance(scope, Since):
         keys = (keys_to_staging(b, table) for b in read_batches(mysql_url, table, batch_rows, sql=keys_sql(table)))
     context = LoadContext.of(table, run_id, partition)
     rows = validated_batches(batches, table, scope.splits if isinstance(scope, Window) else (), context)
-    return load_table(table, rows, postgres_url, run_id, scope, keys, partition,
-                      (snapshot.log_file, snapshot.log_pos) if snapshot else None)
+    return load_table(table, rows, postgres_url, run_id, scope, keys, partition, settle)

@@ -139,7 +139,8 @@ _LOG_COLUMNS = ("log_file, log_pos, committed_at, run_id, source_table, target_t
 
 
 def _apply_table(connection: psycopg.Connection, postgres_url: DatabaseUrl, meta: MetaTables, table: TablePlan,
-                 logged: list[_Logged], run_id: str | None) -> TableApplied:
+                 logged: list[_Logged], run_id: str | None, inside_load: bool = False,
+                 unlogged: int = 0) -> TableApplied:
     context = LoadContext.of(table, run_id)
     last: dict[tuple, RowChange] = {}
     for entry in logged:
@@ -151,7 +152,8 @@ def _apply_table(connection: psycopg.Connection, postgres_url: DatabaseUrl, meta
     upserts = [c.after for c in last.values() if c.after is not None]
     deletes = [c.before for c in last.values() if c.after is None and c.before is not None]
     staging = Staging.for_table(table, meta)
-    drop_staging(connection, meta.schema, staging.table_prefix)  # a killed apply's or load's (the lock is ours)
+    if not inside_load:  # a killed apply's or load's (the lock is ours); a load in progress drops its own
+        drop_staging(connection, meta.schema, staging.table_prefix)
     tally, staged_rows = Tally(), []
     keys = [keys_to_staging(read_batch(table, deletes), table)] if deletes else []
     try:
@@ -168,11 +170,22 @@ def _apply_table(connection: psycopg.Connection, postgres_url: DatabaseUrl, meta
             done.deleted = connection.execute(delete_keys_sql(table, staging.source_keys)).rowcount
         if arrived[0] and done.rejected:
             write_rejects(connection, meta, staging.rejects, run_id, table.source_label, table.target_label)
-        _log_changes(connection, postgres_url, table, staging, meta, logged, context, run_id)
+        if logged[unlogged:]:  # the first ``unlogged`` are in the change log already
+            _log_changes(connection, postgres_url, table, staging, meta, logged[unlogged:], context, run_id)
     finally:
         with contextlib.suppress(psycopg.Error):
             drop_staging(connection, meta.schema, staging.prefix)
     return done
+
+
+def apply_in_load(connection: psycopg.Connection, postgres_url: DatabaseUrl, meta: MetaTables, table: TablePlan,
+                  transactions: Sequence[Transaction], run_id: str | None,
+                  logged_to: Position | None) -> TableApplied:
+    """Apply transactions (or parts) of ``table`` in a load's open transaction (``handoff``), and log those of
+    their changes the change log does not have yet (those past ``logged_to``)."""
+    logged = [_Logged(t.end, t.committed_at, change) for t in transactions for change in t.changes]
+    known = sum(len(t.changes) for t in transactions if logged_to is not None and (t.start or t.end) <= logged_to)
+    return _apply_table(connection, postgres_url, meta, table, logged, run_id, inside_load=True, unlogged=known)
 
 
 class Applier:
@@ -181,10 +194,11 @@ class Applier:
 
     def __init__(self, postgres_url: DatabaseUrl, plans: dict[str, TablePlan], after: dict[str, Position],
                  run_id: str | None = None) -> None:
-        self.postgres_url, self.plans, self.after, self.run_id = postgres_url, plans, after, run_id
+        self.postgres_url, self.plans, self.after, self.run_id = postgres_url, plans, dict(after), run_id
         self.by_label = {t.target_label: t for t in plans.values()}
         self.tables: dict[str, TableApplied] = {}
         self.locked: set[str] = set()
+        self.waiting: set[str] = set()  # held by a load: not applied, not moved on by this batch
         self._stack = contextlib.ExitStack()
         try:
             self.connection = self._stack.enter_context(pg_connection(postgres_url))
@@ -197,20 +211,21 @@ class Applier:
 
     def add(self, transactions: Sequence[Transaction]) -> None:
         """Apply these (whole transactions, or the next part of one), per table, in the open transaction."""
-        per_table: dict[str, list[_Logged]] = {}
-        for transaction in transactions:
-            for change in transaction.changes:
-                table = self.plans.get(change.table)
-                if table is None or table.target_label not in self.after or (
-                        transaction.start or transaction.end) <= self.after[table.target_label]:
-                    continue  # not followed, or in PostgreSQL already
-                per_table.setdefault(table.target_label, []).append(
-                    _Logged(transaction.end, transaction.committed_at, change))
+        touched = sorted({self.plans[c.table].target_label for t in transactions for c in t.changes
+                          if c.table in self.plans and self.plans[c.table].target_label in self.after})
         try:
-            for label in sorted(per_table):  # one order for every batch: no deadlock with another writer
-                if label not in self.locked:
-                    lock_table(self.connection, label, until_commit=True)
-                    self.locked.add(label)
+            for label in touched:  # one order for every batch: no deadlock with another writer
+                self._lock(label)
+            per_table: dict[str, list[_Logged]] = {}
+            for transaction in transactions:
+                for change in transaction.changes:
+                    table = self.plans.get(change.table)
+                    if table is None or table.target_label not in self.after or (
+                            transaction.start or transaction.end) <= self.after[table.target_label]:
+                        continue  # not followed, or in PostgreSQL already
+                    per_table.setdefault(table.target_label, []).append(
+                        _Logged(transaction.end, transaction.committed_at, change))
+            for label in sorted(per_table):
                 self.tables.setdefault(label, TableApplied()).add(_apply_table(
                     self.connection, self.postgres_url, self.meta, self.by_label[label], per_table[label],
                     self.run_id))
@@ -221,10 +236,29 @@ class Applier:
             self.abandon()
             raise
 
+    def _lock(self, label: str) -> None:
+        """Take the table's lock, then its stored position again (a snapshot committed since this batch was
+        read moved it on, and what it reflects must not be applied a second time). A table a load holds (a
+        snapshot being taken) is left out of this batch, its position kept: the stream goes on without it,
+        and the next poll takes it up from where the snapshot put it."""
+        if label in self.locked or label in self.waiting:
+            return
+        if not lock_table(self.connection, label, until_commit=True, wait=False):
+            self.waiting.add(label)
+            del self.after[label]
+            return
+        self.locked.add(label)
+        row = self.connection.execute(f"SELECT log_file, log_pos, held FROM {self.meta.positions} "
+                                      f"WHERE target_table = %s", (label,)).fetchone()
+        if row is None or row[2] is not None:
+            del self.after[label]  # dropped or held meanwhile: not applied here
+        else:
+            self.after[label] = max(self.after[label], Position(row[0], int(row[1])))
+
     def finish(self, end: Position, committed_at: object) -> Applied:
         """Move every followed table's position to ``end`` and commit."""
         try:
-            _move_positions(self.connection, self.meta, sorted(self.by_label), end)
+            _move_positions(self.connection, self.meta, sorted(set(self.by_label) - self.waiting), end)
             self._stack.close()  # commits
         except psycopg.Error as exc:
             self.abandon()

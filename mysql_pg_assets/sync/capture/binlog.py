@@ -91,6 +91,13 @@ def master_position(url: DatabaseUrl) -> Position:
     return Position(row[0], int(row[1]))
 
 
+def binlog_has(url: DatabaseUrl, position: Position) -> bool:
+    """Whether the server still has the binlog file of ``position`` (not purged)."""
+    with mysql_connection(url) as connection, connection.cursor() as cur:
+        cur.execute("SHOW BINARY LOGS")
+        return any(row[0] == position.log_file for row in cur.fetchall())
+
+
 def check_server(url: DatabaseUrl) -> None:
     """Refuse a server whose binlog cannot be followed row by row, saying what to set."""
     with mysql_connection(url) as connection, connection.cursor() as cur:
@@ -113,12 +120,13 @@ def _settings(url: DatabaseUrl) -> dict[str, object]:
 
 
 def read(url: DatabaseUrl, database: str, tables: set[str], start: Position, server_id: int,
-         blocking: bool, part_rows: int = 20_000) -> Iterator[Transaction | SchemaEvent | Position]:
+         blocking: bool, part_rows: int = 20_000,
+         until: Position | None = None) -> Iterator[Transaction | SchemaEvent | Position]:
     """The committed transactions (their changes to ``tables`` of ``database``) and the schema changes of
-    those tables, from ``start`` on. Not ``blocking``: stop at the binlog's end (catching up), and give last
-    the position reached, however little of it was about ``tables``. A transaction of more than ``part_rows``
-    changes comes in parts, so that memory stays bounded whatever its size (``apply`` keeps one PostgreSQL
-    transaction open across them)."""
+    those tables, from ``start`` on. Not ``blocking``: stop at the binlog's end (catching up), or at the
+    first transaction boundary at or past ``until``, and give last the position reached, however little of
+    it was about ``tables``. A transaction of more than ``part_rows`` changes comes in parts, so that memory
+    stays bounded whatever its size (``apply`` keeps one PostgreSQL transaction open across them)."""
     stream = BinLogStreamReader(
         connection_settings=_settings(url), server_id=server_id, log_file=start.log_file, log_pos=start.log_pos,
         resume_stream=True, blocking=blocking, only_schemas=[database],
@@ -148,6 +156,9 @@ def read(url: DatabaseUrl, database: str, tables: set[str], start: Position, ser
                 table = _altered(event, database, tables)
                 if table is not None:
                     yield SchemaEvent(end, table, _text(event.query))
+            if until is not None and pending is None and end >= until:
+                yield end
+                return
         if pending is None and stream.log_file:
             yield Position(stream.log_file, int(stream.log_pos))
     except (pymysql.MySQLError, OSError) as exc:  # OSError: the connection reset under the reader

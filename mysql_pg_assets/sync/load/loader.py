@@ -32,7 +32,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -141,11 +141,15 @@ class _Merger:
         return watermark, max(times) if times else None
 
 
-def lock_table(connection: psycopg.Connection, target_label: str, until_commit: bool = False) -> None:
+def lock_table(connection: psycopg.Connection, target_label: str, until_commit: bool = False,
+               wait: bool = True) -> bool:
     """The advisory lock every writer of a table takes (a load, change capture's apply, a recovery), so that
-    no two interleave: for the session, or only ``until_commit`` of the open transaction."""
-    function = "pg_advisory_xact_lock" if until_commit else "pg_advisory_lock"
-    connection.execute(f"SELECT {function}(hashtextextended(%s, 0))", ("table " + target_label,))
+    no two interleave: for the session, or only ``until_commit`` of the open transaction. Not ``wait``:
+    returns at once whether it was taken."""
+    function = ("pg_advisory_xact_lock" if until_commit else "pg_advisory_lock") if wait else (
+        "pg_try_advisory_xact_lock" if until_commit else "pg_try_advisory_lock")
+    row = connection.execute(f"SELECT {function}(hashtextextended(%s, 0))", ("table " + target_label,)).fetchone()
+    return wait or bool(row[0])
 
 
 @contextmanager
@@ -197,10 +201,11 @@ def _scope_label(scope: Scope) -> str:
 def load_table(
     table: TablePlan, batches: Iterable[ValidatedBatch], postgres_url: DatabaseUrl, run_id: str | None = None,
     scope: Scope = None, source_keys: Iterable[pl.DataFrame] = (), partition: str | None = None,
-    snapshot_position: tuple[str, int] | None = None,
+    settle: Callable[[psycopg.Connection, MetaTables], tuple[str, int]] | None = None,
 ) -> LoadResult:
     """Merge the scope's rows into the target in one transaction; see the module docstring. A change-captured
-    table's snapshot records, in the same transaction, the binlog position it was read from."""
+    table's snapshot is ``settle``d in the same transaction (``sync.capture.handoff``), which gives the binlog
+    position it then reflects, recorded with it."""
     started = time.perf_counter()
     with _table_lock(postgres_url, table) as (connection, meta):
         staging = Staging.for_table(table, meta)
@@ -225,8 +230,9 @@ def load_table(
                                                 table.target_label) if arrived[0] else 0
                 result = _result(table, scope, tally, merger, rejected_values, migration, pending, meta, started)
                 record_load(connection, meta, _ledger_row(table, result, run_id, scope, partition))
-                if snapshot_position is not None:
-                    record_position(connection, meta, table.source_label, table.target_label, *snapshot_position)
+                if settle is not None:
+                    record_position(connection, meta, table.source_label, table.target_label,
+                                    *settle(connection, meta))
         except psycopg.Error as exc:
             raise TargetError(f"loading {table.target_label} into PostgreSQL at {postgres_url}: "
                               f"{explain(str(exc))}") from None

@@ -77,12 +77,14 @@ class Staging:
 def drop_staging(connection: psycopg.Connection, schema: str, prefix: str) -> None:
     """Drop staging tables that start with ``prefix`` (a killed run's, or this run's own), in one
     transaction that does not wait for its WAL flush (nothing of value is in them)."""
+    outer = connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
     names = [row[0] for row in connection.execute(
         "SELECT tablename FROM pg_tables WHERE schemaname = %s AND starts_with(tablename, %s)", (schema, prefix),
     )]
     if names:
         with connection.transaction():
-            connection.execute("SET LOCAL synchronous_commit = off")
+            if not outer:  # inside a load's or an apply's transaction it would make their commit asynchronous
+                connection.execute("SET LOCAL synchronous_commit = off")
             connection.execute(f"DROP TABLE IF EXISTS {', '.join(pg_qualified(schema, name) for name in names)}")
 
 
