@@ -14,7 +14,7 @@ RUN := $(UV) run --frozen
 # servers of yours: then nothing is started or installed, and your servers are used as they are.
 LOCAL_DB := $(if $(and $(MYSQL_URL),$(POSTGRES_URL)),,db)
 
-.PHONY: help install db db-stop db-reset check seed materialize summary ui demo simulate cdc alter test lint samples bench bench-sensors bench-many bench-cdc chameleon
+.PHONY: help install db db-stop db-reset check seed materialize summary ui demo simulate cdc alter test lint samples bench bench-sensors bench-many bench-cdc bench-metrics chameleon exporter prometheus
 
 help:
 	@echo "make demo     local databases, demo data, every asset materialized, then the Dagster UI (UI=0: stop before the UI)"
@@ -28,6 +28,8 @@ help:
 	@echo "make bench-sensors ARGS=\"--tables 50\"   what one tick of each sensor costs"
 	@echo "make bench-many ARGS=\"--tables 500\"   many small tables through Dagster against pgloader"
 	@echo "make bench-cdc ARGS=\"--rate 2000 --seconds 300\"   change capture's lag, and one huge transaction's catch-up"
+	@echo "make bench-metrics ARGS=\"--tables 200\"   what one scrape of the exporter costs"
+	@echo "make exporter                 Prometheus metrics on MPA_METRICS_PORT (9187)"
 	@echo "make samples  fetch the real-world sample schemas the tests sync"
 
 $(TOOLS)/bin/uv:
@@ -78,7 +80,15 @@ simulate: install $(LOCAL_DB)
 	$(ENV) $(RUN) python -m mysql_pg_assets_demo simulate
 
 cdc: install $(LOCAL_DB)
-	$(ENV) $(RUN) python -m mysql_pg_assets.cli cdc
+	$(ENV) $(RUN) python -m mysql_pg_assets.cli cdc --metrics-port $${MPA_CDC_METRICS_PORT:-9188}
+
+# Prometheus metrics of every synced table on MPA_METRICS_PORT (9187); deploy/ has the rules and the dashboard
+exporter: install $(LOCAL_DB)
+	$(ENV) $(RUN) python -m mysql_pg_assets.cli exporter
+
+# Debian's prometheus and promtool in .local/prometheus (the tests fetch them too)
+prometheus:
+	scripts/prometheus.sh
 
 # CHANGE=add-column (compatible: migrates by itself) or drop-column (waits for approve_schema_change)
 alter: install $(LOCAL_DB)
@@ -108,6 +118,9 @@ bench-many: install db
 
 bench-cdc: install db
 	$(ENV) $(RUN) python bench/cdc.py $(ARGS)
+
+bench-metrics: install db
+	$(ENV) $(RUN) python bench/metrics_scrape.py $(ARGS)
 
 # pg_chameleon, the reference bench-cdc compares with, in a venv of its own (its pins are not ours)
 chameleon:

@@ -142,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"snapshot: {args.big_rows:,} rows in {time.perf_counter() - started:.1f} s")
 
     env = {**os.environ, "MYSQL_URL": mysql_url.secret, "POSTGRES_URL": pg_url.secret, "SYNC_CONFIG": str(spec)}
+    logged = spec.with_name("cdc.log")  # its log lines (a pipe nobody reads would stop it once full)
+    print(f"capture process log: {logged}")
     capture = subprocess.Popen([sys.executable, "-m", "mysql_pg_assets.cli", "cdc"], cwd=PROJECT_ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               stdout=subprocess.DEVNULL, stderr=logged.open("w"))
     try:
         _caught_up(mysql_url, pg_url, 60)
         first = _last_log_id(pg_url)

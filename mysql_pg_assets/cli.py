@@ -1,8 +1,10 @@
 """Command line: ``python -m mysql_pg_assets.cli check | summary [--rows] | schema | materialize |
-reset-target --yes | rules | cdc [--once] [--seconds N]``.
+reset-target --yes | rules | cdc [--once] [--seconds N] [--metrics-port P] | exporter [--port P] | trace TABLE KEY``.
 
 ``cdc`` follows the binlog into the tables with ``mode: cdc`` (see ``sync.capture``): for good, for
 ``--seconds``, or until caught up (``--once``). It is what production runs as a service of its own.
+``exporter`` serves Prometheus metrics of every synced table; ``cdc --metrics-port`` serves the capture's
+own (see ``ops.metrics``). ``trace TABLE KEY...`` prints one record's path (see ``ops.trace``).
 ``recover TABLE --rollback RUN | --restore-to FILE:POS|TIME (--into NEW | --in-place) | --replay-from
 FILE:POS`` recovers a change-captured table from the change log (see ``sync.capture.recover``).
 
@@ -23,9 +25,11 @@ schema-drift sensor makes.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import subprocess
 import sys
+import time
 
 from mysql_pg_assets.checks.parity import compare_rows, count_parity
 from mysql_pg_assets.checks.preflight import checks
@@ -33,10 +37,13 @@ from mysql_pg_assets.core.connections import pg_connect, pg_connection
 from mysql_pg_assets.core.errors import ActionableError
 from mysql_pg_assets.core.meta import existing
 from mysql_pg_assets.core.settings import DatabaseUrl, Settings
+from mysql_pg_assets.ops import logs
 from mysql_pg_assets.sync.catalog.casting import rules_markdown
 from mysql_pg_assets.sync.catalog.discover import discover
 from mysql_pg_assets.sync.load.migrate import approved, plan_tables
 from mysql_pg_assets.sync.spec import load_spec
+
+log = logging.getLogger("mysql_pg_assets.cli")
 
 
 def summary(settings: Settings, rows: bool) -> int:
@@ -133,19 +140,26 @@ def check(settings: Settings) -> int:
     return 0
 
 
-def capture(settings: Settings, seconds: float | None, once: bool) -> int:
+def capture(settings: Settings, seconds: float | None, once: bool, metrics_port: int | None = None,
+            exporter_too: bool = False) -> int:
     from mysql_pg_assets.sync.capture.apply import Applied
     from mysql_pg_assets.sync.capture.stream import follow
 
     catalog_spec = load_spec(settings.sync_config)
     catalog = discover(catalog_spec, settings.mysql_url)
     tables = [t for t in catalog.tables if t.cdc]
+    metrics = serve_metrics(settings, metrics_port, capture=True, tables=exporter_too)[1] \
+        if metrics_port is not None else None
 
     def report(applied: Applied) -> None:
-        print(f"applied {applied.changes} changes up to {applied.end}", flush=True)
+        log.info("applied %s changes up to %s", applied.changes, applied.end,
+                 extra={"event.action": "cdc-apply", "source.position": str(applied.end)})
+        if metrics is not None:
+            metrics.applied(applied)
 
     followed = follow(settings.mysql_url, settings.postgres_url, tables, seconds, once=once, on_batch=report,
-                      retention_days=catalog_spec.options.cdc_retention_days)
+                      retention_days=catalog_spec.options.cdc_retention_days,
+                      on_idle=metrics.beat if metrics else None, on_error=metrics.failed if metrics else None)
     for label in followed.not_snapshotted:
         print(f"{label}: never snapshotted, its changes are not applied: materialize its asset first")
     for label, why in followed.held.items():
@@ -154,6 +168,39 @@ def capture(settings: Settings, seconds: float | None, once: bool) -> int:
     where = followed.position or "the stored positions"
     print(f"{followed.changes} changes in {followed.batches} batches, at {where}{lag}")
     return 1 if followed.not_snapshotted or followed.held else 0
+
+
+def serve_metrics(settings: Settings, port: int, host: str = "127.0.0.1", capture: bool = False,
+                  tables: bool = True) -> tuple[object, object]:
+    """The metrics on ``host:port``; with ``DAGSTER_HOME`` set, the asset checks' newest results and failed
+    loads too."""
+    from mysql_pg_assets.ops.metrics import serve
+
+    if not tables or not os.environ.get("DAGSTER_HOME"):
+        return serve(settings, port, host, capture=capture, tables=tables)
+    from mysql_pg_assets.defs.observe import check_states, failed_loads
+
+    return serve(settings, port, host, capture=capture, checks=check_states, failures=failed_loads)
+
+
+def exporter(settings: Settings, port: int, host: str, seconds: float | None) -> int:
+    server, _ = serve_metrics(settings, port, host)
+    try:
+        time.sleep(seconds if seconds is not None else float("inf"))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()  # type: ignore[attr-defined]
+    return 0
+
+
+def trace_record(settings: Settings, table_name: str, key: list[str]) -> int:
+    from mysql_pg_assets.ops.trace import find_table, render, trace
+
+    table = find_table(list(discover(load_spec(settings.sync_config), settings.mysql_url).tables), table_name)
+    found = trace(settings.mysql_url, settings.postgres_url, table, key)
+    print(render(found))
+    return 0 if found.equal else 1
 
 
 def recover(settings: Settings, args: argparse.Namespace) -> int:
@@ -180,10 +227,15 @@ def recover(settings: Settings, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs a command; an error a person can act on is printed as its message alone, exit status 1."""
+    logs.configure()
     try:
         return _run(argv)
     except ActionableError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if logs.json_logs():
+            log.error("%s", exc, extra={"event.action": "cli", "event.outcome": "failure",
+                                        "error.message": str(exc)})
+        else:
+            print(f"error: {exc}", file=sys.stderr)
         return 1
 
 
@@ -201,6 +253,17 @@ def _run(argv: list[str] | None) -> int:
     cdc = commands.add_parser("cdc", help="follow the binlog into the tables with mode: cdc")
     cdc.add_argument("--once", action="store_true", help="stop when caught up")
     cdc.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    cdc.add_argument("--metrics-port", type=int, default=None, help="serve its Prometheus metrics on this port")
+    cdc.add_argument("--exporter", action="store_true", help="serve the exporter's table metrics there too (where "
+                                                             "no exporter runs: never scrape both)")
+    exp = commands.add_parser("exporter", help="serve Prometheus metrics (/metrics) of every synced table")
+    exp.add_argument("--port", type=int, default=int(os.environ.get("MPA_METRICS_PORT", "9187")))
+    exp.add_argument("--host", default=os.environ.get("MPA_METRICS_HOST", "127.0.0.1"),
+                     help="the address to listen on (0.0.0.0: every interface)")
+    exp.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    tracer = commands.add_parser("trace", help="one record's path: MySQL, change log, loads, rejects, PostgreSQL")
+    tracer.add_argument("table", help="the table (schema.table, or its MySQL name)")
+    tracer.add_argument("key", nargs="+", help="the primary key's values, in its column order")
     rec = commands.add_parser("recover", help="undo a run, restore to a point, or replay, from the change log")
     rec.add_argument("table", help="the table (schema.table, or its MySQL name)")
     how = rec.add_mutually_exclusive_group(required=True)
@@ -213,7 +276,11 @@ def _run(argv: list[str] | None) -> int:
     if args.command == "recover":
         return recover(Settings.from_env(), args)
     if args.command == "cdc":
-        return capture(Settings.from_env(), args.seconds, args.once)
+        return capture(Settings.from_env(), args.seconds, args.once, args.metrics_port, args.exporter)
+    if args.command == "trace":
+        return trace_record(Settings.from_env(), args.table, args.key)
+    if args.command == "exporter":
+        return exporter(Settings.from_env(), args.port, args.host, args.seconds)
     if args.command == "rules":
         print(rules_markdown())
         return 0

@@ -26,6 +26,8 @@ from mysql_pg_assets.defs.sensors import (
     build_freshness_alert_sensor,
     build_schema_drift_sensor,
 )
+from mysql_pg_assets.defs.trace import build_trace_job
+from mysql_pg_assets.ops.logs import configure_project, json_dagster_console, json_logs
 from mysql_pg_assets.sync.catalog.discover import discover
 from mysql_pg_assets.sync.spec import load_spec
 
@@ -43,12 +45,15 @@ STEP_EXECUTOR = multiprocess_executor.configured(
 
 
 def build_definitions(settings: Settings) -> Definitions:
+    if json_logs():  # a run's every console line as ECS JSON: Dagster's and the project's own
+        json_dagster_console()
+        configure_project()
     spec = load_spec(settings.sync_config)
     catalog = discover(spec, settings.mysql_url)
     captured = any(t.cdc for t in catalog.tables)  # change capture's job and sensor, when a table has mode: cdc
     return Definitions(
         assets=build_table_assets(catalog),
-        jobs=[build_schema_approval_job(spec, catalog),
+        jobs=[build_schema_approval_job(spec, catalog), build_trace_job(catalog),
               *([build_capture_job(catalog, spec.options.cdc_retention_days), build_recovery_job(catalog)]
                 if captured else [])],
         sensors=[

@@ -199,15 +199,17 @@ def test_kill_9_at_any_moment_loses_and_repeats_nothing(captured: tuple[Settings
 
     command = [sys.executable, "-m", "mysql_pg_assets.cli", "cdc"]
     started = time.monotonic()  # what starting it costs on this machine, nothing to apply yet
-    subprocess.run([*command, "--once"], cwd=PROJECT_ROOT, env=os.environ.copy(), capture_output=True, timeout=120)
+    once = subprocess.run([*command, "--once"], cwd=PROJECT_ROOT, env=os.environ.copy(), capture_output=True,
+                          text=True, timeout=120)
     startup = time.monotonic() - started
+    assert once.returncode == 0, once.stderr[-2000:]
     writer = threading.Thread(target=shop, daemon=True)
     writer.start()
     rng = random.Random(9)
     try:
         for _ in range(20):
             process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.PIPE)
+                                       stderr=subprocess.DEVNULL)
             time.sleep(startup * rng.uniform(1.2, 3.5))  # killed before, while or after it applies
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=30)
@@ -420,15 +422,17 @@ def test_a_truncate_holds_its_table(captured: tuple[Settings, list[TablePlan]]) 
 
 
 @pytest.mark.skipif(not (PROJECT_ROOT / "scripts" / "db.sh").is_file(), reason="needs the project's scripts")
-def test_the_service_rides_out_a_restart_of_each_server(captured: tuple[Settings, list[TablePlan]]) -> None:
+def test_the_service_rides_out_a_restart_of_each_server(captured: tuple[Settings, list[TablePlan]],
+                                                        tmp_path: Path) -> None:
     """`cli cdc` as a service: MariaDB restarted under it, then PostgreSQL; it pauses, resumes from its positions,
     and catches up with every change, exactly once."""
     settings, tables = captured
     if settings.mysql_url.port != int(os.environ.get("MPA_MYSQL_PORT", "33061")):
         pytest.skip("the servers are not the project's local ones: they are not this test's to restart")
     snapshot = _stored(settings)
+    logged = tmp_path / "cdc.log"  # a file, not a pipe: a pipe nobody reads stops the service once full
     service = subprocess.Popen([sys.executable, "-m", "mysql_pg_assets.cli", "cdc"], cwd=PROJECT_ROOT,
-                               env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=logged.open("w"))
     try:
         for server in ("mariadb", "postgres"):
             demo.simulate(settings.mysql_url.secret, interval=0, iterations=5, out=None)
@@ -440,7 +444,7 @@ def test_the_service_rides_out_a_restart_of_each_server(captured: tuple[Settings
         expected = _binlog_changes(settings, tables, snapshot)
         deadline = time.monotonic() + 90
         while _change_log(settings)[0] < expected and time.monotonic() < deadline:
-            assert service.poll() is None, service.stderr.read().decode()[-2000:] if service.stderr else ""
+            assert service.poll() is None, logged.read_text()[-2000:]
             time.sleep(0.5)
         assert service.poll() is None  # still running: it rode both restarts out
     finally:

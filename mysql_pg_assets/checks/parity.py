@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -326,8 +326,6 @@ def sample_rows(
     longer has is a difference too. Needs a primary key."""
     assert table.primary_key, table.target_label
     key_columns = [c for c in table.columns if c.target_name in table.primary_key]
-    columns = compared_columns(table)
-    source_filter = f"({table.filter_sql}) AND " if table.filter_sql else ""
     target = table.target
     _, pg_where, pg_params = _scope_sql(table, window)
     keys_sql = pg_idents(c.target_name for c in key_columns)
@@ -337,12 +335,26 @@ def sample_rows(
             if window is None and estimate and estimate[0] > 200_000 else ""
         keys = connection.execute(f"SELECT {keys_sql} FROM {target}{sampled}{pg_where} ORDER BY random() LIMIT %s",
                                   (*pg_params, rows)).fetchall()
-        if not keys:
-            return Sample(0, ())
-        matches = " OR ".join(["(" + " AND ".join(f"{pg_ident(c.target_name)} = %s" for c in key_columns) + ")"]
-                              * len(keys))
+    if not keys:
+        return Sample(0, ())
+    source, copy, names = rows_by_key(mysql_url, postgres_url, table, keys)
+    differences = [d for key in copy for d in key_differences(table, names, key, source.get(key), copy[key])]
+    return Sample(len(copy), tuple(differences[:max_differences]))
+
+
+def rows_by_key(mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, table: TablePlan,
+                keys: Sequence[Sequence[Any]]) -> tuple[dict[tuple, tuple], dict[tuple, tuple], list[str]]:
+    """The rows of these keys (values in key-column order) read from both sides and normalized as the
+    comparison sees them (the documented conversions, masks applied again): MySQL's and PostgreSQL's, by
+    key, and the compared columns' names."""
+    key_columns = [c for c in table.columns if c.target_name in table.primary_key]
+    columns = compared_columns(table)
+    source_filter = f"({table.filter_sql}) AND " if table.filter_sql else ""
+    matches = " OR ".join(["(" + " AND ".join(f"{pg_ident(c.target_name)} = %s" for c in key_columns) + ")"]
+                          * len(keys))
+    with pg_connection(postgres_url) as connection:
         target_rows = connection.execute(
-            f"SELECT {', '.join(_pg_read(c) for c in columns)} FROM {target} WHERE {matches}",
+            f"SELECT {', '.join(_pg_read(c) for c in columns)} FROM {table.target} WHERE {matches}",
             [v for key in keys for v in key]).fetchall()
     mysql_matches = " OR ".join(["(" + " AND ".join(f"{mysql_ident(c.source.name)} = %s" for c in key_columns)
                                  + ")"] * len(keys))
@@ -359,16 +371,20 @@ def sample_rows(
         normalized = _normalized(found, [_normalizer(c, side) for c in columns])
         return {tuple(row[i] for i in positions): row for row in normalized}
 
-    source, copy = by_key(source_rows, "mysql"), by_key(target_rows, "postgres")
-    differences: list[dict[str, Any]] = []
-    for key, row in copy.items():
-        shown_key = {names[i]: _shown(v) for i, v in zip(positions, key, strict=True)}
-        if key not in source:
-            differences.append({"key": shown_key, "column": None, "mysql": "(no such row)", "postgres": "(row)"})
-            continue
-        differences += [{"key": shown_key, "column": name, "mysql": _shown(a), "postgres": _shown(b)}
-                        for name, a, b in zip(names, source[key], row, strict=True) if a != b]
-    return Sample(len(copy), tuple(differences[:max_differences]))
+    return by_key(source_rows, "mysql"), by_key(target_rows, "postgres"), names
+
+
+def key_differences(table: TablePlan, names: list[str], key: tuple, source: tuple | None,
+                    copy: tuple | None) -> list[dict[str, Any]]:
+    """One row's differences ({"key", "column", "mysql", "postgres"}, values shown as text); a row only one
+    side has is one difference with no column."""
+    shown_key = {c.target_name: _shown(v) for c, v in zip(table.key_columns, key, strict=True)}
+    if source is None or copy is None:
+        return [] if source is copy else [{"key": shown_key, "column": None,
+                                          "mysql": "(row)" if source else "(no such row)",
+                                          "postgres": "(row)" if copy else "(no such row)"}]
+    return [{"key": shown_key, "column": name, "mysql": _shown(a), "postgres": _shown(b)}
+            for name, a, b in zip(names, source, copy, strict=True) if a != b]
 
 
 def schema_differences(url: DatabaseUrl, table: TablePlan) -> list[str]:

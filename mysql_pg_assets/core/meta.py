@@ -16,12 +16,15 @@ run.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import psycopg
 
 from mysql_pg_assets.core.connections import TargetError, relation_exists
 from mysql_pg_assets.core.sql import pg_ident, pg_qualified
+
+log = logging.getLogger(__name__)
 
 META_SCHEMA = "mysql_pg_assets"
 FALLBACK_PREFIX = "mpa_"
@@ -221,11 +224,26 @@ def record_load(connection: psycopg.Connection, meta: MetaTables, row: dict[str,
 
 def write_rejects(connection: psycopg.Connection, meta: MetaTables, staged: str, run_id: str | None,
                   source_label: str, target_label: str) -> int:
-    """Move a load's staged rejects (``staged``: key, column, value, reason) into the rejects table."""
-    return connection.execute(
+    """Move a load's staged rejects (``staged``: key, column, value, reason) into the rejects table, and log the
+    first ``LOGGED_REJECTS`` (key, column, reason: the value stays in the table) and how many more."""
+    written = connection.execute(
         f"INSERT INTO {meta.rejects} (run_id, source_table, target_table, primary_key, column_name, value, reason)"
         f" SELECT %s, %s, %s, primary_key::jsonb, column_name, value, reason FROM {staged}",
         (run_id, source_label, target_label)).rowcount
+    if written:
+        for key, column, reason in connection.execute(
+                f"SELECT primary_key, column_name, reason FROM {staged} LIMIT %s", (LOGGED_REJECTS,)):
+            log.warning("%s: row %s rejected, column %s: %s", target_label, key, column, reason,
+                        extra={"event.action": "reject", "event.outcome": "failure", "table": target_label,
+                               "run_id": run_id, "row.key": key, "reason": reason})
+        if written > LOGGED_REJECTS:
+            log.warning("%s: %s more rejects in %s (run %s)", target_label, written - LOGGED_REJECTS,
+                        meta.label("rejects"), run_id, extra={"event.action": "reject", "table": target_label,
+                                                              "run_id": run_id})
+    return written
+
+
+LOGGED_REJECTS = 20
 
 
 def last_watermark(connection: psycopg.Connection, target_schema: str, target_label: str) -> str | None:

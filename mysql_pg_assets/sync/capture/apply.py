@@ -21,6 +21,7 @@ transaction is never split between batches.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -188,6 +189,9 @@ def apply_in_load(connection: psycopg.Connection, postgres_url: DatabaseUrl, met
     return _apply_table(connection, postgres_url, meta, table, logged, run_id, inside_load=True, unlogged=known)
 
 
+LOCK_WAIT_S = 10.0
+
+
 class Applier:
     """One PostgreSQL transaction that applies source transactions (or the parts of a huge one) as they are
     given, and commits with the positions at :meth:`finish`; left without finishing, it rolls back."""
@@ -238,15 +242,19 @@ class Applier:
 
     def _lock(self, label: str) -> None:
         """Take the table's lock, then its stored position again (a snapshot committed since this batch was
-        read moved it on, and what it reflects must not be applied a second time). A table a load holds (a
-        snapshot being taken) is left out of this batch, its position kept: the stream goes on without it,
-        and the next poll takes it up from where the snapshot put it."""
+        read moved it on, and what it reflects must not be applied a second time). A table still held by
+        another writer after ``LOCK_WAIT_S`` (a snapshot being taken) is left out of this batch, its position
+        kept: the stream goes on without it, and the next poll takes it up from where the snapshot put it.
+        (The wait covers a killed capture's transaction, which PostgreSQL ends within moments.)"""
         if label in self.locked or label in self.waiting:
             return
-        if not lock_table(self.connection, label, until_commit=True, wait=False):
-            self.waiting.add(label)
-            del self.after[label]
-            return
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while not lock_table(self.connection, label, until_commit=True, wait=False):
+            if time.monotonic() >= deadline:
+                self.waiting.add(label)
+                del self.after[label]
+                return
+            time.sleep(0.1)
         self.locked.add(label)
         row = self.connection.execute(f"SELECT log_file, log_pos, held FROM {self.meta.positions} "
                                       f"WHERE target_table = %s", (label,)).fetchone()

@@ -7,7 +7,7 @@ table that was never MySQL's at any one moment, and the stream, starting at ``st
 again changes the snapshot already holds (a row could go back to an older version, then forward).
 
 So the load settles its snapshot before it commits, in its own transaction (which holds the table's
-lock: the stream leaves the table alone meanwhile and goes on with the others). It reads the binlog
+lock: the stream, after a short wait, leaves the table out meanwhile and goes on with the others). It reads the binlog
 from ``start`` to where it ends once the read is over, applies those changes of the table through
 the apply path (casting, transforms, validation, rejects), and records that end as the table's
 position. Every row then holds its version at that one position: a row the read missed or saw

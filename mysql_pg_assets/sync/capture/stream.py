@@ -136,10 +136,12 @@ PURGE_EVERY_S = 600.0
 def follow(mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, tables: Sequence[TablePlan], seconds: float | None,
            once: bool = False, poll_s: float = 0.2, run_id: str | None = None,
            on_batch: Callable[[Applied], None] | None = None, retention_days: int = 30,
-           batch_rows: int = 20_000, on_idle: Callable[[], None] | None = None) -> Followed:
+           batch_rows: int = 20_000, on_idle: Callable[[], None] | None = None,
+           on_error: Callable[[Exception], None] | None = None) -> Followed:
     """Follow the binlog into PostgreSQL: until caught up (``once``), for ``seconds``, or for good (None). The
     change log keeps ``retention_days`` (entries older are dropped every ten minutes). ``on_idle`` is called
-    after each poll that found nothing to apply (PostgreSQL has caught up)."""
+    after each poll that found nothing to apply (PostgreSQL has caught up), ``on_error`` with each error a
+    service rides out."""
     if not tables:
         raise CaptureError("no table has mode: cdc in the sync spec")
     check_server(mysql_url)
@@ -158,6 +160,8 @@ def follow(mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, tables: Sequence[T
             # resume. A service rides it out; a catch-up (once) reports it.
             if once:
                 raise
+            if on_error is not None:
+                on_error(exc)
             backoff = min(30.0, backoff * 2 or 1.0)
             log.warning("change capture paused %.0f s: %s", backoff, exc)
             time.sleep(backoff)
