@@ -1,10 +1,12 @@
 """Benchmark: what one Prometheus scrape of the exporter costs with many synced tables.
 
-``--tables`` small tables (bench/many_tables.py's source, ``mpa_many``), a quarter of them change-captured,
-each loaded ``--loads`` times so the ledger has history, and the capture run once over a burst of changes
-so the change log and positions are real. Then the exporter (``ops.metrics.serve``) answers ``--scrapes``
-GETs of /metrics, one after another, as Prometheus would: median, p95 and max in ms (target: under 200 ms
-with 200 tables), and the size of a scrape. Against ``POSTGRES_URL``'s server, database ``mpa_bench_metrics``.
+``--tables`` small tables (bench/many_tables.py's source, ``mpa_bench_many``), a quarter of them
+change-captured, each loaded ``--loads`` times so the ledger has history, and the capture run once over a
+burst of changes so the change log and positions are real. Then the exporter (``ops.metrics.serve``)
+answers ``--scrapes`` GETs of /metrics, one after another, as Prometheus would: median, p95 and max in ms
+(target: under 200 ms with 200 tables), and the size of a scrape. With ``DAGSTER_HOME`` set (scripts/env.sh
+sets it), it reads as ``cli exporter`` does the newest check results and failed loads of every table from
+Dagster's storage too. Against ``POSTGRES_URL``'s server, database ``mpa_bench_metrics``.
 
 Usage: ``make bench-metrics ARGS="--tables 200"``.
 """
@@ -85,7 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     followed = follow(settings.mysql_url, settings.postgres_url, [t for t in tables if t.cdc], None, once=True)
     print(f"loaded: {len(tables)} tables x {args.loads} loads, {followed.changes} changes captured, in "
           f"{time.perf_counter() - started:.0f} s")
-    server, _ = serve(settings, args.port)
+    dagster = os.environ.get("DAGSTER_HOME")  # as `cli exporter` does: the checks' results from its storage
+    if dagster:
+        from mysql_pg_assets.defs.observe import check_states, failed_loads
+
+        server, _ = serve(settings, args.port, checks=check_states, failures=failed_loads)
+    else:
+        server, _ = serve(settings, args.port)
+    print(f"Dagster's storage read too: {'yes, ' + dagster if dagster else 'no (DAGSTER_HOME unset)'}")
     try:
         first, size = _scrape(args.port)  # discovers the spec's tables (then every REDISCOVER_S)
         times = sorted(_scrape(args.port)[0] for _ in range(args.scrapes))

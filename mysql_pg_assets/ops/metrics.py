@@ -2,10 +2,11 @@
 
 Nothing is counted twice: a scrape reads the project's own tables in PostgreSQL (the load ledger, the
 change-capture positions and the newest change-log entry of each table, the schema changes), MySQL's
-binlog position, and, where a Dagster instance is at hand, the newest result of each asset check
-(``checks`` below). The change-capture process adds its own live counters (``CaptureMetrics``). Every
-series is labelled by the target table (``schema.table``) at most, and a check by its name: no key, no
-value, no URL ever becomes a label.
+binlog position, and, where a Dagster instance is at hand, the newest result of each asset check and
+the failed loads (read every ``DAGSTER_EVERY_S`` in a thread of their own: for hundreds of tables they
+cost more than a scrape should). The change-capture process adds its own live counters
+(``CaptureMetrics``). Every series is labelled by the target table (``schema.table``) at most, and a
+check by its name: no key, no value, no URL ever becomes a label.
 
 ``SyncCollector`` is what ``python -m mysql_pg_assets.cli exporter`` serves; ``cli cdc --metrics-port``
 serves the capture's own counters (``CaptureMetrics``), and the tables' too with ``--exporter`` where no
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +46,7 @@ CheckStates = Callable[[Sequence[TablePlan]], dict[tuple[str, str], bool]]
 FailedLoads = Callable[[Sequence[TablePlan]], dict[str, float]]
 
 REDISCOVER_S = 300.0  # the spec and MySQL's tables are read again this often, not at every scrape
+DAGSTER_EVERY_S = 15.0  # Dagster's check results and failed loads: read this often, in a thread
 
 
 @dataclass
@@ -113,9 +116,10 @@ class SyncCollector(Collector):
     """The project's metrics, read from the databases at each scrape."""
 
     def __init__(self, settings: Settings, checks: CheckStates | None = None,
-                 failures: FailedLoads | None = None) -> None:
+                 failures: FailedLoads | None = None, dagster_every_s: float = DAGSTER_EVERY_S) -> None:
         self.plans = _Plans(settings)
-        self.settings, self.checks, self.failures = settings, checks, failures
+        self.settings = settings
+        self.dagster = _DagsterView(checks, failures, dagster_every_s) if checks or failures else None
 
     def describe(self) -> Iterable[Metric]:
         return _families().values()  # no scrape at registration
@@ -199,16 +203,56 @@ class SyncCollector(Collector):
             families["cdc_lag_seconds"].add_metric([label], 0.0 if position >= here else age)
 
     def _checks(self, tables: Sequence[TablePlan], families: dict[str, Metric]) -> None:
-        if self.checks is not None:
-            for (label, check), failed in sorted(self.checks(tables).items()):
-                families["check_failed"].add_metric([label, check], int(failed))
-        if self.failures is not None:
-            failed_at = self.failures(tables)
+        if self.dagster is None:
+            return
+        checks, failed_at = self.dagster.read(tables)
+        for (label, check), failed in sorted(checks.items()):
+            families["check_failed"].add_metric([label, check], int(failed))
+        if failed_at is not None:
             for table in tables:
                 families["load_failed"].add_metric([table.target_label], int(table.target_label in failed_at))
                 if table.target_label in failed_at:
                     families["load_failure_timestamp_seconds"].add_metric([table.target_label],
                                                                           failed_at[table.target_label])
+
+
+class _DagsterView:
+    """What Dagster's storage says (check results, failed loads), read in a thread of its own every
+    ``every_s`` rather than at each scrape: for hundreds of tables it costs a few hundred milliseconds, and
+    a scrape should answer in tens. The first scrape waits for the first read."""
+
+    def __init__(self, checks: CheckStates | None, failures: FailedLoads | None, every_s: float) -> None:
+        self.checks, self.failures, self.every_s = checks, failures, every_s
+        self.tables: Sequence[TablePlan] = ()
+        self.latest: tuple[dict[tuple[str, str], bool], dict[str, float] | None] | None = None
+        self.error: Exception | None = None
+        self.wanted = threading.Event()
+        self.ready = threading.Event()
+        threading.Thread(target=self._run, name="mpa-metrics-dagster", daemon=True).start()
+
+    def read(self, tables: Sequence[TablePlan]) -> tuple[dict[tuple[str, str], bool], dict[str, float] | None]:
+        if self.latest is None or list(tables) != list(self.tables):
+            self.tables = list(tables)
+            self.ready.clear()
+            self.wanted.set()
+            self.ready.wait(timeout=60)
+        if self.latest is None:
+            raise self.error or TimeoutError("Dagster's storage did not answer within 60 s")
+        return self.latest
+
+    def _run(self) -> None:
+        while True:
+            self.wanted.wait(timeout=self.every_s)
+            self.wanted.clear()
+            if self.tables:
+                try:
+                    self.latest = (self.checks(self.tables) if self.checks else {},
+                                   self.failures(self.tables) if self.failures else None)
+                    self.error = None
+                except Exception as exc:  # kept, raised by the next scrape: its errors metric shows it
+                    self.error = exc
+                    log.warning("metrics: reading Dagster's storage: %s", exc)
+            self.ready.set()
 
 
 def _file_number(log_file: str) -> int:
