@@ -5,6 +5,8 @@ reset-target --yes | rules | cdc [--once] [--seconds N] [--metrics-port P] | exp
 ``--seconds``, or until caught up (``--once``). It is what production runs as a service of its own.
 ``exporter`` serves Prometheus metrics of every synced table; ``cdc --metrics-port`` serves the capture's
 own (see ``ops.metrics``). ``trace TABLE KEY...`` prints one record's path (see ``ops.trace``).
+``check-migration FILE.sql`` judges a MySQL migration before it runs (see ``checks.gate``): exit 0 when
+nothing is destructive, 2 when something is, 1 when it cannot judge.
 ``recover TABLE --rollback RUN | --restore-to FILE:POS|TIME (--into NEW | --in-place) | --replay-from
 FILE:POS`` recovers a change-captured table from the change log (see ``sync.capture.recover``).
 
@@ -30,6 +32,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from mysql_pg_assets.checks.parity import compare_rows, count_parity
 from mysql_pg_assets.checks.preflight import checks
@@ -203,6 +206,19 @@ def trace_record(settings: Settings, table_name: str, key: list[str]) -> int:
     return 0 if found.equal else 1
 
 
+def check_migration(settings: Settings, path: str) -> int:
+    """Exit 0: nothing destructive; 2: destructive changes wait for approval; 1: the gate could not judge."""
+    from mysql_pg_assets.checks import gate
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise gate.GateError(f"{path}: {exc.strerror}") from None
+    result = gate.check_migration(load_spec(settings.sync_config), settings.mysql_url, settings.postgres_url, text)
+    print(gate.render(result))
+    return result.exit_code
+
+
 def recover(settings: Settings, args: argparse.Namespace) -> int:
     from mysql_pg_assets.sync.capture import recover as recovery
 
@@ -264,6 +280,9 @@ def _run(argv: list[str] | None) -> int:
     tracer = commands.add_parser("trace", help="one record's path: MySQL, change log, loads, rejects, PostgreSQL")
     tracer.add_argument("table", help="the table (schema.table, or its MySQL name)")
     tracer.add_argument("key", nargs="+", help="the primary key's values, in its column order")
+    gate = commands.add_parser("check-migration", help="judge a MySQL migration (a .sql file) before it runs: "
+                                                        "exit 0 compatible, 2 destructive, 1 cannot judge")
+    gate.add_argument("file", help="the migration's SQL")
     rec = commands.add_parser("recover", help="undo a run, restore to a point, or replay, from the change log")
     rec.add_argument("table", help="the table (schema.table, or its MySQL name)")
     how = rec.add_mutually_exclusive_group(required=True)
@@ -277,6 +296,8 @@ def _run(argv: list[str] | None) -> int:
         return recover(Settings.from_env(), args)
     if args.command == "cdc":
         return capture(Settings.from_env(), args.seconds, args.once, args.metrics_port, args.exporter)
+    if args.command == "check-migration":
+        return check_migration(Settings.from_env(), args.file)
     if args.command == "trace":
         return trace_record(Settings.from_env(), args.table, args.key)
     if args.command == "exporter":
