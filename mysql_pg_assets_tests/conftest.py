@@ -24,6 +24,10 @@ from mysql_pg_assets.core.settings import PROJECT_ROOT, DatabaseUrl, Settings
 from mysql_pg_assets.core.sql import mysql_ident, pg_ident
 
 SESSION_ID = uuid.uuid4().hex[:8]
+# The tests write specs of their own: an environment chosen in the shell (MPA_ENV) is not theirs. Nor is a
+# log format: tests that want LOG_FORMAT set it themselves.
+for _variable in ("MPA_ENV", "LOG_FORMAT"):
+    os.environ.pop(_variable, None)
 DEMO_ORDERS = 2_000
 
 

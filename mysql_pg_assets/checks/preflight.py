@@ -27,6 +27,7 @@ from mysql_pg_assets.core.errors import ActionableError
 from mysql_pg_assets.core.meta import locate, schema_ready
 from mysql_pg_assets.core.settings import DatabaseUrl, Settings
 from mysql_pg_assets.core.sql import pg_ident
+from mysql_pg_assets.sync import environments
 from mysql_pg_assets.sync.capture.binlog import capture_ready
 from mysql_pg_assets.sync.catalog.discover import discover
 from mysql_pg_assets.sync.spec import load_spec
@@ -83,7 +84,8 @@ def checks(settings: Settings, dagster_url: DatabaseUrl | None) -> Iterator[Find
     """Each check in turn; the first failure ends the list."""
     try:
         spec = load_spec(settings.sync_config)
-        yield Finding(True, "sync spec", f"{settings.sync_config}")
+        chosen = environments.current()
+        yield Finding(True, "sync spec", f"{settings.sync_config}" + (f" (environment {chosen})" if chosen else ""))
         catalog = discover(spec, settings.mysql_url)
         names = ", ".join(t.source_table for t in catalog.tables[:8]) + (" …" if len(catalog.tables) > 8 else "")
         yield Finding(True, "MySQL", f"{settings.mysql_url}: {len(catalog.tables)} tables of "

@@ -58,6 +58,7 @@ from pydantic import (
 
 from mysql_pg_assets.core.errors import ActionableError
 from mysql_pg_assets.core.sql import PG_NAME_BYTES, pg_type
+from mysql_pg_assets.sync import environments
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 
@@ -397,4 +398,4 @@ def load_spec(path: Path) -> SyncSpec:
         line = f" line {where.line + 1}" if where is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"{path}:{line}: not valid YAML: {problem}") from None
-    return parse_spec(data, str(path))
+    return environments.resolve(data, str(path), parse_spec, SpecError)
