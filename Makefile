@@ -14,7 +14,7 @@ RUN := $(UV) run --frozen
 # servers of yours: then nothing is started or installed, and your servers are used as they are.
 LOCAL_DB := $(if $(and $(MYSQL_URL),$(POSTGRES_URL)),,db)
 
-.PHONY: help install db db-stop db-reset check seed materialize summary ui demo simulate cdc alter test lint samples bench bench-sensors bench-many bench-cdc bench-metrics chameleon exporter prometheus
+.PHONY: help install db db-stop db-reset check seed materialize summary ui demo simulate cdc alter test lint samples bench bench-sensors bench-many bench-cdc bench-metrics chameleon exporter prometheus worker
 
 help:
 	@echo "make demo     local databases, demo data, every asset materialized, then the Dagster UI (UI=0: stop before the UI)"
@@ -85,6 +85,10 @@ cdc: install $(LOCAL_DB)
 # Prometheus metrics of every synced table on MPA_METRICS_PORT (9187); deploy/ has the rules and the dashboard
 exporter: install $(LOCAL_DB)
 	$(ENV) $(RUN) python -m mysql_pg_assets.cli exporter
+
+# One Celery worker for the steps of runs launched with MPA_CELERY_BROKER set (start as many as you like)
+worker: install
+	$(ENV) $(RUN) dagster-celery worker start -A dagster_celery.app -y deploy/celery.yaml
 
 # Debian's prometheus and promtool in .local/prometheus (the tests fetch them too)
 prometheus:

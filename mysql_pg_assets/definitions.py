@@ -7,12 +7,13 @@ mode: cdc) → sensors (schema drift, data drift, freshness alerts, failed runs,
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from pathlib import Path
 
 import click
-from dagster import BetaWarning, Definitions, EnvVar, definitions, multiprocess_executor
+from dagster import BetaWarning, Definitions, EnvVar, ExecutorDefinition, definitions, multiprocess_executor
 
 from mysql_pg_assets.core.errors import ActionableError
 from mysql_pg_assets.core.settings import Settings, export_local_defaults
@@ -44,6 +45,19 @@ STEP_EXECUTOR = multiprocess_executor.configured(
 )
 
 
+def step_executor() -> ExecutorDefinition:
+    """Where steps run: processes of this machine, or with ``MPA_CELERY_BROKER`` set (``redis://host:6379/0``)
+    Celery workers on any number of machines (``dagster-celery worker start -A dagster_celery.app -y
+    deploy/celery.yaml``), through Dagster's own executor (dagster-celery); the broker is the results backend
+    too. The workers share the Dagster instance (``DAGSTER_HOME``) and the pools' limits with the runs."""
+    broker = os.environ.get("MPA_CELERY_BROKER")
+    if not broker:
+        return STEP_EXECUTOR
+    from dagster_celery import celery_executor
+
+    return celery_executor.configured({"broker": broker, "backend": broker}, name="celery")
+
+
 def build_definitions(settings: Settings) -> Definitions:
     if json_logs():  # a run's every console line as ECS JSON: Dagster's and the project's own
         json_dagster_console()
@@ -67,7 +81,7 @@ def build_definitions(settings: Settings) -> Definitions:
             "mysql": MySQLSource(url=EnvVar("MYSQL_URL")),
             "postgres": PostgresTarget(url=EnvVar("POSTGRES_URL")),
         },
-        executor=STEP_EXECUTOR,
+        executor=step_executor(),
     )
 
 

@@ -18,7 +18,7 @@ ones wait for an approval. To know what the migration does, MySQL itself is aske
    foreign keys on the table (``pg_depend``, ``pg_constraint``), and the synced tables whose foreign keys
    reference it (their assets are downstream of it in Dagster).
 
-The scratch database needs ``CREATE`` and ``DROP`` on databases named ``mpa_gate_%`` for the MySQL user.
+The MySQL user needs every privilege on the scratch databases: ``GRANT ALL ON `mpa\\_gate\\_%`.* TO ...``.
 Exit codes (for CI): 0 nothing destructive, 2 destructive changes (approval needed), 1 the gate could not
 judge (a statement MySQL refuses, a statement that is not DDL, no privilege).
 """
@@ -113,7 +113,7 @@ def scratch_copy(url: DatabaseUrl, database: str) -> Iterator[str]:
             cur.execute(f"CREATE DATABASE {mysql_ident(scratch)}")
         except pymysql.MySQLError as exc:
             raise GateError(f"cannot create the scratch database {scratch} on MySQL at {url}: {exc.args[-1]}; the "
-                            f"gate needs CREATE and DROP on databases named mpa_gate_%") from None
+                            f"gate needs: GRANT ALL ON `mpa\\_gate\\_%`.* TO the user") from None
         try:
             cur.execute("SET SESSION foreign_key_checks = 0")
             cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s AND "
