@@ -49,12 +49,13 @@ def step_executor() -> ExecutorDefinition:
     """Where steps run: processes of this machine, or with ``MPA_CELERY_BROKER`` set (``redis://host:6379/0``)
     Celery workers on any number of machines (``dagster-celery worker start -A dagster_celery.app -y
     deploy/celery.yaml``), through Dagster's own executor (dagster-celery); the broker is the results backend
-    too. The workers share the Dagster instance (``DAGSTER_HOME``) and the pools' limits with the runs."""
-    broker = os.environ.get("MPA_CELERY_BROKER")
-    if not broker:
+    too. The workers share the Dagster instance (``DAGSTER_HOME``) with the runs. The broker is named by its
+    variable, never its value, so a password in it reaches no run config or UI."""
+    if not os.environ.get("MPA_CELERY_BROKER"):
         return STEP_EXECUTOR
     from dagster_celery import celery_executor
 
+    broker = {"env": "MPA_CELERY_BROKER"}
     return celery_executor.configured({"broker": broker, "backend": broker}, name="celery")
 
 
