@@ -89,9 +89,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{time.perf_counter() - started:.0f} s")
     dagster = os.environ.get("DAGSTER_HOME")  # as `cli exporter` does: the checks' results from its storage
     if dagster:
-        from mysql_pg_assets.defs.observe import check_states, failed_loads
+        from mysql_pg_assets.defs.observe import readers
 
-        server, _ = serve(settings, args.port, checks=check_states, failures=failed_loads)
+        checks, failures = readers()
+        server, _ = serve(settings, args.port, checks=checks, failures=failures)
     else:
         server, _ = serve(settings, args.port)
     print(f"Dagster's storage read too: {'yes, ' + dagster if dagster else 'no (DAGSTER_HOME unset)'}")

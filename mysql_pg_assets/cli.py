@@ -181,9 +181,10 @@ def serve_metrics(settings: Settings, port: int, host: str = "127.0.0.1", captur
 
     if not tables or not os.environ.get("DAGSTER_HOME"):
         return serve(settings, port, host, capture=capture, tables=tables)
-    from mysql_pg_assets.defs.observe import check_states, failed_loads
+    from mysql_pg_assets.defs.observe import readers
 
-    return serve(settings, port, host, capture=capture, checks=check_states, failures=failed_loads)
+    checks, failures = readers()
+    return serve(settings, port, host, capture=capture, checks=checks, failures=failures)
 
 
 def exporter(settings: Settings, port: int, host: str, seconds: float | None) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from dagster import AssetCheckKey, DagsterInstance
 
@@ -38,3 +38,17 @@ def failed_loads(tables: Sequence[TablePlan], instance: DagsterInstance | None =
         if failure is not None and (success is None or failure.storage_id > success.storage_id):
             failed[keys[entry.asset_key]] = failure.timestamp
     return failed
+
+
+def readers() -> tuple[Callable[[Sequence[TablePlan]], dict[tuple[str, str], bool]],
+                       Callable[[Sequence[TablePlan]], dict[str, float]]]:
+    """``check_states`` and ``failed_loads`` on one instance (``DAGSTER_HOME``'s), opened at the first read and
+    kept: the exporter reads them every few seconds for as long as it runs."""
+    opened: list[DagsterInstance] = []
+
+    def instance() -> DagsterInstance:
+        if not opened:
+            opened.append(DagsterInstance.get())
+        return opened[0]
+
+    return (lambda tables: check_states(tables, instance())), (lambda tables: failed_loads(tables, instance()))

@@ -131,7 +131,8 @@ def formatter() -> logging.Formatter:
 
 def configure(stream: TextIO | None = None, level: int = logging.INFO) -> None:
     """The process's root logger writes to ``stream`` (stderr) in the format ``LOG_FORMAT`` chooses (again:
-    the handler this put there before is replaced, any other left alone)."""
+    the handler this put there before is replaced, any other left alone): the project's own lines from
+    ``level`` up, the libraries' warnings and errors."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter())
     handler.set_name(_HANDLER)
@@ -139,7 +140,8 @@ def configure(stream: TextIO | None = None, level: int = logging.INFO) -> None:
     for old in [h for h in root.handlers if h.get_name() == _HANDLER]:
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(max(level, logging.WARNING))
+    logging.getLogger("mysql_pg_assets").setLevel(level)
 
 
 def configure_project(level: int = logging.INFO) -> None:
