@@ -9,6 +9,7 @@ sessions never see each other's.
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -91,6 +92,13 @@ def demo_source(make_mysql_database: Callable[[str], DatabaseUrl]) -> DatabaseUr
     demo.create_schema(url.secret)
     demo.seed(url.secret, orders=DEMO_ORDERS, log=lambda _line: None)
     return url
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on at 127.0.0.1 right now, for a server a test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def write_spec(path: Path, spec: dict) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from mysql_pg_assets.defs.assets import build_table_assets
 from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
 from mysql_pg_assets.sync.catalog.discover import discover
 from mysql_pg_assets.sync.spec import parse_spec
-from mysql_pg_assets_tests.conftest import SESSION_ID
+from mysql_pg_assets_tests.conftest import SESSION_ID, free_port
 
 PASSWORD = "p@ss:w/rd%1 ok"  # what a URL must carry percent-encoded
 
@@ -144,11 +143,6 @@ def _spec_file(mysql: DatabaseUrl, schema: str) -> Path:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="as another user the servers run as that user: no folder to reach")
 def test_the_local_servers_start_from_a_clone_in_a_private_folder(tmp_path: Path) -> None:
@@ -158,7 +152,7 @@ def test_the_local_servers_start_from_a_clone_in_a_private_folder(tmp_path: Path
     clone = private / "clone"
     shutil.copytree(PROJECT_ROOT / "scripts", clone / "scripts")
     private.chmod(0o700)
-    env = {**os.environ, "MPA_MYSQL_PORT": str(_free_port()), "MPA_PG_PORT": str(_free_port())}
+    env = {**os.environ, "MPA_MYSQL_PORT": str(free_port()), "MPA_PG_PORT": str(free_port())}
     env.pop("MPA_DATA_DIR", None)
     script = str(clone / "scripts" / "db.sh")
     try:

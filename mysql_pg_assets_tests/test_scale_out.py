@@ -19,20 +19,15 @@ import pytest
 import yaml
 
 from mysql_pg_assets.core.settings import PROJECT_ROOT, DatabaseUrl
-from mysql_pg_assets_tests.conftest import write_spec
+from mysql_pg_assets_tests.conftest import free_port, write_spec
 
 REDIS = shutil.which("redis-server")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                                "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
