@@ -43,6 +43,7 @@ from mysql_pg_assets.core.settings import DatabaseUrl, Settings
 from mysql_pg_assets.ops import logs
 from mysql_pg_assets.sync.catalog.casting import rules_markdown
 from mysql_pg_assets.sync.catalog.discover import discover
+from mysql_pg_assets.sync.catalog.plans import find_table
 from mysql_pg_assets.sync.load.migrate import approved, plan_tables
 from mysql_pg_assets.sync.spec import load_spec
 
@@ -199,9 +200,9 @@ def exporter(settings: Settings, port: int, host: str, seconds: float | None) ->
 
 
 def trace_record(settings: Settings, table_name: str, key: list[str]) -> int:
-    from mysql_pg_assets.ops.trace import find_table, render, trace
+    from mysql_pg_assets.ops.trace import named, render, trace
 
-    table = find_table(list(discover(load_spec(settings.sync_config), settings.mysql_url).tables), table_name)
+    table = named(list(discover(load_spec(settings.sync_config), settings.mysql_url).tables), table_name)
     found = trace(settings.mysql_url, settings.postgres_url, table, key)
     print(render(found))
     return 0 if found.equal else 1
@@ -224,7 +225,7 @@ def recover(settings: Settings, args: argparse.Namespace) -> int:
     from mysql_pg_assets.sync.capture import recover as recovery
 
     catalog = discover(load_spec(settings.sync_config), settings.mysql_url)
-    table = next((t for t in catalog.tables if args.table in (t.target_label, t.source_table, t.target_table)), None)
+    table = find_table(catalog.tables, args.table)
     if table is None or not table.cdc:
         raise recovery.RecoveryError(f"{args.table}: not a table with mode: cdc (those have a change log)")
 

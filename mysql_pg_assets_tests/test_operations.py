@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -28,12 +27,12 @@ from mysql_pg_assets.definitions import build_definitions
 from mysql_pg_assets.defs.observe import check_states, failed_loads
 from mysql_pg_assets.ops.logs import EcsFormatter, redact
 from mysql_pg_assets.ops.metrics import serve
-from mysql_pg_assets.ops.trace import find_table, render, trace
+from mysql_pg_assets.ops.trace import named, render, trace
 from mysql_pg_assets.sync.catalog.discover import discover
 from mysql_pg_assets.sync.catalog.plans import TablePlan
 from mysql_pg_assets.sync.pipeline import sync_table
 from mysql_pg_assets.sync.spec import load_spec
-from mysql_pg_assets_tests.conftest import DEMO_ORDERS, materialize_everything, write_spec
+from mysql_pg_assets_tests.conftest import DEMO_ORDERS, free_port, materialize_everything, write_spec
 
 DEPLOY = PROJECT_ROOT / "deploy"
 CAPTURED = ["orders", "order_items", "payments"]
@@ -69,11 +68,6 @@ def operated(make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database
         os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 def _query(port: int, promql: str) -> list[dict]:
     url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
@@ -89,7 +83,7 @@ def _wait(what: Callable[[], bool], timeout_s: float, why: str) -> None:
 
 
 def _prometheus(binary: Path, directory: Path, targets: dict[str, int]) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
+    port = free_port()
     (directory / "alerts.yml").write_text((DEPLOY / "prometheus" / "alerts.yml").read_text())
     config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"}, "rule_files": ["alerts.yml"],
               "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{target}"]}]}
@@ -134,7 +128,7 @@ def _metric_names(promql: str) -> set[str]:
 def test_prometheus_scrapes_the_exporter_and_the_capture_service(
         operated: tuple[Settings, list[TablePlan], DagsterInstance], prometheus_bin: Path, tmp_path: Path) -> None:
     settings, tables, instance = operated
-    exporter_port, capture_port = _free_port(), _free_port()
+    exporter_port, capture_port = free_port(), free_port()
     server, _ = serve(settings, exporter_port, checks=lambda found: check_states(found, instance),
                       failures=lambda found: failed_loads(found, instance))
     env = {**os.environ, "LOG_FORMAT": "json"}
@@ -234,13 +228,13 @@ def test_a_record_is_traced_through_both_paths(operated: tuple[Settings, list[Ta
                     (order,))
     subprocess.run([sys.executable, "-m", "mysql_pg_assets.cli", "cdc", "--once"], cwd=PROJECT_ROOT, check=True,
                    env=os.environ.copy(), capture_output=True)
-    found = trace(source, settings.postgres_url, find_table(tables, "shop_ops.orders"), [order])
+    found = trace(source, settings.postgres_url, named(tables, "shop_ops.orders"), [order])
     assert found.equal and found.mysql_row is not None and found.changes
     assert found.changes[-1]["after"]["status"] == "shipped" and found.changes[-1]["operation"] == "update"
     text = render(found)
     assert "equal, every column" in text and "'shipped'" in text
 
-    customers = find_table(tables, "customers")  # loaded in batches: a load, then the trace
+    customers = named(tables, "customers")  # loaded in batches: a load, then the trace
     sync_table(customers, source, settings.postgres_url, run_id="reloaded")
     found = trace(source, settings.postgres_url, customers, ["1"])
     assert found.equal and not found.changes and found.loads[0]["run_id"] == "reloaded"

@@ -150,10 +150,11 @@ def check_migration(spec: SyncSpec, mysql_url: DatabaseUrl, postgres_url: Databa
                                         "target": spec.target.model_copy(update={"schema_name": before.target_schema})})
         spec_error = None
         try:
-            discover(moved, mysql_url.with_database(scratch))
+            resolved = discover(moved, mysql_url.with_database(scratch))
         except SpecError as exc:  # the spec names a table the migration drops: the code location would not load
             spec_error = str(exc).replace(scratch, database)
-        after = {t.target_label: t for t in discover(moved, mysql_url.with_database(scratch), missing_ok=True).tables}
+            resolved = discover(moved, mysql_url.with_database(scratch), missing_ok=True)
+        after = {t.target_label: t for t in resolved.tables}
     old = {t.target_label: t for t in before.tables}
     with pg_connection(postgres_url) as connection:
         verdicts = [_verdict(connection, old.get(label), after.get(label), before.tables)

@@ -283,6 +283,14 @@ def record_position(connection: psycopg.Connection, meta: MetaTables, source_lab
         (target_label, source_label, log_file, log_pos))
 
 
+def live_position(connection: psycopg.Connection, meta: MetaTables, target_label: str) -> tuple[str, int] | None:
+    """The binlog position (file, offset) a change-captured table's copy reflects; None when it has none, or
+    is held."""
+    row = connection.execute(f"SELECT log_file, log_pos, held FROM {meta.positions} WHERE target_table = %s",
+                             (target_label,)).fetchone()
+    return None if row is None or row[2] is not None else (row[0], int(row[1]))
+
+
 def positions(connection: psycopg.Connection, target_schema: str) -> dict[str, tuple[str, int, str | None]]:
     """target table → (binlog file, offset, why it is held or None), for every change-captured table."""
     meta = existing(connection, target_schema)

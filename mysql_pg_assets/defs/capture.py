@@ -56,7 +56,7 @@ from mysql_pg_assets.sync.capture import recover as recovery
 from mysql_pg_assets.sync.capture.apply import Applied, TableApplied
 from mysql_pg_assets.sync.capture.binlog import Position, master_position
 from mysql_pg_assets.sync.capture.stream import follow
-from mysql_pg_assets.sync.catalog.plans import Catalog, TablePlan, dagster_safe_name
+from mysql_pg_assets.sync.catalog.plans import Catalog, TablePlan, dagster_safe_name, find_table
 
 CAPTURE_JOB = "follow_binlog"
 RECOVERY_JOB = "recover_table"
@@ -172,8 +172,7 @@ def build_recovery_job(catalog: Catalog) -> JobDefinition:
 
     @op(name="recover", description="Rollback, restore or replay a change-captured table from the change log.")
     def recover_op(context: OpExecutionContext, config: Recovery, postgres: PostgresTarget) -> None:
-        table = next((t for t in tables if config.table in (t.target_label, t.source_table, t.target_table,
-                                                            asset_key(t).to_user_string())), None)
+        table = find_table(tables, config.table)
         if table is None:
             raise Failure(f"no table with mode: cdc named {config.table!r}; they are: "
                           f"{', '.join(t.target_label for t in tables)}")

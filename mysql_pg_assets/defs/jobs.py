@@ -15,7 +15,7 @@ from pydantic import Field
 from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
 from mysql_pg_assets.defs.translator import asset_key
 from mysql_pg_assets.sync.catalog.discover import current_plans
-from mysql_pg_assets.sync.catalog.plans import Catalog
+from mysql_pg_assets.sync.catalog.plans import Catalog, find_table
 from mysql_pg_assets.sync.load.migrate import APPROVAL_JOB, approve, plan_tables
 from mysql_pg_assets.sync.spec import SyncSpec
 
@@ -32,8 +32,7 @@ def build_schema_approval_job(spec: SyncSpec, catalog: Catalog) -> JobDefinition
     def review_schema_change(context: OpExecutionContext, config: SchemaChangeApproval, mysql: MySQLSource,
                              postgres: PostgresTarget) -> None:
         tables = current_plans(spec, catalog, mysql.database_url)
-        table = next((t for t in tables if config.table in (t.target_label, t.source_table, t.source_label,
-                                                            asset_key(t).to_user_string())), None)
+        table = find_table(tables, config.table)
         if table is None:
             raise Failure(f"no synced table {config.table!r}; the tables are: "
                           f"{', '.join(t.target_label for t in tables)}")

@@ -4,7 +4,7 @@ from dagster import Config, Failure, JobDefinition, MetadataValue, OpExecutionCo
 from pydantic import Field
 
 from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
-from mysql_pg_assets.ops.trace import TraceError, find_table, render, trace
+from mysql_pg_assets.ops.trace import TraceError, named, render, trace
 from mysql_pg_assets.sync.catalog.discover import Catalog
 
 TRACE_JOB = "trace_record"
@@ -23,7 +23,7 @@ def build_trace_job(catalog: Catalog) -> JobDefinition:
     def trace_op(context: OpExecutionContext, config: TraceRecord, mysql: MySQLSource,
                  postgres: PostgresTarget) -> None:
         try:
-            table = find_table(tables, config.table)
+            table = named(tables, config.table)
             found = trace(mysql.database_url, postgres.database_url, table, config.key)
         except TraceError as exc:
             raise Failure(str(exc)) from None

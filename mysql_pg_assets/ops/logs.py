@@ -130,16 +130,9 @@ def formatter() -> logging.Formatter:
 
 
 def configure(stream: TextIO | None = None, level: int = logging.INFO) -> None:
-    """The process's root logger writes to ``stream`` (stderr) in the format ``LOG_FORMAT`` chooses (again:
-    the handler this put there before is replaced, any other left alone): the project's own lines from
-    ``level`` up, the libraries' warnings and errors."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(formatter())
-    handler.set_name(_HANDLER)
-    root = logging.getLogger()
-    for old in [h for h in root.handlers if h.get_name() == _HANDLER]:
-        root.removeHandler(old)
-    root.addHandler(handler)
+    """The process's root logger writes to ``stream`` (stderr) in the format ``LOG_FORMAT`` chooses: the
+    project's own lines from ``level`` up, the libraries' warnings and errors."""
+    root = _install(logging.getLogger(), stream or sys.stderr)
     root.setLevel(max(level, logging.WARNING))
     logging.getLogger("mysql_pg_assets").setLevel(level)
 
@@ -147,15 +140,20 @@ def configure(stream: TextIO | None = None, level: int = logging.INFO) -> None:
 def configure_project(level: int = logging.INFO) -> None:
     """Inside a process someone else set up (Dagster's): only the project's own loggers (``mysql_pg_assets.*``)
     write in the format ``LOG_FORMAT`` chooses, to stderr."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter())
-    handler.set_name(_HANDLER)
-    project = logging.getLogger("mysql_pg_assets")
-    for old in [h for h in project.handlers if h.get_name() == _HANDLER]:
-        project.removeHandler(old)
-    project.addHandler(handler)
+    project = _install(logging.getLogger("mysql_pg_assets"), sys.stderr)
     project.setLevel(level)
     project.propagate = False
+
+
+def _install(logger: logging.Logger, stream: TextIO) -> logging.Logger:
+    """The project's handler on ``logger``, in place of the one it put there before (any other left alone)."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter())
+    handler.set_name(_HANDLER)
+    for old in [h for h in logger.handlers if h.get_name() == _HANDLER]:
+        logger.removeHandler(old)
+    logger.addHandler(handler)
+    return logger
 
 
 _HANDLER = "mysql_pg_assets"

@@ -32,7 +32,7 @@ from mysql_pg_assets.core.errors import ActionableError
 from mysql_pg_assets.core.meta import MetaTables, existing
 from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.core.sql import pg_ident
-from mysql_pg_assets.sync.catalog.plans import TablePlan
+from mysql_pg_assets.sync.catalog.plans import TablePlan, find_table
 
 
 class TraceError(ActionableError, ValueError):
@@ -56,12 +56,12 @@ class Trace:
         return not self.differences
 
 
-def find_table(tables: list[TablePlan], name: str) -> TablePlan:
-    """A table by its target label (schema.table), its PostgreSQL name or its MySQL name."""
-    for table in tables:
-        if name in (table.target_label, table.target_table, table.source_table, table.source_label):
-            return table
-    raise TraceError(f"{name}: not a synced table (they are: {', '.join(t.target_label for t in tables[:20])})")
+def named(tables: list[TablePlan], name: str) -> TablePlan:
+    """The table ``name`` names (``plans.find_table``), or a :class:`TraceError` listing the tables."""
+    table = find_table(tables, name)
+    if table is None:
+        raise TraceError(f"{name}: not a synced table (they are: {', '.join(t.target_label for t in tables[:20])})")
+    return table
 
 
 def trace(mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, table: TablePlan, values: list[str]) -> Trace:

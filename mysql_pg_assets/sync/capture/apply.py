@@ -30,7 +30,7 @@ import polars as pl
 import psycopg
 
 from mysql_pg_assets.core.connections import TargetError, adbc_connection, explain, pg_connection
-from mysql_pg_assets.core.meta import MetaTables, ensure, write_rejects
+from mysql_pg_assets.core.meta import MetaTables, ensure, live_position, write_rejects
 from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.core.sql import pg_ident
 from mysql_pg_assets.sync.capture.binlog import Position, RowChange, Transaction
@@ -256,12 +256,11 @@ class Applier:
                 return
             time.sleep(0.1)
         self.locked.add(label)
-        row = self.connection.execute(f"SELECT log_file, log_pos, held FROM {self.meta.positions} "
-                                      f"WHERE target_table = %s", (label,)).fetchone()
-        if row is None or row[2] is not None:
+        stored = live_position(self.connection, self.meta, label)
+        if stored is None:
             del self.after[label]  # dropped or held meanwhile: not applied here
         else:
-            self.after[label] = max(self.after[label], Position(row[0], int(row[1])))
+            self.after[label] = max(self.after[label], Position(*stored))
 
     def finish(self, end: Position, committed_at: object) -> Applied:
         """Move every followed table's position to ``end`` and commit."""

@@ -33,7 +33,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from mysql_pg_assets.core.meta import MetaTables
+from mysql_pg_assets.core.meta import MetaTables, live_position
 from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.sync.capture.apply import TableApplied, apply_in_load
 from mysql_pg_assets.sync.capture.binlog import (
@@ -93,9 +93,6 @@ def _logged_to(connection: psycopg.Connection, meta: MetaTables, mysql_url: Data
                table: TablePlan) -> Position | None:
     """How far the change log has the table's changes: its stored position, if it is followed, not held, and
     still in the binlog."""
-    row = connection.execute(f"SELECT log_file, log_pos, held FROM {meta.positions} WHERE target_table = %s",
-                             (table.target_label,)).fetchone()
-    if row is None or row[2] is not None:
-        return None
-    stored = Position(row[0], int(row[1]))
-    return stored if binlog_has(mysql_url, stored) else None
+    stored = live_position(connection, meta, table.target_label)
+    position = Position(*stored) if stored is not None else None
+    return position if position is not None and binlog_has(mysql_url, position) else None

@@ -11,6 +11,7 @@ beside), so no MySQL identifier, however odd, reaches connectorx, polars or a st
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -212,3 +213,14 @@ def dagster_safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", name) or "_"
 
 
+
+
+def find_table(tables: Iterable[TablePlan], name: str) -> TablePlan | None:
+    """The table a person names, however they name it: ``schema.table`` in PostgreSQL, ``database.table`` in
+    MySQL, the asset key (``shop/orders``), or the bare PostgreSQL or MySQL name; the most exact wins."""
+    tables = list(tables)
+    ways: tuple[Callable[[TablePlan], str], ...] = (
+        lambda t: t.target_label, lambda t: t.source_label,
+        lambda t: f"{dagster_safe_name(t.target_schema)}/{t.asset_name}",
+        lambda t: t.target_table, lambda t: t.source_table)
+    return next((t for way in ways for t in tables if way(t) == name), None)
