@@ -135,8 +135,9 @@ def run_in_scratch(url: DatabaseUrl, database: str, scratch: str, statements: li
             try:
                 cur.execute(_in_scratch(statement, database, scratch))
             except pymysql.MySQLError as exc:
+                said = str(exc.args[-1]).replace(scratch, database)  # the user's database, not the copy's name
                 raise GateError(f"statement {number} fails on the current schema of {database}: "
-                                f"{statement[:200]}: MySQL says: {exc.args[-1]}") from None
+                                f"{statement[:200]}: MySQL says: {said}") from None
 
 
 def check_migration(spec: SyncSpec, mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, text: str) -> GateResult:

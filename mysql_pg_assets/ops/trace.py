@@ -164,15 +164,15 @@ def render(found: Trace) -> str:
     lines += _row_lines(found.columns, found.mysql_row)
     lines += ["", f"change log ({len(found.changes)} entries):"]
     lines += [f"  {c['position']}  committed {c['committed_at']}  applied {c['applied_at']}  {c['operation']}"
-              f"  run {c['run_id']}\n    before {_text(c['before'])}\n    after  {_text(c['after'])}"
+              f"  run {c['run_id'] or '-'}\n    before {_text(c['before'])}\n    after  {_text(c['after'])}"
               for c in found.changes] or ["  (none: the table is not change-captured, or the row never changed)"]
     lines += ["", f"loads that covered it ({len(found.loads)}, newest first):"]
     lines += [f"  {load['loaded_at']}  {load['scope']}{' ' + load['partition'] if load['partition'] else ''}"
-              f"  run {load['run_id']}  read {load['rows_read']}, inserted {load['rows_inserted']}, updated"
+              f"  run {load['run_id'] or '-'}  read {load['rows_read']}, inserted {load['rows_inserted']}, updated"
               f" {load['rows_updated']}, deleted {load['rows_deleted']}, rejected {load['rows_rejected']}"
               for load in found.loads] or ["  (none)"]
     lines += ["", f"rejects ({len(found.rejects)}):"]
-    lines += [f"  {r['rejected_at']}  {r['column']} = {r['value']!r}: {r['reason']}  run {r['run_id']}"
+    lines += [f"  {r['rejected_at']}  {r['column']} = {r['value']!r}: {r['reason']}  run {r['run_id'] or '-'}"
               for r in found.rejects] or ["  (none)"]
     lines += ["", "PostgreSQL now:"] + _row_lines(found.columns, found.postgres_row)
     lines += ["", "equal, every column" if found.equal else "DIFFERENT:"]
