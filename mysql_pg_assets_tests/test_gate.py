@@ -99,6 +99,9 @@ def test_what_cannot_be_judged_is_refused(shop: Settings) -> None:
     spec = load_spec(shop.sync_config)
     with pytest.raises(GateError, match="statement 1 fails on the current schema.*nope"):
         check_migration(spec, shop.mysql_url, shop.postgres_url, "ALTER TABLE orders DROP COLUMN nope")
+    with pytest.raises(GateError, match="fails on the current schema") as refused:
+        check_migration(spec, shop.mysql_url, shop.postgres_url, "ALTER TABLE orderz ADD x INT")
+    assert f"{shop.mysql_url.database}.orderz" in str(refused.value) and "mpa_gate_" not in str(refused.value)
     with pytest.raises(GateError, match="not a schema change: UPDATE"):
         check_migration(spec, shop.mysql_url, shop.postgres_url, "ALTER TABLE orders ADD x INT; UPDATE orders SET x=1")
     assert split_statements("ALTER TABLE t COMMENT 'a;b'; -- done;\n") == ["ALTER TABLE t COMMENT 'a;b'"]
