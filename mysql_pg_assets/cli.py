@@ -5,6 +5,9 @@ reset-target --yes | rules | cdc [--once] [--seconds N] [--metrics-port P] | exp
 ``--seconds``, or until caught up (``--once``). It is what production runs as a service of its own.
 ``exporter`` serves Prometheus metrics of every synced table; ``cdc --metrics-port`` serves the capture's
 own (see ``ops.metrics``). ``trace TABLE KEY...`` prints one record's path (see ``ops.trace``).
+``migrations generate`` writes the ready schema changes as Sqitch changes (see ``sync.load.versioned``);
+``rebuild TABLE`` loads a table whole, and ``swap-back TABLE`` puts a blue/green table's previous one back
+(see ``sync.load.swap``).
 ``check-migration FILE.sql`` judges a MySQL migration before it runs (see ``checks.gate``): exit 0 when
 nothing is destructive, 2 when something is, 1 when it cannot judge.
 ``recover TABLE --rollback RUN | --restore-to FILE:POS|TIME (--into NEW | --in-place) | --replay-from
@@ -43,7 +46,7 @@ from mysql_pg_assets.core.settings import DatabaseUrl, Settings
 from mysql_pg_assets.ops import logs
 from mysql_pg_assets.sync.catalog.casting import rules_markdown
 from mysql_pg_assets.sync.catalog.discover import discover
-from mysql_pg_assets.sync.catalog.plans import find_table
+from mysql_pg_assets.sync.catalog.plans import TablePlan, find_table
 from mysql_pg_assets.sync.load.migrate import approved, plan_tables
 from mysql_pg_assets.sync.spec import load_spec
 
@@ -200,9 +203,9 @@ def exporter(settings: Settings, port: int, host: str, seconds: float | None) ->
 
 
 def trace_record(settings: Settings, table_name: str, key: list[str]) -> int:
-    from mysql_pg_assets.ops.trace import named, render, trace
+    from mysql_pg_assets.ops.trace import render, trace
 
-    table = named(list(discover(load_spec(settings.sync_config), settings.mysql_url).tables), table_name)
+    table = _named(settings, table_name)
     found = trace(settings.mysql_url, settings.postgres_url, table, key)
     print(render(found))
     return 0 if found.equal else 1
@@ -219,6 +222,58 @@ def check_migration(settings: Settings, path: str) -> int:
     result = gate.check_migration(load_spec(settings.sync_config), settings.mysql_url, settings.postgres_url, text)
     print(gate.render(result))
     return result.exit_code
+
+
+def generate_migrations(settings: Settings) -> int:
+    """Write a Sqitch change for every table whose schema change is ready (see ``sync.load.versioned``)."""
+    from mysql_pg_assets.sync.load.versioned import Project
+
+    spec = load_spec(settings.sync_config)
+    catalog, project = discover(spec, settings.mysql_url), Project(spec.migrations.directory)
+    written = 0
+    with pg_connect(settings.postgres_url, autocommit=True) as connection:
+        for label, migration in plan_tables(connection, catalog.tables).items():
+            if not migration:
+                continue
+            script = project.script_for(migration)
+            if script is not None:
+                print(f"{label}: already versioned as {script.name} ({script.path})")
+            elif migration.destructive and not approved(connection, migration):
+                print(f"{label}: held, not written: approve it first (job approve_schema_change, fingerprint "
+                      f"{migration.fingerprint})")
+            else:
+                entry = project.add(migration)
+                written += 1
+                print(f"{label}: wrote {entry.name} (deploy, revert, verify) for: {'; '.join(migration.summary())}")
+    print(f"{written} change{'s' * (written != 1)} written to {project.directory}; review and commit them. The next "
+          f"load of each table applies its script; sqitch deploy applies them too (see README)")
+    return 0
+
+
+def rebuild(settings: Settings, table_name: str) -> int:
+    """Load a table whole: a blue/green table's new shape is built aside and swapped in."""
+    from mysql_pg_assets.sync.pipeline import sync_table
+
+    table = _named(settings, table_name)
+    result = sync_table(table, settings.mysql_url, settings.postgres_url)
+    print(f"{table.target_label}: {result.rows_read} rows read, {result.rejected_rows} rejected")
+    for change in result.schema_changes:
+        print(f"    {change}")
+    return 0
+
+
+def swap_back(settings: Settings, table_name: str) -> int:
+    from mysql_pg_assets.sync.load.swap import swap_back as back
+
+    table = _named(settings, table_name)
+    print(f"{table.target_label}: swapped back; the table that was live is now {back(settings.postgres_url, table)}")
+    return 0
+
+
+def _named(settings: Settings, table_name: str) -> TablePlan:
+    from mysql_pg_assets.ops.trace import named
+
+    return named(list(discover(load_spec(settings.sync_config), settings.mysql_url).tables), table_name)
 
 
 def recover(settings: Settings, args: argparse.Namespace) -> int:
@@ -293,7 +348,19 @@ def _run(argv: list[str] | None) -> int:
     how.add_argument("--replay-from", metavar="FILE:POS", help="apply the changes after this position again")
     rec.add_argument("--into", help="--restore-to: the new table to build (in the same schema)")
     rec.add_argument("--in-place", action="store_true", help="--restore-to: rewrite the table itself")
+    migrations = commands.add_parser("migrations", help="versioned PostgreSQL migrations (a Sqitch project)")
+    migrations.add_argument("action", choices=["generate"], help="generate: write the ready schema changes")
+    for name, text in (("rebuild", "load a table whole; blue/green: build its new shape aside and swap it in"),
+                       ("swap-back", "blue/green: put the previous table back (run again to undo)")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("table", help="the table (schema.table, or its MySQL name)")
     args = parser.parse_args(argv)
+    if args.command == "migrations":
+        return generate_migrations(Settings.from_env())
+    if args.command == "rebuild":
+        return rebuild(Settings.from_env(), args.table)
+    if args.command == "swap-back":
+        return swap_back(Settings.from_env(), args.table)
     if args.command == "recover":
         return recover(Settings.from_env(), args)
     if args.command == "cdc":

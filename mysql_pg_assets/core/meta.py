@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import psycopg
 
 from mysql_pg_assets.core.connections import TargetError, relation_exists
-from mysql_pg_assets.core.sql import pg_ident, pg_qualified
+from mysql_pg_assets.core.sql import pg_ident, pg_literal, pg_qualified
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,13 @@ class MetaTables:
   approved_run_id text,
   approved_at timestamptz,
   applied_run_id text,
-  applied_at timestamptz
+  applied_at timestamptz,
+  script text
 )""",
+            # Tables created before the column existed get it; checked first, so no lock is taken when it is there.
+            f"DO $mpa$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = "
+            f"{pg_literal(self.schema_changes)}::regclass AND attname = 'script' AND NOT attisdropped) THEN "
+            f"ALTER TABLE {self.schema_changes} ADD COLUMN script text; END IF; END $mpa$",
             f"""CREATE TABLE IF NOT EXISTS {self.positions} (
   target_table text PRIMARY KEY,
   source_table text NOT NULL,

@@ -218,6 +218,7 @@ class Freshness(_Strict):
 
 
 Severity = Literal["error", "warn"]
+SchemaChange = Literal["in_place", "blue_green"]
 
 
 class CheckSetting(_Strict):
@@ -299,6 +300,8 @@ class TableOverride(_Strict):
     derived: dict[PgName, Derived] = Field(default_factory=dict, description="columns computed from the others")
     transform: PythonTransform | None = None
     expect: list[Expectation] = Field(default_factory=list, description="the user's own checks")
+    schema_change: SchemaChange | None = Field(None, description="how a schema change that reloads the rows "
+                                                                 "reaches PostgreSQL; default: options.schema_change")
 
     @model_validator(mode="after")
     def _cdc_alone(self) -> TableOverride:
@@ -308,6 +311,15 @@ class TableOverride(_Strict):
             raise ValueError("a filter is a MySQL condition, which the binlog's rows never meet: mode cdc takes none "
                              "(exclude or mask columns instead, or sync the table in batch mode)")
         return self
+
+
+class Migrations(_Strict):
+    """Versioned PostgreSQL migrations: a Sqitch project (``sync.load.versioned``)."""
+
+    directory: NonEmpty = Field("migrations", description="the Sqitch project, relative to this file; loads "
+                                                          "apply its scripts where it has one for the change")
+    require: bool = Field(False, description="true: a load applies no schema change that has no committed script "
+                                             "(run cli migrations generate, review, commit)")
 
 
 class CastOverride(_Strict):
@@ -322,6 +334,10 @@ class Options(_Strict):
         "keep", description="PostgreSQL names: as in MySQL, or snake_case ('OrderDate' → 'order_date')"
     )
     enum_check: bool = Field(True, description="ENUM columns get a CHECK of their values")
+    schema_change: SchemaChange = Field(
+        "in_place", description="in_place: a load migrates the table in its transaction; blue_green: a load that "
+                                "reads every row builds the new shape in a shadow table and swaps it in at commit, "
+                                "keeping the previous table for cli swap-back")
     indexes: bool = Field(False, description="also create MySQL's unique and secondary indexes")
     foreign_keys: bool = Field(
         False, description="also create MySQL's foreign keys between synced tables (DEFERRABLE, NOT VALID)"
@@ -355,6 +371,7 @@ class Target(_Strict):
 
 class SyncSpec(_Strict):
     source: Source = Field(default_factory=Source)
+    migrations: Migrations = Field(default_factory=Migrations)
     target: Target = Field(default_factory=Target)
     include: list[NonEmpty] = Field(default_factory=lambda: ["*"], min_length=1)
     exclude: list[NonEmpty] = Field(default_factory=list)
@@ -398,4 +415,6 @@ def load_spec(path: Path) -> SyncSpec:
         line = f" line {where.line + 1}" if where is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"{path}:{line}: not valid YAML: {problem}") from None
-    return environments.resolve(data, str(path), parse_spec, SpecError)
+    spec = environments.resolve(data, str(path), parse_spec, SpecError)
+    directory = path.parent / spec.migrations.directory  # an absolute directory stays as it is
+    return spec.model_copy(update={"migrations": spec.migrations.model_copy(update={"directory": str(directory)})})

@@ -49,21 +49,22 @@ from mysql_pg_assets.sync.catalog.plans import TablePlan
 
 log = logging.getLogger(__name__)
 
-Settle = Callable[[psycopg.Connection, MetaTables], tuple[str, int]]
+Settle = Callable[[psycopg.Connection, MetaTables, TablePlan], tuple[str, int]]
 
 
 def settler(mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, table: TablePlan, start: Position,
             run_id: str | None, part_rows: int = 20_000) -> Settle:
     """What the load calls in its transaction, once its rows are merged: returns the position to record."""
 
-    def settle(connection: psycopg.Connection, meta: MetaTables) -> tuple[str, int]:
+    def settle(connection: psycopg.Connection, meta: MetaTables, into: TablePlan) -> tuple[str, int]:
+        """``into``: the table the load writes (a blue/green load's shadow)."""
         stop = master_position(mysql_url)  # the read is over: every row it saw is in the binlog before this
         logged = _logged_to(connection, meta, mysql_url, table)
         reached, done, batch = min(start, logged or start), TableApplied(), []
 
         def flush() -> None:
             if batch:  # those at or before the stored position were logged by the stream
-                done.add(apply_in_load(connection, postgres_url, meta, table, batch, run_id, logged))
+                done.add(apply_in_load(connection, postgres_url, meta, into, batch, run_id, logged))
                 batch.clear()
 
         server_id = 2_000_000 + zlib.crc32(table.target_label.encode()) % 1_000_000  # not the stream's

@@ -285,6 +285,7 @@ def plan_table(
             override.partition.start, override.partition.end_offset,
         ) if override.partition else None,
         tombstones=override.deletes == "tombstone", cdc=override.mode == "cdc",
+        blue_green=(override.schema_change or options.schema_change) == "blue_green",
         freshness=override.freshness or options.freshness,
         checks=override.checks.over(options.checks),
     )
@@ -325,7 +326,8 @@ def discover(spec: SyncSpec, mysql_url: DatabaseUrl, missing_ok: bool = False) -
         _visible_columns(selected, found, spec, access, refused, database)
     tables = tuple(
         replace(plan_table(database, schema, table, found.columns[table], found.indexes.get(table, {}),
-                           spec.tables.get(table, TableOverride()), spec.options), source_server=server)
+                           spec.tables.get(table, TableOverride()), spec.options), source_server=server,
+                migrations=spec.migrations.directory, migrations_required=spec.migrations.require)
         for table in selected if table not in refused or spec.tables.get(table, TableOverride()).visible_columns_only
     )
     _reject_collisions("tables", [(t.source_table, t.target_table) for t in tables], "table")

@@ -157,6 +157,10 @@ class TablePlan:
     transform: PythonTransform | None = None
     expectations: tuple[Expectation, ...] = ()
     cdc: bool = False  # spec mode cdc: snapshots by materialization, changes from the binlog (sync.capture)
+    migrations: str | None = None  # the versioned migrations' Sqitch project (spec migrations.directory)
+    migrations_required: bool = False  # spec migrations.require: no schema change without its script
+    blue_green: bool = False  # spec schema_change: blue_green (sync.load.swap)
+    build_as: str | None = None  # set only while a load builds the table's new shape under this name (swap)
 
     @property
     def read_columns(self) -> list[tuple[int, ColumnPlan]]:
@@ -187,8 +191,14 @@ class TablePlan:
 
     @property
     def target(self) -> str:
-        """The PostgreSQL table, qualified and quoted, for SQL."""
-        return pg_qualified(self.target_schema, self.target_table)
+        """The PostgreSQL table, qualified and quoted, for SQL: the shadow table while a load builds it."""
+        return pg_qualified(self.target_schema, self.relation_name)
+
+    @property
+    def relation_name(self) -> str:
+        """The name of the relation the load writes (``target_table``, or the shadow it builds), which the
+        table's indexes and constraints are named after."""
+        return self.build_as or self.target_table
 
     @property
     def key_columns(self) -> list[ColumnPlan]:

@@ -79,9 +79,17 @@ def comments_sql(table: TablePlan) -> list[str]:
     return [comment_sql(table, column, note) for column, note in notes if note]
 
 
+def check_present(table: TablePlan, definition: str | None) -> str:
+    """SQL, true when the table has a CHECK of exactly ``definition`` (as ``pg_get_constraintdef`` shows it)."""
+    if definition is None:
+        return "true"
+    return (f"EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass({pg_literal(table.target)}) AND contype"
+            f" = 'c' AND pg_get_constraintdef(oid) = {pg_literal(definition)})")
+
+
 def object_name(table: TablePlan, name: str) -> str:
     """``<table>_<name>`` for an index or constraint, fitted to PostgreSQL's 63 bytes."""
-    return pg_fit_name(f"{table.target_table}_{name}")
+    return pg_fit_name(f"{table.relation_name}_{name}")
 
 
 def create_indexes_sql(table: TablePlan) -> list[str]:
@@ -159,7 +167,8 @@ def expected_shape(connection: psycopg.Connection, table: TablePlan) -> Shape:
     """The shape the mapping gives, normalized by PostgreSQL: a temporary table, rolled back. The same
     statement on the same server always gives the same shape: it is asked once per process (sensors
     compare every table on every tick)."""
-    statement = create_table_sql(replace(table, target_schema="pg_temp", target_table="mpa_expected"))
+    statement = create_table_sql(replace(table, target_schema="pg_temp", target_table="mpa_expected",
+                                         build_as=None))
     info = connection.info
     return _normalized_shape(connection, (info.host, info.port, info.dbname, info.server_version), statement)
 

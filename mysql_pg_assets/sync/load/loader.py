@@ -34,6 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 
 import polars as pl
@@ -54,10 +55,19 @@ from mysql_pg_assets.sync.extract import Scope, Since, Window
 from mysql_pg_assets.sync.load.constraints import add_foreign_keys, follow_identities
 from mysql_pg_assets.sync.load.ddl import comments_sql, create_indexes_sql, create_table_sql
 from mysql_pg_assets.sync.load.merge import delete_missing_sql, insert_sql, staged_values, target_bucket, upsert_sql
-from mysql_pg_assets.sync.load.migrate import Migration, apply_after, apply_before, plan
+from mysql_pg_assets.sync.load.migrate import (
+    Migration,
+    apply_after,
+    apply_before,
+    plan,
+    record_applied,
+    require_approval,
+)
 from mysql_pg_assets.sync.load.result import Counts, LoadResult, add_counts, by_partition, per_bucket
 from mysql_pg_assets.sync.load.salvage import reject_refused_values
 from mysql_pg_assets.sync.load.staging import Staging, Tally, drop_staging, stage
+from mysql_pg_assets.sync.load.swap import shadow_for, swap_in
+from mysql_pg_assets.sync.load.versioned import Script, script_for_load
 from mysql_pg_assets.sync.validate import ValidatedBatch
 
 
@@ -201,7 +211,7 @@ def _scope_label(scope: Scope) -> str:
 def load_table(
     table: TablePlan, batches: Iterable[ValidatedBatch], postgres_url: DatabaseUrl, run_id: str | None = None,
     scope: Scope = None, source_keys: Iterable[pl.DataFrame] = (), partition: str | None = None,
-    settle: Callable[[psycopg.Connection, MetaTables], tuple[str, int]] | None = None,
+    settle: Callable[[psycopg.Connection, MetaTables, TablePlan], tuple[str, int]] | None = None,
 ) -> LoadResult:
     """Merge the scope's rows into the target in one transaction; see the module docstring. A change-captured
     table's snapshot is ``settle``d in the same transaction (``sync.capture.handoff``), which gives the binlog
@@ -213,7 +223,7 @@ def load_table(
         try:
             with connection.transaction():
                 connection.execute("SET LOCAL TimeZone = 'UTC'")
-                new_table, migration = _prepare(connection, table)
+                table, new_table, migration, script = _prepare(connection, table, scope)
                 deleted: Counts = {}
                 if not table.primary_key and not new_table:  # nothing to merge on: the scope is replaced
                     deleted = _deleted(connection, *delete_missing_sql(table, staging, scope, False, False))
@@ -224,7 +234,7 @@ def load_table(
                     merger.finish()
                 if table.primary_key:
                     deleted = _key_and_deletes(connection, table, staging, scope, new_table, arrived)
-                pending = _after_rows(connection, table, migration, run_id)
+                pending = _after_rows(connection, table, migration, run_id, script)
                 add_counts(merger.counts, deleted)
                 rejected_values = write_rejects(connection, meta, staging.rejects, run_id, table.source_label,
                                                 table.target_label) if arrived[0] else 0
@@ -232,7 +242,9 @@ def load_table(
                 record_load(connection, meta, _ledger_row(table, result, run_id, scope, partition))
                 if settle is not None:
                     record_position(connection, meta, table.source_label, table.target_label,
-                                    *settle(connection, meta))
+                                    *settle(connection, meta, table))
+                if table.build_as is not None:  # last: readers wait only from here to the commit
+                    result = _swap(connection, table, migration, run_id, result)
         except psycopg.Error as exc:
             raise TargetError(f"loading {table.target_label} into PostgreSQL at {postgres_url}: "
                               f"{explain(str(exc))}") from None
@@ -243,18 +255,35 @@ def load_table(
     return result
 
 
-def _prepare(connection: psycopg.Connection, table: TablePlan) -> tuple[bool, Migration | None]:
+def _prepare(connection: psycopg.Connection, table: TablePlan, scope: Scope
+             ) -> tuple[TablePlan, bool, Migration | None, Script | None]:
     """Create the target if it is missing (keyed and indexed only once filled: one index build instead
-    of one insertion per row), or migrate it to MySQL's schema in this transaction (a destructive
-    change raises SchemaChangeHeld unless approved). Returns (created, migration)."""
+    of one insertion per row), or migrate it to MySQL's schema in this transaction: by its committed script
+    (``versioned``) or the built-in steps, or, blue/green, by building the new shape aside (``swap``). A
+    destructive change raises SchemaChangeHeld unless approved. Returns (the plan to write: the table or its
+    shadow, created, migration, script)."""
     new_table = not relation_exists(connection, table.target)
+    migration = None if new_table else plan(connection, table)
+    script = script_for_load(table, migration) if migration else None
+    if migration and table.blue_green and migration.reloads_rows:
+        require_approval(connection, migration)
+        table, new_table = shadow_for(connection, table, scope), True
     connection.execute(create_table_sql(table, with_key=not new_table))
     for statement in comments_sql(table) if new_table else ():
         connection.execute(statement)
-    migration = None if new_table else plan(connection, table)
-    if migration:
-        apply_before(connection, migration)
-    return new_table, migration
+    if migration and table.build_as is None:
+        apply_before(connection, migration, script)
+    return table, new_table, migration, script
+
+
+def _swap(connection: psycopg.Connection, shadow: TablePlan, migration: Migration | None, run_id: str | None,
+          result: LoadResult) -> LoadResult:
+    """A blue/green load's end: the migration recorded, the shadow swapped in (``swap``)."""
+    if migration is not None:
+        record_applied(connection, migration, run_id, "blue/green")
+    previous = swap_in(connection, shadow)
+    return replace(result, schema_changes=result.schema_changes + (
+        f"built as {shadow.build_as} and swapped in; the previous table is {previous}",))
 
 
 def _key_and_deletes(
@@ -269,13 +298,14 @@ def _key_and_deletes(
 
 
 def _after_rows(connection: psycopg.Connection, table: TablePlan, migration: Migration | None,
-                run_id: str | None) -> list[str]:
+                run_id: str | None, script: Script | None) -> list[str]:
     """What needs the rows in place: the migration's constraints, indexes, foreign keys, identities.
     Returns what of the migration waits for a load that covers every row."""
     # Deferred foreign-key checks run now (a violation fails the load here, as it would at commit):
     # PostgreSQL refuses DDL on a table with checks still pending.
     connection.execute("SET CONSTRAINTS ALL IMMEDIATE")
-    pending = apply_after(connection, migration, run_id) if migration else []
+    in_place = migration and table.build_as is None
+    pending = apply_after(connection, migration, run_id, script.name if script else None) if in_place else []
     for statement in create_indexes_sql(table):
         connection.execute(statement)
     add_foreign_keys(connection, table)

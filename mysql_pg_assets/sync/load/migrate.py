@@ -28,7 +28,8 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import psycopg
 
@@ -42,6 +43,7 @@ from mysql_pg_assets.sync.load.ddl import (
     NOTE_MARK,
     Shape,
     ShapeColumn,
+    check_present,
     check_sql,
     column_note,
     column_sql,
@@ -50,6 +52,9 @@ from mysql_pg_assets.sync.load.ddl import (
     table_note,
     table_shape,
 )
+
+if TYPE_CHECKING:
+    from mysql_pg_assets.sync.load.versioned import Script
 
 APPROVAL_JOB = "approve_schema_change"
 
@@ -123,6 +128,7 @@ def _members(definition: str) -> set[str]:
 class Step:
     sql: str
     unless_nulls_in: str | None = None  # SET NOT NULL: skipped while the column still holds NULLs
+    unless_present: str | None = None  # SQL, true when what the step makes is already there (a versioned script)
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,8 @@ class Change:
     destructive: bool
     before: tuple[Step, ...] = ()  # DDL run before the load's merge
     after: tuple[Step, ...] = ()  # constraints that need the reloaded rows, run after it
+    old: ShapeColumn | None = None  # the column as PostgreSQL has it (a versioned script's revert)
+    new: ShapeColumn | None = None  # the column as the mapping wants it
 
     def describe(self) -> str:
         return f"{self.kind} {self.column or ''}: {self.detail}".replace(" :", ":")
@@ -142,6 +150,8 @@ class Change:
 class Migration:
     table: TablePlan
     changes: tuple[Change, ...]
+    actual: Shape | None = None  # the table PostgreSQL has
+    expected: Shape | None = None  # the mapping's
 
     def __bool__(self) -> bool:
         return bool(self.changes)
@@ -198,7 +208,7 @@ def diff_shapes(table: TablePlan, actual: Shape, expected: Shape) -> Migration:
             changes += _checked_values(table, old, new, column)
     if actual.primary_key != expected.primary_key:  # last: the new key may name a column added above
         changes.append(_key_change(table, actual, expected))
-    return Migration(table, tuple(changes + _transform_changes(table, actual, renamed)))
+    return Migration(table, tuple(changes + _transform_changes(table, actual, renamed)), actual, expected)
 
 
 def _transform_changes(table: TablePlan, actual: Shape, renamed: dict[str, ShapeColumn]) -> list[Change]:
@@ -213,11 +223,16 @@ def _transform_changes(table: TablePlan, actual: Shape, renamed: dict[str, Shape
         have, want = (old.note if old else None), column_note(column)
         if have != want:
             changes.append(Change("transform", column.target_name, f"{shown(have)} → {shown(want)}", False,
-                                  (Step(comment_sql(table, column.target_name, want)),)))
+                                  (Step(comment_sql(table, column.target_name, want)),), old=old,
+                                  new=replace(old or _bare(column.target_name), note=want)))
     if actual.note != table_note(table):
         changes.append(Change("row_filter", None, f"{shown(actual.note)} → {shown(table_note(table))}", False,
                               (Step(comment_sql(table, None, table_note(table))),)))
     return changes
+
+
+def _bare(name: str) -> ShapeColumn:
+    return ShapeColumn(name, "", False, None, None)
 
 
 def _alter(table: TablePlan, clause: str, unless_nulls_in: str | None = None) -> Step:
@@ -243,10 +258,11 @@ def _columns_added_dropped_renamed(
     plans = {c.target_name: c for c in table.columns}
     expected_names, actual_names = {c.name for c in expected.columns}, {c.name for c in actual.columns}
     changes = [Change("rename_column", old.name, f"renamed to {new_name}", True,
-                      (_alter(table, f"RENAME COLUMN {pg_ident(old.name)} TO {pg_ident(new_name)}"),))
+                      (_alter(table, f"RENAME COLUMN {pg_ident(old.name)} TO {pg_ident(new_name)}"),), old=old,
+                      new=expected.column(new_name))
                for new_name, old in renamed.items()]
     changes += [Change("drop_column", old.name, f"{old.type} gone from MySQL", True,
-                       (_alter(table, f"DROP COLUMN {pg_ident(old.name)}"),))
+                       (_alter(table, f"DROP COLUMN {pg_ident(old.name)}"),), old=old)
                 for old in actual.columns if old.name not in expected_names and old not in renamed.values()]
     for new in expected.columns:
         if new.name in actual_names or new.name in renamed:
@@ -255,7 +271,7 @@ def _columns_added_dropped_renamed(
         definition = column_sql(column, not_null=False) if column else f"{pg_ident(new.name)} {new.type}"
         after = (_alter(table, f"ALTER COLUMN {pg_ident(new.name)} SET NOT NULL", new.name),) if new.not_null else ()
         changes.append(Change("add_column", new.name, new.type + (" NOT NULL" if new.not_null else ""), False,
-                              (_alter(table, f"ADD COLUMN {definition}"),), after))
+                              (_alter(table, f"ADD COLUMN {definition}"),), after, new=new))
     return changes
 
 
@@ -270,11 +286,11 @@ def _type_or_default(table: TablePlan, old: ShapeColumn, new: ShapeColumn, colum
             steps.append(_alter(table, f"ALTER COLUMN {name} SET DEFAULT {column.default_sql}"))
         wider = widens(old.type, new.type)
         return [Change("widen_type" if wider else "change_type", new.name, f"{old.type} → {new.type}", not wider,
-                       tuple(steps))]
+                       tuple(steps), old=old, new=new)]
     if old.default != new.default and column is not None and not column.identity:
         sql = f"SET DEFAULT {column.default_sql}" if column.default_sql is not None else "DROP DEFAULT"
         return [Change("set_default", new.name, f"{old.default} → {new.default}", False,
-                       (_alter(table, f"ALTER COLUMN {name} {sql}"),))]
+                       (_alter(table, f"ALTER COLUMN {name} {sql}"),), old=old, new=new)]
     return []
 
 
@@ -282,12 +298,12 @@ def _nullability(table: TablePlan, old: ShapeColumn, new: ShapeColumn) -> list[C
     name = pg_ident(new.name)
     if old.not_null and not new.not_null:
         return [Change("drop_not_null", new.name, "now nullable", False,
-                       (_alter(table, f"ALTER COLUMN {name} DROP NOT NULL"),))]
+                       (_alter(table, f"ALTER COLUMN {name} DROP NOT NULL"),), old=old, new=new)]
     if new.not_null and not old.not_null:
         # MySQL replaced its NULLs with values when the column became NOT NULL: the reload brings
         # them, and the constraint follows once no NULL is left (nothing PostgreSQL holds is lost).
         return [Change("set_not_null", new.name, "now NOT NULL", False,
-                       after=(_alter(table, f"ALTER COLUMN {name} SET NOT NULL", new.name),))]
+                       after=(_alter(table, f"ALTER COLUMN {name} SET NOT NULL", new.name),), old=old, new=new)]
     return []
 
 
@@ -298,11 +314,13 @@ def _checked_values(table: TablePlan, old: ShapeColumn, new: ShapeColumn, column
         return []
     gone = _members(old_check or "") - _members(new_check or "") if old_check and new_check else set()
     looser = new_check is None or (old_check is not None and not gone)
-    steps = (_alter(table, f"DROP CONSTRAINT {pg_ident(old.check[0])}"),) if old.check else ()
-    after = (_alter(table, f"ADD {check_sql(column)}"),) if column and column.allowed_values else ()
+    steps = (_alter(table, f"DROP CONSTRAINT IF EXISTS {pg_ident(old.check[0])}"),) if old.check else ()
+    after = (Step(f"ALTER TABLE {table.target} ADD {check_sql(column)}",
+                  unless_present=check_present(table, new_check)),) if column and column.allowed_values else ()
     detail = ("values no longer checked" if new_check is None else
               f"values {sorted(gone)} removed" if gone else "values added")
-    return [Change("widen_values" if looser else "narrow_values", new.name, detail, not looser, steps, after)]
+    return [Change("widen_values" if looser else "narrow_values", new.name, detail, not looser, steps, after,
+                   old=old, new=new)]
 
 
 def _key_change(table: TablePlan, actual: Shape, expected: Shape) -> Change:
@@ -363,18 +381,29 @@ def approve(connection: psycopg.Connection, migration: Migration, run_id: str | 
         )
 
 
-def apply_before(connection: psycopg.Connection, migration: Migration) -> None:
-    """The DDL a load runs before its merge, in its transaction; refuses a destructive change not approved."""
+def require_approval(connection: psycopg.Connection, migration: Migration) -> None:
+    """Raises SchemaChangeHeld for a destructive change not approved."""
     if migration.destructive and not approved(connection, migration):
         raise SchemaChangeHeld(migration)
+
+
+def apply_before(connection: psycopg.Connection, migration: Migration, script: Script | None = None) -> None:
+    """The DDL a load runs before its merge, in its transaction: the committed ``script`` of a versioned project
+    (``versioned``), else the built-in steps. Refuses a destructive change not approved."""
+    require_approval(connection, migration)
+    if script is not None:
+        script.run(connection)
+        return
     for change in migration.changes:
         for step in change.before:
             connection.execute(step.sql)
 
 
-def apply_after(connection: psycopg.Connection, migration: Migration, run_id: str | None) -> list[str]:
-    """The constraints that need the loaded rows, then the record of the migration; returns what is
-    left for a later load (a NOT NULL on a column that still holds NULLs outside this load's scope)."""
+def apply_after(connection: psycopg.Connection, migration: Migration, run_id: str | None,
+                script: str | None = None) -> list[str]:
+    """The constraints that need the loaded rows (those a versioned script made already are skipped), then the
+    record of the migration, with the ``script`` that applied it; returns what is left for a later load (a
+    NOT NULL on a column that still holds NULLs outside this load's scope)."""
     target = migration.table.target
     pending = []
     for change in migration.changes:
@@ -384,18 +413,27 @@ def apply_after(connection: psycopg.Connection, migration: Migration, run_id: st
             ).fetchone()[0]:
                 pending.append(f"{step.unless_nulls_in}: NOT NULL once every row is loaded again")
                 continue
+            if step.unless_present is not None and connection.execute(f"SELECT {step.unless_present}").fetchone()[0]:
+                continue
             connection.execute(step.sql)
+    record_applied(connection, migration, run_id, script)
+    return pending
+
+
+def record_applied(connection: psycopg.Connection, migration: Migration, run_id: str | None,
+                   script: str | None) -> None:
+    """The migration's row in ``schema_changes`` (its approval's, if it had one), marked applied by ``script``
+    (a versioned script's name, ``blue/green``, or None for the built-in steps)."""
     meta = ensure(connection, migration.table.target_schema)
     updated = connection.execute(
-        f"UPDATE {meta.schema_changes} SET applied_run_id = %s, applied_at = now() WHERE target_table = %s"
-        f" AND fingerprint = %s AND approved_at IS NOT NULL AND applied_at IS NULL",
-        (run_id, migration.table.target_label, migration.fingerprint),
+        f"UPDATE {meta.schema_changes} SET applied_run_id = %s, applied_at = now(), script = %s WHERE target_table"
+        f" = %s AND fingerprint = %s AND approved_at IS NOT NULL AND applied_at IS NULL",
+        (run_id, script, migration.table.target_label, migration.fingerprint),
     ).rowcount
     if not updated:
         connection.execute(
             f"INSERT INTO {meta.schema_changes} (target_table, fingerprint, changes, destructive, applied_run_id,"
-            f" applied_at) VALUES (%s, %s, %s::jsonb, %s, %s, now())",
+            f" applied_at, script) VALUES (%s, %s, %s::jsonb, %s, %s, now(), %s)",
             (migration.table.target_label, migration.fingerprint, json.dumps(migration.summary()),
-             bool(migration.destructive), run_id),
+             bool(migration.destructive), run_id, script),
         )
-    return pending
