@@ -55,15 +55,15 @@ def previous_name(table: TablePlan) -> str:
 
 _DEPENDENTS = """
 SELECT DISTINCT 'view ' || r.ev_class::regclass::text FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
-WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = %(t)s::regclass AND r.ev_class <> d.refobjid
+WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = %s::regclass AND r.ev_class <> d.refobjid
 UNION ALL
 SELECT 'foreign key ' || conname || ' of ' || conrelid::regclass::text FROM pg_constraint
-WHERE contype = 'f' AND confrelid = %(t)s::regclass AND conrelid <> confrelid
+WHERE contype = 'f' AND confrelid = %s::regclass AND conrelid <> confrelid
 """
 
 
 def _refuse_dependents(connection: psycopg.Connection, table: TablePlan) -> None:
-    found = [row[0] for row in connection.execute(_DEPENDENTS, {"t": table.target})]
+    found = [row[0] for row in connection.execute(_DEPENDENTS, (table.target,) * 2)]
     if found:
         raise SwapRefused(
             f"{table.target_label}: blue/green would leave {', '.join(sorted(found))} on the previous table (they "
@@ -105,9 +105,9 @@ def _lock(connection: psycopg.Connection, relation: str) -> None:
 # A table's indexes that back no constraint (those are renamed with it), and its identity sequences.
 _INDEXES_AND_SEQUENCES = """
 SELECT c.relname, c.relkind FROM pg_class c
-WHERE c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = %(r)s::regclass
-                AND indexrelid NOT IN (SELECT conindid FROM pg_constraint WHERE conrelid = %(r)s::regclass))
-   OR c.relkind = 'S' AND c.oid IN (SELECT objid FROM pg_depend WHERE refobjid = %(r)s::regclass
+WHERE c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = %s::regclass
+                AND indexrelid NOT IN (SELECT conindid FROM pg_constraint WHERE conrelid = %s::regclass))
+   OR c.relkind = 'S' AND c.oid IN (SELECT objid FROM pg_depend WHERE refobjid = %s::regclass
                                     AND classid = 'pg_class'::regclass AND deptype IN ('a', 'i'))
 """
 
@@ -126,7 +126,7 @@ def _rename(connection: psycopg.Connection, schema: str, old: str, new: str) -> 
         if renamed(name):
             connection.execute(f"ALTER TABLE {relation} RENAME CONSTRAINT {pg_ident(name)} TO "
                                f"{pg_ident(renamed(name))}")
-    objects = connection.execute(_INDEXES_AND_SEQUENCES, {"r": relation}).fetchall()
+    objects = connection.execute(_INDEXES_AND_SEQUENCES, (relation,) * 3).fetchall()
     for name, kind in objects:
         if renamed(name):
             what = "SEQUENCE" if kind == "S" else "INDEX"
