@@ -21,7 +21,7 @@ help:
 	@echo "make test     the test suite against real MariaDB and PostgreSQL"
 	@echo "make db | db-stop | db-reset   the project's local MariaDB and PostgreSQL"
 	@echo "make check    the spec, both servers, grants and Dagster's storage, checked (and the storage created)"
-	@echo "make seed ORDERS=N | simulate | materialize | summary | ui | lint"
+	@echo "make seed ORDERS=N | simulate | materialize | summary | ui | lint (ruff and mypy)"
 	@echo "make cdc      follow the binlog into the tables with mode: cdc (SYNC_CONFIG=sync.cdc.yaml; make simulate beside it)"
 	@echo "make alter CHANGE=add-column|drop-column   a schema change in the demo shop, for the schema-drift sensor"
 	@echo "make bench ARGS=\"--orders 5000000 --repeat 3\"   full load and one partition against pgloader"
@@ -104,8 +104,10 @@ demo: seed materialize summary
 test: install $(LOCAL_DB)
 	$(ENV) $(RUN) pytest
 
+# ruff, then mypy over the package (its settings: pyproject.toml)
 lint: install
 	$(RUN) ruff check mysql_pg_assets mysql_pg_assets_tests mysql_pg_assets_demo bench
+	$(RUN) mypy
 
 # Benchmark (not a test): full load of the demo orders vs pgloader, incremental partition, peak RSS.
 #   make bench ARGS="--orders 200000 --repeat 1"      (default: 5,000,000 orders, 3 rounds)

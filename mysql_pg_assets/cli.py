@@ -36,6 +36,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mysql_pg_assets.checks.parity import compare_rows, count_parity
 from mysql_pg_assets.checks.preflight import checks
@@ -49,6 +50,9 @@ from mysql_pg_assets.sync.catalog.discover import discover
 from mysql_pg_assets.sync.catalog.plans import TablePlan, find_table
 from mysql_pg_assets.sync.load.migrate import approved, plan_tables
 from mysql_pg_assets.sync.spec import load_spec
+
+if TYPE_CHECKING:
+    from mysql_pg_assets.ops.metrics import CaptureMetrics
 
 log = logging.getLogger("mysql_pg_assets.cli")
 
@@ -178,7 +182,7 @@ def capture(settings: Settings, seconds: float | None, once: bool, metrics_port:
 
 
 def serve_metrics(settings: Settings, port: int, host: str = "127.0.0.1", capture: bool = False,
-                  tables: bool = True) -> tuple[object, object]:
+                  tables: bool = True) -> tuple[object, CaptureMetrics | None]:
     """The metrics on ``host:port``; with ``DAGSTER_HOME`` set, the asset checks' newest results and failed
     loads too."""
     from mysql_pg_assets.ops.metrics import serve

@@ -20,6 +20,7 @@ from mysql_pg_assets.core.settings import Settings, export_local_defaults
 from mysql_pg_assets.defs.assets import build_table_assets
 from mysql_pg_assets.defs.capture import build_capture_job, build_capture_sensor, build_recovery_job
 from mysql_pg_assets.defs.jobs import build_schema_approval_job
+from mysql_pg_assets.defs.rebuild import build_rebuild_job
 from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
 from mysql_pg_assets.defs.sensors import (
     alert_on_run_failure,
@@ -68,7 +69,7 @@ def build_definitions(settings: Settings) -> Definitions:
     captured = any(t.cdc for t in catalog.tables)  # change capture's job and sensor, when a table has mode: cdc
     return Definitions(
         assets=build_table_assets(catalog),
-        jobs=[build_schema_approval_job(spec, catalog), build_trace_job(catalog),
+        jobs=[build_schema_approval_job(spec, catalog), build_trace_job(catalog), build_rebuild_job(spec, catalog),
               *([build_capture_job(catalog, spec.options.cdc_retention_days), build_recovery_job(catalog)]
                 if captured else [])],
         sensors=[

@@ -43,7 +43,7 @@ def test_every_demo_asset_materializes_equal_to_mysql(demo_settings: Settings) -
     windows = {s.freshness_policy.fail_window.to_timedelta() for a in assets for s in a.specs}
     assert {s.name for s in defs.sensors or []} == {
         "schema_drift_shop", "data_drift_shop", "freshness_alerts_shop", "alert_on_run_failure"}
-    assert [j.name for j in defs.jobs or []] == ["approve_schema_change", "trace_record"]
+    assert [j.name for j in defs.jobs or []] == ["approve_schema_change", "trace_record", "rebuild_table"]
     assert windows == {timedelta(hours=6)}
     # The shop's foreign keys are its lineage; categories' reference to itself is not (a self-reference).
     deps = {key.path[-1]: {d.path[-1] for d in a.asset_deps[key]} for a in assets for key in a.keys}

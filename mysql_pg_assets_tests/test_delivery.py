@@ -69,3 +69,10 @@ def test_the_image_builds_and_runs_the_cli() -> None:
     done = subprocess.run(["docker", "run", "--rm", tag, "python", "-m", "mysql_pg_assets.cli", "rules"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "MySQL" in done.stdout, done.stderr
+
+
+def test_the_package_type_checks() -> None:
+    """``make lint``'s mypy, here too: CI's lint job is not the only one to see a type error."""
+    done = subprocess.run([sys.executable, "-m", "mypy"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]

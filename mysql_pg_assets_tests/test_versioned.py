@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -39,7 +38,7 @@ def sqitch() -> str:
     return found.stdout.strip()
 
 
-def _settings(items: tuple[DatabaseUrl, DatabaseUrl], folder: Path, monkeypatch: pytest.MonkeyPatch,
+def _settings(items: tuple[DatabaseUrl, DatabaseUrl], folder: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
               **migrations: object) -> Settings:
     source, target = items
     config = write_spec(folder / "sync.yaml", {"target": {"schema": "inv"}, "migrations": migrations})

@@ -26,10 +26,13 @@ PACKAGES=(sqitch libdbd-pg-perl)
 if [[ "$(id -u)" -eq 0 && -f /etc/debian_version ]] && command -v apt-get >/dev/null 2>&1; then
     log "installing ${PACKAGES[*]} from Debian's packages"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >&2 || {
+    output="$(mktemp)"
+    trap 'rm -f "$output"' EXIT
+    apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >"$output" 2>&1 || {
         log "apt-get install failed; refreshing the package lists and retrying"
         apt-get -qq update >&2 || die "apt-get update failed; check the machine's apt sources and network"
-        apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >&2 || die "could not install ${PACKAGES[*]}"
+        apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >"$output" 2>&1 \
+            || { cat "$output" >&2; die "could not install ${PACKAGES[*]}"; }
     }
     usable || die "installed ${PACKAGES[*]}, but sqitch or DBD::Pg is still missing"
 else

@@ -158,7 +158,7 @@ def check_migration(spec: SyncSpec, mysql_url: DatabaseUrl, postgres_url: Databa
         after = {t.target_label: t for t in resolved.tables}
     old = {t.target_label: t for t in before.tables}
     with pg_connection(postgres_url) as connection:
-        verdicts = [_verdict(connection, old.get(label), after.get(label), before.tables)
+        verdicts = [_verdict(connection, old.get(label), after.get(label), list(before.tables))
                     for label in sorted(set(old) | set(after))]
     for verdict in verdicts:
         if verdict.status == "dropped" and spec_error:

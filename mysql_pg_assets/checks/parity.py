@@ -91,7 +91,7 @@ def _pg_text(column: ColumnPlan) -> str:
 def _scope_sql(table: TablePlan, window: Window | None) -> tuple[str, str, tuple]:
     """MySQL's WHERE (bounds rendered), PostgreSQL's WHERE and its parameters: the rows a load of
     ``window`` reads and writes, exactly (None: the whole table)."""
-    mysql_where, pg_where, pg_params = where_sql(table, None), _alive(table), ()
+    mysql_where, pg_where, pg_params = where_sql(table, None), _alive(table), tuple[object, ...]()
     if window is not None and table.partition is not None:
         mysql_where = where_sql(table, window)
         condition, params = pg_window_sql(table, window, alias="")

@@ -123,7 +123,7 @@ def mysql_timeouts(url: DatabaseUrl) -> Timeouts:
                     read=seconds("read_timeout", DEFAULT_TIMEOUTS.read))
 
 
-def pg_parameters(url: DatabaseUrl) -> dict[str, str]:
+def pg_parameters(url: DatabaseUrl) -> dict[str, Any]:
     """libpq connection parameters: the URL's own, over the project's defaults."""
     query = _query(url)
     options = (f"-c lock_timeout={DEFAULT_TIMEOUTS.lock}s -c statement_timeout={DEFAULT_TIMEOUTS.statement}s "
@@ -309,13 +309,13 @@ class SafeMySQLCursor(pymysql.cursors.Cursor):
     """Binds ``%s`` placeholders found by the quote-aware scanner: a ``%`` inside a backquoted
     identifier or a string literal stays text."""
 
-    def _mogrify(self, query: str, args: Sequence[Any] | dict) -> str:  # type: ignore[override]
+    def _mogrify(self, query: str, args: Sequence[Any] | dict) -> str:
         escape = self._get_db().escape
         if isinstance(args, dict):
             return bound(query, {name: escape(value) for name, value in args.items()})
         return bound(query, [escape(value) for value in args])
 
-    def executemany(self, query: str, args: Sequence[Sequence[Any]]) -> int:  # type: ignore[override]
+    def executemany(self, query: str, args: Sequence[Sequence[Any]]) -> int:
         # pymysql's multi-row fast path formats the statement's head with %: not for our identifiers.
         self.rowcount = sum(self.execute(query, values) for values in args)
         return self.rowcount

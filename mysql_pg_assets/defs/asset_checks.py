@@ -7,6 +7,7 @@ what the checks compare from both databases, in the thread that loaded the table
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, MetadataValue
 
@@ -128,7 +129,7 @@ def parity_check(table: TablePlan, sides: tuple[Fingerprint, Fingerprint], sampl
                      else "checksums differ")
     if sample is not None and not sample.equal:
         found.append(f"{len(sample.differences)} values differ in {sample.compared} sampled rows")
-    metadata: dict[str, object] = {
+    metadata: dict[str, Any] = {
         "mysql_rows": mysql.rows, "postgres_rows": postgres.rows, "difference": postgres.rows - mysql.rows,
         "mysql_checksum": str(mysql.checksum), "postgres_checksum": str(postgres.checksum),
         "columns": ", ".join(c.target_name for c in compared),
@@ -204,7 +205,7 @@ def table_count_check(context: AssetExecutionContext, table: TablePlan, counts: 
             "mysql_rows": counts.mysql_rows, "postgres_rows": counts.postgres_rows,
             "difference": counts.postgres_rows - counts.mysql_rows,
             "partitions_never_loaded": len(never),
-            "never_loaded": MetadataValue.text(key_ranges(never, keys)),
+            "never_loaded": MetadataValue.text(key_ranges(never, list(keys))),
             "rows_before_first_partition": MetadataValue.int(counts.before_first),
             "rows_after_last_partition": MetadataValue.int(counts.after_last),
         },

@@ -35,6 +35,7 @@ from dagster import (
 )
 
 from mysql_pg_assets.checks.drift import (
+    FreshnessState,
     Held,
     SchemaRun,
     data_repair,
@@ -192,7 +193,7 @@ def build_freshness_alert_sensor(
                     "passes again.",
     )
     def freshness_alerts(context: SensorEvaluationContext) -> SensorResult:
-        states: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+        states: dict[str, FreshnessState] = json.loads(context.cursor) if context.cursor else {}
         now = clock()
         latest = context.instance.get_latest_materialization_events([asset_key(t) for t in tables])
         for table in tables:
@@ -229,7 +230,7 @@ def alert_on_run_failure(context: RunFailureSensorContext) -> None:
         for record in context.instance.get_records_for_run(
             run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records
     }
-    assets = ", ".join(k.to_user_string() for k in sorted(keys, key=lambda k: k.path))
+    assets = ", ".join(k.to_user_string() for k in sorted(keys, key=lambda k: tuple(k.path)))
     alerts.send(alerts.Alert(
         "run_failed", assets or run.job_name, context.failure_event.message or "run failed",
         partition=run.tags.get("dagster/partition") or run.tags.get(RANGE_START_TAG),

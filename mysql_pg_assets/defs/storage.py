@@ -45,7 +45,7 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
         self._columns: dict[str, bool] = {}
 
     @classmethod
-    def from_config_value(  # type: ignore[override]
+    def from_config_value(
         cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any],
     ) -> PooledPostgresEventLogStorage:
         return cls(pg_url_from_config(config_value), config_value.get("should_autocreate_tables", True), inst_data,

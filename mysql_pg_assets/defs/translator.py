@@ -4,8 +4,9 @@ and materialization metadata. The one place the plan's terms become Dagster's.
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from dagster import (
     AssetKey,
@@ -36,7 +37,7 @@ def parent_keys(table: TablePlan) -> list[AssetKey]:
     """MySQL's foreign keys that are lineage (see ``catalog.lineage``), as the asset's dependencies."""
     parents = {AssetKey([dagster_safe_name(table.target_schema), dagster_safe_name(key.referenced_target)])
                for key in table.foreign_keys if key.lineage}
-    return sorted(parents, key=lambda k: k.path)
+    return sorted(parents, key=lambda k: tuple(k.path))
 
 
 def column_schema(table: TablePlan) -> TableSchema:
@@ -59,7 +60,7 @@ def freshness_for(table: TablePlan) -> FreshnessPolicy | None:
     return FreshnessPolicy.time_window(fail_window=table.freshness.fail_after, warn_window=table.freshness.warn_after)
 
 
-_PARTITIONS: dict[str, type[TimeWindowPartitionsDefinition]] = {
+_PARTITIONS: dict[str, Callable[..., TimeWindowPartitionsDefinition]] = {
     "hourly": HourlyPartitionsDefinition,
     "daily": DailyPartitionsDefinition,
     "weekly": WeeklyPartitionsDefinition,
@@ -147,7 +148,7 @@ def partition_window(table: TablePlan, keys: Sequence[str]) -> Window:
 def range_keys(table: TablePlan, first: str, last: str) -> list[str]:
     partitions = partitions_for(table)
     assert partitions is not None, table.target_label
-    return partitions.get_partition_keys_in_range(PartitionKeyRange(first, last))
+    return list(partitions.get_partition_keys_in_range(PartitionKeyRange(first, last)))
 
 
 def key_ranges(keys: list[str], every_key: list[str], limit: int = 5) -> str:
@@ -182,12 +183,12 @@ _RANGE_FIGURES = ("values_rejected", "values_converted", "conversions", "duratio
                   "newest_source_value", "watermark")
 
 
-def materialization_metadata(table: TablePlan, result: LoadResult, run_range: str | None = None) -> dict[str, object]:
+def materialization_metadata(table: TablePlan, result: LoadResult, run_range: str | None = None) -> dict[str, Any]:
     """What every partition of the run (or the table) shows. With ``run_range`` (a run over several
     partitions) the row figures are each partition's own (``partition_metadata``) and the figures only
     the whole run has are named ``range_…``, beside ``range``, so no plot shows one run's totals as a
     partition's."""
-    metadata: dict[str, object] = {
+    metadata: dict[str, Any] = {
         "dagster/row_count": result.rows_loaded,
         "rows_read": result.rows_read,
         "rows_inserted": result.inserted,

@@ -67,7 +67,10 @@ class _Plans:
         return self.tables
 
 
-def _families() -> dict[str, Metric]:
+Family = CounterMetricFamily | GaugeMetricFamily
+
+
+def _families() -> dict[str, CounterMetricFamily | GaugeMetricFamily]:
     counters = {
         "loads": "loads committed (the ledger)",
         "rows_read": "rows read from MySQL by loads",
@@ -102,7 +105,7 @@ def _families() -> dict[str, Metric]:
         "tables": "tables the spec syncs",
         "exporter_errors": "1 when the last scrape could not read a source (see the exporter's log)",
     }
-    families: dict[str, Metric] = {}
+    families: dict[str, Family] = {}
     for name, text in counters.items():
         families[name] = CounterMetricFamily(f"mpa_{name}", text, labels=["table"])
     for name, text in gauges.items():
@@ -148,7 +151,7 @@ class SyncCollector(Collector):
         families["exporter_errors"].add_metric([], errors)
         return families.values()
 
-    def _postgres(self, tables: Sequence[TablePlan], families: dict[str, Metric],
+    def _postgres(self, tables: Sequence[TablePlan], families: dict[str, Family],
                   positions: dict[str, tuple[Position, float]]) -> None:
         now = time.time()
         for table in tables:
@@ -171,7 +174,7 @@ class SyncCollector(Collector):
                     self._capture(connection, meta, labels, families, positions)
 
     def _capture(self, connection: psycopg.Connection, meta: MetaTables, labels: set[str],
-                 families: dict[str, Metric], positions: dict[str, tuple[Position, float]]) -> None:
+                 families: dict[str, Family], positions: dict[str, tuple[Position, float]]) -> None:
         rows = connection.execute(
             f"SELECT p.target_table, p.log_file, p.log_pos, p.held IS NOT NULL,"
             f" extract(epoch FROM now() - p.updated_at),"
@@ -190,7 +193,7 @@ class SyncCollector(Collector):
                 families["cdc_last_change_timestamp_seconds"].add_metric([label], float(committed))
                 families["cdc_commit_lag_seconds"].add_metric([label], max(0.0, float(commit_lag)))
 
-    def _binlog_and_lag(self, tables: Sequence[TablePlan], families: dict[str, Metric],
+    def _binlog_and_lag(self, tables: Sequence[TablePlan], families: dict[str, Family],
                         positions: dict[str, tuple[Position, float]]) -> None:
         followed = {t.target_label for t in tables if t.cdc}
         if not followed:
@@ -202,7 +205,7 @@ class SyncCollector(Collector):
             position, age = positions[label]
             families["cdc_lag_seconds"].add_metric([label], 0.0 if position >= here else age)
 
-    def _checks(self, tables: Sequence[TablePlan], families: dict[str, Metric]) -> None:
+    def _checks(self, tables: Sequence[TablePlan], families: dict[str, Family]) -> None:
         if self.dagster is None:
             return
         checks, failed_at = self.dagster.read(tables)
@@ -261,7 +264,7 @@ def _file_number(log_file: str) -> int:
 
 
 def _ledger(connection: psycopg.Connection, meta: MetaTables, labels: set[str],
-            families: dict[str, Metric]) -> dict[str, float]:
+            families: dict[str, Family]) -> dict[str, float]:
     """The ledger's sums and newest load per table; returns table → newest load time (Unix)."""
     last: dict[str, float] = {}
     for row in connection.execute(
@@ -280,7 +283,7 @@ def _ledger(connection: psycopg.Connection, meta: MetaTables, labels: set[str],
     return last
 
 
-def _freshness(tables: Sequence[TablePlan], last: dict[str, float], now: float, families: dict[str, Metric]) -> None:
+def _freshness(tables: Sequence[TablePlan], last: dict[str, float], now: float, families: dict[str, Family]) -> None:
     for table in tables:
         if table.freshness is None or table.cdc:
             continue
@@ -292,7 +295,7 @@ def _freshness(tables: Sequence[TablePlan], last: dict[str, float], now: float, 
 
 
 def _schema_changes(connection: psycopg.Connection, meta: MetaTables, labels: set[str],
-                    families: dict[str, Metric]) -> None:
+                    families: dict[str, Family]) -> None:
     found = {label: (int(waiting), int(applied)) for label, waiting, applied in connection.execute(
         f"SELECT target_table, count(*) FILTER (WHERE destructive AND approved_at IS NULL AND applied_at IS NULL),"
         f" count(*) FILTER (WHERE applied_at IS NOT NULL) FROM {meta.schema_changes}"

@@ -37,11 +37,11 @@ class ExpressionError(ActionableError, ValueError):
 
 # ---------------------------------------------------------------- row filters (MySQL)
 
-MYSQL_FUNCTIONS = {
+MYSQL_FUNCTIONS: dict[type[exp.Expression], str] = {
     exp.Lower: "LOWER", exp.Upper: "UPPER", exp.Length: "CHAR_LENGTH", exp.Coalesce: "COALESCE",
     exp.Abs: "ABS", exp.Year: "YEAR", exp.Month: "MONTH", exp.Day: "DAYOFMONTH", exp.TsOrDsToDate: "DATE",
 }
-_MYSQL_OPERATORS = {
+_MYSQL_OPERATORS: dict[type[exp.Expression], str] = {
     exp.EQ: "=", exp.NEQ: "<>", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<=", exp.And: "AND",
     exp.Or: "OR", exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.Like: "LIKE",
 }
@@ -53,7 +53,7 @@ def _parse_sql(text: str) -> exp.Expression:
         tree = sqlglot.parse_one(text, read="mysql")
     except sqlglot.errors.ParseError as exc:
         raise ExpressionError(f"filter {text!r} is not a MySQL condition: {str(exc).splitlines()[0]}") from None
-    if isinstance(tree, exp.Command | exp.Select) or tree is None:
+    if isinstance(tree, exp.Command | exp.Select) or not isinstance(tree, exp.Expression):
         raise ExpressionError(f"filter {text!r}: only a condition is allowed, not a statement")
     return tree
 

@@ -155,7 +155,7 @@ def _apply_table(connection: psycopg.Connection, postgres_url: DatabaseUrl, meta
     staging = Staging.for_table(table, meta)
     if not inside_load:  # a killed apply's or load's (the lock is ours); a load in progress drops its own
         drop_staging(connection, meta.schema, staging.table_prefix)
-    tally, staged_rows = Tally(), []
+    tally, staged_rows = Tally(), list[str]()
     keys = [keys_to_staging(read_batch(table, deletes), table)] if deletes else []
     try:
         arrived = stage(postgres_url, table, staging,

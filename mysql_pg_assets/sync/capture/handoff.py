@@ -60,7 +60,7 @@ def settler(mysql_url: DatabaseUrl, postgres_url: DatabaseUrl, table: TablePlan,
         """``into``: the table the load writes (a blue/green load's shadow)."""
         stop = master_position(mysql_url)  # the read is over: every row it saw is in the binlog before this
         logged = _logged_to(connection, meta, mysql_url, table)
-        reached, done, batch = min(start, logged or start), TableApplied(), []
+        reached, done, batch = min(start, logged or start), TableApplied(), list[Transaction]()
 
         def flush() -> None:
             if batch:  # those at or before the stored position were logged by the stream

@@ -20,8 +20,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
+from polars._typing import PolarsDataType
 
 from mysql_pg_assets.core.sql import pg_literal
 
@@ -93,7 +95,7 @@ def _fixed(type_name: str) -> Callable[[MySQLColumn], str]:
     return lambda _column: type_name
 
 
-def _cast(dtype: pl.DataType) -> Callable[[pl.Expr], pl.Expr]:
+def _cast(dtype: PolarsDataType) -> Callable[[pl.Expr], pl.Expr]:
     return lambda expr: expr.cast(dtype)
 
 
@@ -110,7 +112,7 @@ def _set_to_list(expr: pl.Expr) -> pl.Expr:
 # on the server, where the value is still typed, so the column keeps its native fast path.
 _ZERO_DATE = "(MONTH({col}) = 0 OR DAYOFMONTH({col}) = 0)"
 _ZERO_DATE_TO_NULL = f"IF({_ZERO_DATE}, NULL, {{col}})"
-_ZERO_DATES = {"converted": _ZERO_DATE, "converted_as": "zero date → NULL"}
+_ZERO_DATES: dict[str, Any] = {"converted": _ZERO_DATE, "converted_as": "zero date → NULL"}
 
 
 def _varchar(column: MySQLColumn) -> str:

@@ -332,7 +332,7 @@ def discover(spec: SyncSpec, mysql_url: DatabaseUrl, missing_ok: bool = False) -
     )
     _reject_collisions("tables", [(t.source_table, t.target_table) for t in tables], "table")
     _reject_collisions("tables", [(t.source_table, t.asset_name) for t in tables], "asset")
-    foreign_keys = {table: keys.values() for table, keys in found.foreign_keys.items()}
+    foreign_keys = {table: list(keys.values()) for table, keys in found.foreign_keys.items()}
     tables = attach_foreign_keys(tables, foreign_keys, spec.options.foreign_keys)
     return Catalog(source_database=database, target_schema=schema, tables=tables,
                    parallel_tables=spec.source.parallel_tables)

@@ -8,14 +8,14 @@ says which cycle, for the asset's description.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from mysql_pg_assets.sync.catalog.plans import ForeignKeyPlan, TablePlan
 
 
 def attach_foreign_keys(
-    tables: tuple[TablePlan, ...], foreign_keys: dict[str, Iterable], create: bool
+    tables: tuple[TablePlan, ...], foreign_keys: Mapping[str, Iterable], create: bool
 ) -> tuple[TablePlan, ...]:
     """Attach the foreign keys whose two ends are both synced (and whose columns arrive unchanged), in target
     names, marked lineage or not.

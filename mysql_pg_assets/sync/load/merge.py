@@ -78,7 +78,8 @@ def pg_window_sql(table: TablePlan, window: Window, alias: str = "t") -> tuple[s
     the first partition also holds the rows whose partition column is NULL."""
     assert table.partition is not None, table.target_label
     column = f"{alias}.{pg_ident(table.partition.column)}" if alias else pg_ident(table.partition.column)
-    bounds, params = [], []
+    bounds: list[str] = []
+    params: list[object] = []
     if window.start is not None:
         bounds.append(f"{column} >= %s")
         params.append(pg_window_bound(table, window.start))
