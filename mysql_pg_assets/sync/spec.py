@@ -416,5 +416,5 @@ def load_spec(path: Path) -> SyncSpec:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"{path}:{line}: not valid YAML: {problem}") from None
     spec = environments.resolve(data, str(path), parse_spec, SpecError)
-    directory = path.parent / spec.migrations.directory  # an absolute directory stays as it is
+    directory = (path.parent / spec.migrations.directory).absolute()  # an absolute directory stays as it is
     return spec.model_copy(update={"migrations": spec.migrations.model_copy(update={"directory": str(directory)})})
