@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+import polars as pl
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
@@ -23,6 +24,7 @@ from mysql_pg_assets.defs.assets import build_table_assets
 from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
 from mysql_pg_assets.sync.catalog.discover import discover
 from mysql_pg_assets.sync.catalog.plans import Catalog, TablePlan
+from mysql_pg_assets.sync.load import build
 from mysql_pg_assets.sync.pipeline import sync_table
 from mysql_pg_assets.sync.spec import parse_spec
 from mysql_pg_assets_tests.conftest import materializations, write_spec
@@ -201,6 +203,67 @@ def test_a_killed_load_leaves_the_previous_state(
     with pg_connection(pg) as connection:  # the killed run's staging tables are gone too
         assert connection.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'mysql_pg_assets'"
                                   " AND tablename LIKE 'stage%%'").fetchone() == (0,)
+
+
+def test_a_killed_first_load_leaves_no_table_and_the_next_load_builds_it_whole(
+    make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database: Callable[[str], DatabaseUrl]
+) -> None:
+    """The first load writes straight into ``big__next`` (``build``): killed there, no ``big`` exists, and the
+    next load drops what was half-built and loads every row."""
+    mysql, pg = make_mysql_database("kill_first"), make_pg_database("kill_first")
+    with mysql_connection(mysql) as connection, connection.cursor() as cur:
+        cur.execute("CREATE TABLE big (id INT PRIMARY KEY, note VARCHAR(40), amount DECIMAL(12,2))")
+        cur.execute("INSERT INTO big SELECT seq, CONCAT('row ', seq), seq / 7 FROM seq_1_to_300000")
+    process = subprocess.Popen([sys.executable, "-c", KILLABLE, mysql.secret, pg.secret], env=os.environ)
+    with pg_connection(pg) as connection:
+        deadline = time.monotonic() + 120
+        while not connection.execute("SELECT to_regclass('flow.big__next') IS NOT NULL AND EXISTS "
+                                     "(SELECT 1 FROM pg_stat_user_tables WHERE relname = 'big__next' AND "
+                                     "n_tup_ins > 0)").fetchone()[0]:
+            assert process.poll() is None, "the load finished before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    with pg_connection(pg) as connection:
+        assert connection.execute("SELECT to_regclass('flow.big')").fetchone() == (None,)
+    (table,) = discover(parse_spec({"target": {"schema": "flow"}, "include": ["big"]}), mysql).tables
+    result = sync_table(table, mysql, pg)
+    assert (result.rows_read, result.inserted) == (300000, 300000)
+    assert compare_rows(mysql, pg, table).equal
+    with pg_connection(pg) as connection:
+        assert connection.execute("SELECT to_regclass('flow.big__next')").fetchone() == (None,)
+        assert connection.execute("SELECT conname FROM pg_constraint WHERE conrelid = 'flow.big'::regclass"
+                                  ).fetchall() == [("big_pkey",)]
+
+
+def test_a_value_postgresql_refuses_in_a_first_load_is_rejected_by_the_merge_path(
+    make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database: Callable[[str], DatabaseUrl],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """PostgreSQL refuses a value in the first load's COPY (here one made unreadable on purpose, as a value
+    validation let through would be): the table is loaded again by the merge path (which rejects such a value,
+    see test_rejects), and nothing of the first attempt is left."""
+    mysql, pg = make_mysql_database("refused_first"), make_pg_database("refused_first")
+    with mysql_connection(mysql) as connection, connection.cursor() as cur:
+        cur.execute("CREATE TABLE docs (id INT PRIMARY KEY, doc JSON)")
+        cur.execute(r"""INSERT INTO docs VALUES (1, '{"a": 1}'), (2, '{"a": "x"}'), (3, NULL)""")
+    (table,) = discover(parse_spec({"target": {"schema": "flow"}, "include": ["docs"]}), mysql).tables
+    real = build.target_frame
+
+    def refused(table: TablePlan, rows: pl.DataFrame) -> pl.DataFrame:  # as if validation had missed a value
+        frame = real(table, rows)
+        return frame.with_columns(pl.when(pl.col("id") == 2).then(pl.lit(b"\x01{oops")).otherwise(pl.col("doc"))
+                                  .alias("doc"))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(build, "target_frame", refused)
+        result = sync_table(table, mysql, pg, run_id="refused")
+    assert "loading it again by the merge path" in caplog.text
+    assert (result.rows_read, result.inserted, result.rejected_rows) == (3, 3, 0)
+    assert compare_rows(mysql, pg, table).equal
+    with pg_connection(pg) as connection:
+        assert connection.execute("SELECT to_regclass('flow.docs__next')").fetchone() == (None,)
 
 
 def test_partitioned_assets_declare_single_run_backfills(events_source: DatabaseUrl) -> None:

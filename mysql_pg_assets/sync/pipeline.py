@@ -17,6 +17,7 @@ binlog's row images; any other path that writes rows must, so that none skips a 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
@@ -28,11 +29,14 @@ from mysql_pg_assets.core.meta import last_watermark
 from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.sync.catalog.plans import TablePlan, staging_name
 from mysql_pg_assets.sync.extract import DEFAULT_BATCH_ROWS, Scope, Since, Window, keys_sql, read_batches
+from mysql_pg_assets.sync.load.build import DirectWriteRefused
 from mysql_pg_assets.sync.load.loader import load_table
 from mysql_pg_assets.sync.load.migrate import pending_migration
 from mysql_pg_assets.sync.load.result import LoadResult
 from mysql_pg_assets.sync.transform import LoadContext, count_by_partition, keys_to_staging, to_staging
 from mysql_pg_assets.sync.validate import ValidatedBatch, expectation_schemas, schema_for, validate
+
+log = logging.getLogger(__name__)
 
 
 def validated_batches(
@@ -97,10 +101,17 @@ def sync_table(
 
     settle = settler(mysql_url, postgres_url, table, master_position(mysql_url), run_id) \
         if table.cdc and scope is None else None
-    batches = read_batches(mysql_url, table, batch_rows, scope)
-    keys: Iterable = ()
-    if isinstance(scope, Since):
-        keys = (keys_to_staging(b, table) for b in read_batches(mysql_url, table, batch_rows, sql=keys_sql(table)))
-    context = LoadContext.of(table, run_id, partition)
-    rows = validated_batches(batches, table, scope.splits if isinstance(scope, Window) else (), context)
-    return load_table(table, rows, postgres_url, run_id, scope, keys, partition, settle)
+    def load(direct: bool) -> LoadResult:
+        batches = read_batches(mysql_url, table, batch_rows, scope)
+        keys: Iterable = ()
+        if isinstance(scope, Since):
+            keys = (keys_to_staging(b, table) for b in read_batches(mysql_url, table, batch_rows, sql=keys_sql(table)))
+        context = LoadContext.of(table, run_id, partition)
+        rows = validated_batches(batches, table, scope.splits if isinstance(scope, Window) else (), context)
+        return load_table(table, rows, postgres_url, run_id, scope, keys, partition, settle, direct)
+
+    try:
+        return load(direct=True)
+    except DirectWriteRefused as exc:  # read again, by the merge path, which rejects the value refused
+        log.warning("%s; loading it again by the merge path", exc)
+        return load(direct=False)

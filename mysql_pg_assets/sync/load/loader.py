@@ -52,6 +52,7 @@ from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.core.sql import pg_idents
 from mysql_pg_assets.sync.catalog.plans import ColumnPlan, TablePlan
 from mysql_pg_assets.sync.extract import Scope, Since, Window
+from mysql_pg_assets.sync.load.build import column_values, load_new, writes_directly
 from mysql_pg_assets.sync.load.constraints import add_foreign_keys, follow_identities
 from mysql_pg_assets.sync.load.ddl import comments_sql, create_indexes_sql, create_table_sql
 from mysql_pg_assets.sync.load.merge import delete_missing_sql, insert_sql, staged_values, target_bucket, upsert_sql
@@ -66,7 +67,7 @@ from mysql_pg_assets.sync.load.migrate import (
 from mysql_pg_assets.sync.load.result import Counts, LoadResult, add_counts, by_partition, per_bucket
 from mysql_pg_assets.sync.load.salvage import reject_refused_values
 from mysql_pg_assets.sync.load.staging import Staging, Tally, drop_staging, stage
-from mysql_pg_assets.sync.load.swap import shadow_for, swap_in
+from mysql_pg_assets.sync.load.swap import shadow_for, shadow_name, swap_in
 from mysql_pg_assets.sync.load.versioned import Script, script_for_load
 from mysql_pg_assets.sync.validate import ValidatedBatch
 
@@ -175,12 +176,13 @@ def _table_lock(postgres_url: DatabaseUrl, table: TablePlan) -> Iterator[tuple[p
         yield connection, meta
 
 
-def _newest(table: TablePlan) -> tuple[str, str] | None:
-    """SQL for the newest staged cursor value (as text) and the newest timestamp (for lag)."""
+def _newest(table: TablePlan, values: dict[str, str] | None = None) -> tuple[str, str] | None:
+    """SQL for the newest staged cursor value (as text) and the newest timestamp (for lag), over the staged
+    rows ``s`` (or over ``values``, a table's own columns)."""
     cursor, partition = table.cursor, table.partition_column
     if cursor is None and partition is None:
         return None
-    values = staged_values(table)
+    values = values or staged_values(table)
 
     def as_utc(column: ColumnPlan) -> str:
         expression = f"max({values[column.target_name]})"
@@ -212,14 +214,20 @@ def load_table(
     table: TablePlan, batches: Iterable[ValidatedBatch], postgres_url: DatabaseUrl, run_id: str | None = None,
     scope: Scope = None, source_keys: Iterable[pl.DataFrame] = (), partition: str | None = None,
     settle: Callable[[psycopg.Connection, MetaTables, TablePlan], tuple[str, int]] | None = None,
+    direct: bool = True,
 ) -> LoadResult:
     """Merge the scope's rows into the target in one transaction; see the module docstring. A change-captured
     table's snapshot is ``settle``d in the same transaction (``sync.capture.handoff``), which gives the binlog
-    position it then reflects, recorded with it."""
+    position it then reflects, recorded with it. A table this load creates is written ``direct``ly, without
+    staging (``build``), where its types allow."""
     started = time.perf_counter()
     with _table_lock(postgres_url, table) as (connection, meta):
         staging = Staging.for_table(table, meta)
         drop_staging(connection, meta.schema, staging.table_prefix)  # left by a killed run of this table
+        if direct and not isinstance(scope, Since) and writes_directly(table) \
+                and not relation_exists(connection, table.target):
+            return _load_new(connection, meta, table, batches, postgres_url, staging, scope, settle, run_id,
+                             partition)
         try:
             with connection.transaction():
                 connection.execute("SET LOCAL TimeZone = 'UTC'")
@@ -253,6 +261,31 @@ def load_table(
                 with contextlib.suppress(psycopg.Error):
                     drop_staging(connection, meta.schema, staging.prefix)
     return result
+
+
+def _load_new(
+    connection: psycopg.Connection, meta: MetaTables, table: TablePlan, batches: Iterable[ValidatedBatch],
+    postgres_url: DatabaseUrl, staging: Staging, scope: Scope,
+    settle: Callable[[psycopg.Connection, MetaTables, TablePlan], tuple[str, int]] | None, run_id: str | None,
+    partition: str | None,
+) -> LoadResult:
+    def finish(connection: psycopg.Connection, build: TablePlan) -> tuple[str | None, datetime | None]:
+        _after_rows(connection, build, None, run_id, None)
+        newest = _newest(build, column_values(build))
+        return connection.execute(f"SELECT {newest[0]}, {newest[1]} FROM {build.target} s").fetchone() \
+            if newest else (None, None)
+
+    try:
+        return load_new(connection, meta, table, batches, postgres_url, staging, scope, finish, settle, run_id,
+                        lambda result: _ledger_row(table, result, run_id, scope, partition))
+    except psycopg.Error as exc:
+        raise TargetError(f"loading {table.target_label} into PostgreSQL at {postgres_url}: "
+                          f"{explain(str(exc))}") from None
+    finally:
+        if not connection.broken:  # the half-built table of a load that failed, and its staging
+            with contextlib.suppress(psycopg.Error):
+                connection.execute(f"DROP TABLE IF EXISTS {replace(table, build_as=shadow_name(table)).target}")
+                drop_staging(connection, meta.schema, staging.prefix)
 
 
 def _prepare(connection: psycopg.Connection, table: TablePlan, scope: Scope

@@ -94,7 +94,7 @@ def drop_staging(connection: psycopg.Connection, schema: str, prefix: str) -> No
 UNLOGGED_FROM_ROWS = 10_000
 
 
-def _ingest(cursor: adbc.Cursor, schema: str, name: str, frame: pl.DataFrame, create: bool) -> None:
+def ingest(cursor: adbc.Cursor, schema: str, name: str, frame: pl.DataFrame, create: bool) -> None:
     if create:
         cursor.adbc_ingest(name, frame.clear().to_arrow(), mode="create", db_schema_name=schema)
         if frame.height >= UNLOGGED_FROM_ROWS:
@@ -134,16 +134,16 @@ def stage(
             for number, batch in enumerate(batches):
                 first = not rows_staged
                 schema = staging.meta.schema
-                _ingest(cursor, schema, staging.name(staging.batch(number)), batch.rows, create=True)
-                _ingest(cursor, schema, staging.name("rejects"), batch.rejects, create=first)
+                ingest(cursor, schema, staging.name(staging.batch(number)), batch.rows, create=True)
+                ingest(cursor, schema, staging.name("rejects"), batch.rejects, create=first)
                 if table.primary_key:
-                    _ingest(cursor, schema, staging.name("rejected_keys"), batch.rejected_keys, create=first)
-                    _ingest(cursor, schema, staging.name("loaded_keys"), batch.rows.select(key_names), create=first)
+                    ingest(cursor, schema, staging.name("rejected_keys"), batch.rejected_keys, create=first)
+                    ingest(cursor, schema, staging.name("loaded_keys"), batch.rows.select(key_names), create=first)
                 rows_staged = True
                 submit(staging.relation(staging.batch(number)))
                 tally.add(batch)
             for frame in keys:
-                _ingest(cursor, staging.meta.schema, staging.name("source_keys"), frame, create=not keys_staged)
+                ingest(cursor, staging.meta.schema, staging.name("source_keys"), frame, create=not keys_staged)
                 keys_staged = True
     except adbc.Error as exc:
         raise TargetError(

@@ -112,7 +112,7 @@ WHERE c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = %s::regclass
 """
 
 
-def _rename(connection: psycopg.Connection, schema: str, old: str, new: str) -> None:
+def rename(connection: psycopg.Connection, schema: str, old: str, new: str) -> None:
     """Rename a table, and its constraints, indexes and identity sequences named after it."""
     connection.execute(f"ALTER TABLE {pg_qualified(schema, old)} RENAME TO {pg_ident(new)}")
     relation = pg_qualified(schema, new)
@@ -142,8 +142,8 @@ def swap_in(connection: psycopg.Connection, shadow: TablePlan) -> str:
     connection.execute(f"DROP TABLE IF EXISTS {pg_qualified(schema, previous)}")
     _lock(connection, pg_qualified(schema, live))
     _refuse_dependents(connection, replace(shadow, build_as=None))  # created while the shadow was built
-    _rename(connection, schema, live, previous)
-    _rename(connection, schema, shadow.relation_name, live)
+    rename(connection, schema, live, previous)
+    rename(connection, schema, shadow.relation_name, live)
     for (name,) in connection.execute("SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype"
                                       " = 'f'", (pg_qualified(schema, previous),)).fetchall():
         connection.execute(f"ALTER TABLE {pg_qualified(schema, previous)} DROP CONSTRAINT {pg_ident(name)}")
@@ -165,9 +165,9 @@ def swap_back(postgres_url: DatabaseUrl, table: TablePlan, run_id: str | None = 
         _refuse_dependents(connection, table)
         _lock(connection, table.target)
         parked = pg_fit_name(f"{live}__swapping")
-        _rename(connection, schema, live, parked)
-        _rename(connection, schema, previous, live)
-        _rename(connection, schema, parked, previous)
+        rename(connection, schema, live, parked)
+        rename(connection, schema, previous, live)
+        rename(connection, schema, parked, previous)
         meta = ensure(connection, schema)
         connection.execute(
             f"INSERT INTO {meta.schema_changes} (target_table, fingerprint, changes, destructive, applied_run_id,"

@@ -1,0 +1,224 @@
+"""A table's first load, written straight into a new table and moved into place at the commit.
+
+The merge path (``loader``) COPYs each batch into a staging table, then inserts it into the target with
+casts: every row is written twice, and parsed twice by PostgreSQL. A table the load creates has nothing to
+merge with, so its rows go straight in:
+
+1. ``<table>__next`` is created with the mapping's DDL (no key yet) and committed, empty; a table of that
+   name a killed load left is dropped first (under the table's lock).
+2. Each validated batch is converted in polars to the target's own types (text to bigint and numeric,
+   JSON to jsonb's binary form) and binary-COPYed by ADBC into it, by ``WRITERS`` sessions at once while
+   the next batch is read. Rejects go to staging as on the merge path.
+3. In one transaction: the primary key is built (with ``MAINTENANCE_WORK_MEM``), then indexes, foreign
+   keys, identities; rejects, ledger, a change-captured snapshot's settling; last, the table takes its
+   name (its constraints and indexes theirs). Readers see no table, then the whole of it.
+
+A killed load leaves the previous state: no table (``__next`` is not the table, and the next load drops
+it). Only columns whose PostgreSQL type has a known binary form (``target_dtype``) take this path; a table
+with any other (arrays, intervals, a type a spec names) and every load of an existing table use the merge
+path. A value PostgreSQL refuses in a COPY (which validation did not foresee) raises
+:class:`DirectWriteRefused`, and the pipeline loads the table again by the merge path, which rejects
+exactly that value: a fresh read, paid only in that rare case.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from datetime import datetime
+
+import adbc_driver_postgresql.dbapi as adbc
+import polars as pl
+import psycopg
+
+from mysql_pg_assets.core.connections import TargetError, adbc_connect, explain
+from mysql_pg_assets.core.meta import MetaTables, record_load, record_position, write_rejects
+from mysql_pg_assets.core.settings import DatabaseUrl
+from mysql_pg_assets.core.sql import pg_ident, pg_idents
+from mysql_pg_assets.sync.catalog.plans import TablePlan, staging_name
+from mysql_pg_assets.sync.extract import Scope
+from mysql_pg_assets.sync.load.ddl import comments_sql, create_table_sql
+from mysql_pg_assets.sync.load.result import Counts, LoadResult, by_partition
+from mysql_pg_assets.sync.load.staging import Staging, Tally, ingest
+from mysql_pg_assets.sync.load.swap import rename, shadow_name
+from mysql_pg_assets.sync.validate import ValidatedBatch
+
+WRITERS = 2  # COPY sessions at once: PostgreSQL parses and writes each on a core of its own
+MAINTENANCE_WORK_MEM = "256MB"  # for the key and index builds of a load: sorted in memory, not in files
+
+_INTEGERS = {"smallint": pl.Int16, "integer": pl.Int32, "bigint": pl.Int64}
+_NUMERIC = re.compile(r"^numeric\((\d+)(?:,\s*(\d+))?\)$")
+_TEXT = re.compile(r"^(text|(character varying|varchar|character|char)(\(\d+\))?)$")
+_TIMESTAMP = re.compile(r"^timestamp(\(\d\))?( without time zone)?$")
+_TIMESTAMPTZ = re.compile(r"^(timestamptz|timestamp(\(\d\))? with time zone)(\(\d\))?$")
+JSONB = "jsonb"
+
+
+Finish = Callable[[psycopg.Connection, TablePlan], tuple[str | None, datetime | None]]
+
+
+class DirectWriteRefused(RuntimeError):
+    """PostgreSQL refused a value in a first load's COPY; the merge path loads the table instead."""
+
+
+def target_dtype(pg_type: str) -> pl.DataType | str | None:
+    """The polars type whose binary COPY form PostgreSQL's ``pg_type`` reads (``JSONB``: jsonb's own), or
+    None when there is none known here."""
+    kind = pg_type.strip().lower()
+    fixed: dict[str, pl.DataType] = {"real": pl.Float32(), "double precision": pl.Float64(),
+                                     "boolean": pl.Boolean(), "bytea": pl.Binary(), "date": pl.Date(),
+                                     "json": pl.String()}
+    if kind in _INTEGERS:
+        return _INTEGERS[kind]()
+    if kind in fixed:
+        return fixed[kind]
+    numeric = _NUMERIC.match(kind)
+    if numeric and int(numeric[1]) <= 38:
+        return pl.Decimal(int(numeric[1]), int(numeric[2] or 0))
+    if _TEXT.match(kind):
+        return pl.String()
+    if _TIMESTAMP.match(kind):
+        return pl.Datetime("us")
+    if _TIMESTAMPTZ.match(kind):
+        return pl.Datetime("us", "UTC")
+    return JSONB if kind == JSONB else None
+
+
+def writes_directly(table: TablePlan) -> bool:
+    return all(target_dtype(c.pg_type) is not None for c in table.columns)
+
+
+def target_frame(table: TablePlan, rows: pl.DataFrame) -> pl.DataFrame:
+    """A validated batch (staging names and types) as the target's columns, in their binary COPY types."""
+    columns = []
+    for i, column in enumerate(table.columns):
+        value, dtype = pl.col(staging_name(i)), target_dtype(column.pg_type)
+        if isinstance(dtype, pl.DataType):
+            value = value.cast(dtype, strict=True)
+        else:  # jsonb's binary form: a version byte, then the text
+            value = (pl.lit("\x01") + value.cast(pl.String)).cast(pl.Binary)
+        columns.append(value.alias(column.target_name))
+    return rows.select(columns)
+
+
+class _Writers:
+    """``WRITERS`` threads, each COPYing frames into the new table on an ADBC session of its own."""
+
+    def __init__(self, postgres_url: DatabaseUrl, build: TablePlan) -> None:
+        self.url, self.build = postgres_url, build
+        self.queue: queue.Queue[pl.DataFrame | None] = queue.Queue(maxsize=WRITERS)
+        self.error: BaseException | None = None
+        self.threads = [threading.Thread(target=self._run, name=f"mysql-pg-assets-copy-{n}", daemon=True)
+                        for n in range(WRITERS)]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self) -> None:
+        try:
+            with adbc_connect(self.url) as connection, connection.cursor() as cursor:
+                while (frame := self.queue.get()) is not None:
+                    if self.error is None:
+                        cursor.adbc_ingest(self.build.relation_name, frame.to_arrow(), mode="append",
+                                           db_schema_name=self.build.target_schema)
+        except BaseException as exc:
+            self.error = exc
+            while self.queue.get() is not None:  # drain: the reader is never left blocked
+                pass
+
+    def put(self, frame: pl.DataFrame) -> None:
+        self._raise()
+        self.queue.put(frame)
+
+    def finish(self) -> None:
+        for _ in self.threads:
+            self.queue.put(None)
+        for thread in self.threads:
+            thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.error is None:
+            return
+        state = getattr(self.error, "sqlstate", None) or ""
+        if isinstance(self.error, adbc.Error) and state[:2] in ("22", "23"):
+            raise DirectWriteRefused(f"{self.build.target_label}: PostgreSQL refused a value of the COPY: "
+                                     f"{explain(str(self.error))}") from None
+        if isinstance(self.error, adbc.Error | TargetError):
+            raise TargetError(f"writing {self.build.target_label} into PostgreSQL at {self.url}: "
+                              f"{explain(str(self.error))}") from None
+        raise self.error
+
+
+def _copy(postgres_url: DatabaseUrl, build: TablePlan, staging: Staging, batches: Iterable[ValidatedBatch],
+          tally: Tally) -> bool:
+    """Every batch COPYed into the new table; returns whether any reject was staged."""
+    writers, rejects = _Writers(postgres_url, build), None
+    with contextlib.ExitStack() as stack:
+        try:
+            for batch in batches:
+                writers.put(target_frame(build, batch.rows))
+                if batch.rejects.height:
+                    first = rejects is None
+                    if first:
+                        rejects = stack.enter_context(stack.enter_context(adbc_connect(postgres_url)).cursor())
+                    ingest(rejects, staging.meta.schema, staging.name("rejects"), batch.rejects, create=first)
+                tally.add(batch)
+        finally:
+            writers.finish()
+    return rejects is not None
+
+
+def _create(connection: psycopg.Connection, build: TablePlan) -> None:
+    """The new table, empty, committed: the COPY sessions write into it."""
+    with connection.transaction():
+        connection.execute(f"DROP TABLE IF EXISTS {build.target}")
+        connection.execute(create_table_sql(build, with_key=False))
+        for statement in comments_sql(build):
+            connection.execute(statement)
+
+
+def load_new(
+    connection: psycopg.Connection, meta: MetaTables, table: TablePlan, batches: Iterable[ValidatedBatch],
+    postgres_url: DatabaseUrl, staging: Staging, scope: Scope, finish: Finish,
+    settle: Callable[[psycopg.Connection, MetaTables, TablePlan], tuple[str, int]] | None, run_id: str | None,
+    ledger_row: Callable[[LoadResult], dict[str, object]],
+) -> LoadResult:
+    """The first load of ``table``, straight into a new table (see the module docstring). ``finish`` is the
+    loader's work once rows are in (keys, indexes, foreign keys, identities; the newest values)."""
+    started, build = time.perf_counter(), replace(table, build_as=shadow_name(table))
+    _create(connection, build)
+    tally = Tally()
+    rejects = _copy(postgres_url, build, staging, batches, tally)
+    with connection.transaction():
+        connection.execute("SET LOCAL TimeZone = 'UTC'")
+        connection.execute("SELECT set_config('maintenance_work_mem', %s, true)", (MAINTENANCE_WORK_MEM,))
+        if build.primary_key:
+            connection.execute(f"ALTER TABLE {build.target} ADD PRIMARY KEY ({pg_idents(build.primary_key)})")
+        watermark, newest = finish(connection, build)
+        rejected_values = write_rejects(connection, meta, staging.rejects, run_id, table.source_label,
+                                        table.target_label) if rejects else 0
+        written: Counts = {b: Counter(inserted=c["read"] - c["rejected"]) for b, c in tally.by_partition.items()}
+        result = LoadResult(
+            rows_read=tally.rows_read, inserted=tally.rows_read - tally.rejected_rows, updated=0, deleted=0,
+            rejected_rows=tally.rejected_rows, rejected_values=rejected_values,
+            seconds=time.perf_counter() - started, conversions=tally.conversions, watermark=watermark,
+            newest_source_value=newest, rejects_table=meta.label("rejects"),
+            by_partition=by_partition(scope, tally.by_partition, written),
+            expectations={name: (f.rows, tuple(f.cases)) for name, f in tally.expectations.items()})
+        record_load(connection, meta, ledger_row(result))
+        if settle is not None:
+            record_position(connection, meta, table.source_label, table.target_label,
+                            *settle(connection, meta, build))
+        rename(connection, table.target_schema, build.relation_name, table.target_table)
+    return result
+
+
+def column_values(table: TablePlan) -> dict[str, str]:
+    """The table's own columns, for SQL over it (as ``merge.staged_values`` gives a staging table's)."""
+    return {c.target_name: f"s.{pg_ident(c.target_name)}" for c in table.columns}
