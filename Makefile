@@ -14,7 +14,7 @@ RUN := $(UV) run --frozen
 # servers of yours: then nothing is started or installed, and your servers are used as they are.
 LOCAL_DB := $(if $(and $(MYSQL_URL),$(POSTGRES_URL)),,db)
 
-.PHONY: help install db db-stop db-reset check seed materialize summary ui demo simulate cdc alter test lint samples bench bench-sensors bench-many bench-cdc bench-metrics chameleon exporter prometheus worker
+.PHONY: help install db db-stop db-reset check seed materialize summary ui demo simulate cdc alter test lint samples bench bench-sensors bench-many bench-cdc bench-metrics bench-memory bench-launch dlt chameleon exporter prometheus worker
 
 help:
 	@echo "make demo     local databases, demo data, every asset materialized, then the Dagster UI (UI=0: stop before the UI)"
@@ -24,7 +24,8 @@ help:
 	@echo "make seed ORDERS=N | simulate | materialize | summary | ui | lint (ruff and mypy)"
 	@echo "make cdc      follow the binlog into the tables with mode: cdc (SYNC_CONFIG=sync.cdc.yaml; make simulate beside it)"
 	@echo "make alter CHANGE=add-column|drop-column   a schema change in the demo shop, for the schema-drift sensor"
-	@echo "make bench ARGS=\"--orders 5000000 --repeat 3\"   full load and one partition against pgloader"
+	@echo "make bench ARGS=\"--orders 5000000 --repeat 5\"   full load against pgloader and dlt (make dlt), one partition"
+	@echo "make bench-memory | bench-launch   peak RSS at 5M and 20M rows; launch to committed through Dagster"
 	@echo "make bench-sensors ARGS=\"--tables 50\"   what one tick of each sensor costs"
 	@echo "make bench-many ARGS=\"--tables 500\"   many small tables through Dagster against pgloader"
 	@echo "make bench-cdc ARGS=\"--rate 2000 --seconds 300\"   change capture's lag, and one huge transaction's catch-up"
@@ -127,6 +128,19 @@ bench-cdc: install db
 
 bench-metrics: install db
 	$(ENV) $(RUN) python bench/metrics_scrape.py $(ARGS)
+
+# Peak RSS of a full load at 5 and 20 million rows: make bench-memory ARGS="--rows 5000000 20000000"
+bench-memory: install db
+	$(ENV) $(RUN) python bench/memory.py $(ARGS)
+
+# From launch to committed through Dagster, one partition and one small table: make bench-launch ARGS="--repeat 5"
+bench-launch: install db
+	$(ENV) $(RUN) python bench/launch.py $(ARGS)
+
+# dlt 1.31, the contender make bench adds beside pgloader, in a venv of its own (its pins are not ours)
+dlt:
+	$(UV) venv -q --allow-existing .local/dlt && $(UV) pip install -q --python .local/dlt/bin/python \
+		"dlt[postgres,sql_database]==1.31.*" connectorx==0.4.6 "pymysql>=1.1"
 
 # pg_chameleon, the reference bench-cdc compares with, in a venv of its own (its pins are not ours)
 chameleon:

@@ -7,7 +7,9 @@ MySQL identifier, however odd, reaches connectorx or the staging table. The sess
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -216,15 +218,58 @@ def read_batches(
     url = mysql_url.with_database(table.source_database)
     try:
         ranges = key_ranges(mysql_url, table, scope) if sql is None else None
-        for key_range in ranges or [None]:
-            reader = cx.read_sql(
-                connectorx_url(mysql_url, table.source_database),
-                in_session(sql or select_sql(table, scope, key_range), table.source_server,
-                           mysql_timeouts(mysql_url).lock),
-                return_type="arrow_stream", batch_size=batch_rows,
-            )
-            yield from reader
+        if not ranges:
+            yield from _reader(mysql_url, table, sql or select_sql(table, scope), batch_rows)
+            return
+        queries = [select_sql(table, scope, key_range) for key_range in ranges]
+        yield from _ahead(lambda: (batch for query in queries
+                                   for batch in _reader(mysql_url, table, query, batch_rows)))
     except BaseException as exc:
         if _is_fatal(exc):
             raise
         raise SourceUnavailable(f"reading {table.source_label} from {url}: {explain(str(exc))}") from None
+
+
+def _reader(mysql_url: DatabaseUrl, table: TablePlan, query: str, batch_rows: int) -> pa.RecordBatchReader:
+    return cx.read_sql(connectorx_url(mysql_url, table.source_database),
+                       in_session(query, table.source_server, mysql_timeouts(mysql_url).lock),
+                       return_type="arrow_stream", batch_size=batch_rows)
+
+
+AHEAD_BATCHES = 3  # batches read ahead of the load across the ranges' queries
+
+
+def _ahead(batches: Callable[[], Iterator[pa.RecordBatch]]) -> Iterator[pa.RecordBatch]:
+    """``batches`` read in a thread, at most ``AHEAD_BATCHES`` ahead: the next range's query starts while the
+    load still writes the last one's rows, and no more than that is held."""
+    buffer: queue.Queue[pa.RecordBatch | BaseException | None] = queue.Queue(maxsize=AHEAD_BATCHES)
+    stop = threading.Event()
+
+    def put(item: pa.RecordBatch | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for batch in batches():
+                if not put(batch):
+                    return
+            put(None)
+        except BaseException as exc:  # connectorx's panics too: handed to the reader
+            put(exc)
+
+    thread = threading.Thread(target=run, name="mysql-pg-assets-read", daemon=True)
+    thread.start()
+    try:
+        while (item := buffer.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
