@@ -7,18 +7,18 @@ mode: cdc) → sensors (schema drift, data drift, freshness alerts, failed runs,
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from pathlib import Path
 
 import click
-from dagster import BetaWarning, Definitions, EnvVar, ExecutorDefinition, definitions, multiprocess_executor
+from dagster import BetaWarning, Definitions, EnvVar, definitions
 
 from mysql_pg_assets.core.errors import ActionableError
 from mysql_pg_assets.core.settings import Settings, export_local_defaults
 from mysql_pg_assets.defs.assets import build_table_assets
 from mysql_pg_assets.defs.capture import build_capture_job, build_capture_sensor, build_recovery_job
+from mysql_pg_assets.defs.executor import step_executor
 from mysql_pg_assets.defs.jobs import build_schema_approval_job
 from mysql_pg_assets.defs.rebuild import build_rebuild_job
 from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
@@ -35,29 +35,6 @@ from mysql_pg_assets.sync.spec import load_spec
 
 # backfill_policy is marked beta; single-run backfills are what partitioned loads are built on.
 warnings.filterwarnings("ignore", category=BetaWarning, message=".*backfill_policy.*")
-
-
-# Steps run as processes forked from a server that has imported the project, Dagster and the drivers
-# once (Dagster's default spawns each step's process afresh: seconds of imports per step).
-STEP_EXECUTOR = multiprocess_executor.configured(
-    {"start_method": {"forkserver": {"preload_modules": ["mysql_pg_assets.definitions",
-                                                        "mysql_pg_assets.defs.assets"]}}},
-    name="multiprocess_forkserver",
-)
-
-
-def step_executor() -> ExecutorDefinition:
-    """Where steps run: processes of this machine, or with ``MPA_CELERY_BROKER`` set (``redis://host:6379/0``)
-    Celery workers on any number of machines (``dagster-celery worker start -A dagster_celery.app -y
-    deploy/celery.yaml``), through Dagster's own executor (dagster-celery); the broker is the results backend
-    too. The workers share the Dagster instance (``DAGSTER_HOME``) with the runs. The broker is named by its
-    variable, never its value, so a password in it reaches no run config or UI."""
-    if not os.environ.get("MPA_CELERY_BROKER"):
-        return STEP_EXECUTOR
-    from dagster_celery import celery_executor
-
-    broker = {"env": "MPA_CELERY_BROKER"}
-    return celery_executor.configured({"broker": broker, "backend": broker}, name="celery")
 
 
 def build_definitions(settings: Settings) -> Definitions:

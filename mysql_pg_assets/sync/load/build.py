@@ -37,7 +37,7 @@ import adbc_driver_postgresql.dbapi as adbc
 import polars as pl
 import psycopg
 
-from mysql_pg_assets.core.connections import TargetError, adbc_connect, explain
+from mysql_pg_assets.core.connections import TargetError, adbc_connection, explain
 from mysql_pg_assets.core.meta import MetaTables, record_load, record_position, write_rejects
 from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.core.sql import pg_ident, pg_idents
@@ -108,20 +108,20 @@ def target_frame(table: TablePlan, rows: pl.DataFrame) -> pl.DataFrame:
 
 
 class _Writers:
-    """``WRITERS`` threads, each COPYing frames into the new table on an ADBC session of its own."""
+    """Up to ``WRITERS`` threads, each COPYing frames into the new table on an ADBC session of its own (reused
+    within a step of many tables, ``connections.reusing_connections``). A thread starts with the batch that
+    would wait for one: a table of one batch takes one session."""
 
     def __init__(self, postgres_url: DatabaseUrl, build: TablePlan) -> None:
         self.url, self.build = postgres_url, build
         self.queue: queue.Queue[pl.DataFrame | None] = queue.Queue(maxsize=WRITERS)
         self.error: BaseException | None = None
-        self.threads = [threading.Thread(target=self._run, name=f"mysql-pg-assets-copy-{n}", daemon=True)
-                        for n in range(WRITERS)]
-        for thread in self.threads:
-            thread.start()
+        self.threads: list[threading.Thread] = []
+        self.puts = 0
 
     def _run(self) -> None:
         try:
-            with adbc_connect(self.url) as connection, connection.cursor() as cursor:
+            with adbc_connection(self.url) as connection, connection.cursor() as cursor:
                 while (frame := self.queue.get()) is not None:
                     if self.error is None:
                         cursor.adbc_ingest(self.build.relation_name, frame.to_arrow(), mode="append",
@@ -133,6 +133,11 @@ class _Writers:
 
     def put(self, frame: pl.DataFrame) -> None:
         self._raise()
+        self.puts += 1
+        if len(self.threads) < min(self.puts, WRITERS):
+            self.threads.append(threading.Thread(target=self._run, name=f"mysql-pg-assets-copy-{self.puts}",
+                                                 daemon=True))
+            self.threads[-1].start()
         self.queue.put(frame)
 
     def finish(self) -> None:
@@ -166,7 +171,7 @@ def _copy(postgres_url: DatabaseUrl, build: TablePlan, staging: Staging, batches
                 if batch.rejects.height:
                     first = rejects is None
                     if first:
-                        rejects = stack.enter_context(stack.enter_context(adbc_connect(postgres_url)).cursor())
+                        rejects = stack.enter_context(stack.enter_context(adbc_connection(postgres_url)).cursor())
                     ingest(rejects, staging.meta.schema, staging.name("rejects"), batch.rejects, create=first)
                 tally.add(batch)
         finally:
