@@ -723,8 +723,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--day", type=date.fromisoformat, default=None,
                         help="the incremental partition's day (default: the day of max(ordered_at))")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds before a contender's run is killed")
-    parser.add_argument("--incremental-target", type=float, default=10.0,
-                        help="seconds under which the incremental partition counts as 'in seconds' (10)")
+    parser.add_argument("--incremental-target", type=float, default=2.0,
+                        help="seconds the incremental partition may take, spawn to exit (2)")
     parser.add_argument("--no-pgloader", action="store_true", help="leave pgloader out")
     parser.add_argument("--no-dlt", action="store_true", help="leave dlt out (it runs when `make dlt` installed it)")
     parser.add_argument("--transforms", action="store_true",
