@@ -46,7 +46,7 @@ from mysql_pg_assets.sync.extract import Scope
 from mysql_pg_assets.sync.load.ddl import comments_sql, create_table_sql
 from mysql_pg_assets.sync.load.result import Counts, LoadResult, by_partition
 from mysql_pg_assets.sync.load.staging import Staging, Tally, ingest
-from mysql_pg_assets.sync.load.swap import rename, shadow_name
+from mysql_pg_assets.sync.load.swap import BUILD_MARK, drop_own, mark, rename, restore_note, shadow_name
 from mysql_pg_assets.sync.validate import ValidatedBatch
 
 WRITERS = 2  # COPY sessions at once: PostgreSQL parses and writes each on a core of its own
@@ -182,10 +182,11 @@ def _copy(postgres_url: DatabaseUrl, build: TablePlan, staging: Staging, batches
 def _create(connection: psycopg.Connection, build: TablePlan) -> None:
     """The new table, empty, committed: the COPY sessions write into it."""
     with connection.transaction():
-        connection.execute(f"DROP TABLE IF EXISTS {build.target}")
+        drop_own(connection, build.target, BUILD_MARK)
         connection.execute(create_table_sql(build, with_key=False))
         for statement in comments_sql(build):
             connection.execute(statement)
+        mark(connection, build.target, BUILD_MARK, build.target_label)
 
 
 def load_new(
@@ -221,6 +222,7 @@ def load_new(
             record_position(connection, meta, table.source_label, table.target_label,
                             *settle(connection, meta, build))
         rename(connection, table.target_schema, build.relation_name, table.target_table)
+        restore_note(connection, table)
     return result
 
 

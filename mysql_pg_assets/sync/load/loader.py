@@ -67,7 +67,16 @@ from mysql_pg_assets.sync.load.migrate import (
 from mysql_pg_assets.sync.load.result import Counts, LoadResult, add_counts, by_partition, per_bucket
 from mysql_pg_assets.sync.load.salvage import reject_refused_values
 from mysql_pg_assets.sync.load.staging import Staging, Tally, drop_staging, stage
-from mysql_pg_assets.sync.load.swap import shadow_for, shadow_name, swap_in
+from mysql_pg_assets.sync.load.swap import (
+    BUILD_MARK,
+    SwapRefused,
+    drop_own,
+    mark,
+    own,
+    shadow_for,
+    shadow_name,
+    swap_in,
+)
 from mysql_pg_assets.sync.load.versioned import Script, script_for_load
 from mysql_pg_assets.sync.validate import ValidatedBatch
 
@@ -225,7 +234,7 @@ def load_table(
         staging = Staging.for_table(table, meta)
         drop_staging(connection, meta.schema, staging.table_prefix)  # left by a killed run of this table
         if direct and not isinstance(scope, Since) and writes_directly(table) \
-                and not relation_exists(connection, table.target):
+                and not relation_exists(connection, table.target) and _free_to_build(connection, table):
             return _load_new(connection, meta, table, batches, postgres_url, staging, scope, settle, run_id,
                              partition)
         try:
@@ -263,6 +272,15 @@ def load_table(
     return result
 
 
+def _free_to_build(connection: psycopg.Connection, table: TablePlan) -> bool:
+    """Whether ``<table>__next`` is free or this project's own (a synced table of that name: the merge path)."""
+    try:
+        own(connection, replace(table, build_as=shadow_name(table)).target, BUILD_MARK)
+    except SwapRefused:
+        return False
+    return True
+
+
 def _load_new(
     connection: psycopg.Connection, meta: MetaTables, table: TablePlan, batches: Iterable[ValidatedBatch],
     postgres_url: DatabaseUrl, staging: Staging, scope: Scope,
@@ -283,8 +301,9 @@ def _load_new(
                           f"{explain(str(exc))}") from None
     finally:
         if not connection.broken:  # the half-built table of a load that failed, and its staging
+            with contextlib.suppress(psycopg.Error, SwapRefused):
+                drop_own(connection, replace(table, build_as=shadow_name(table)).target, BUILD_MARK)
             with contextlib.suppress(psycopg.Error):
-                connection.execute(f"DROP TABLE IF EXISTS {replace(table, build_as=shadow_name(table)).target}")
                 drop_staging(connection, meta.schema, staging.prefix)
 
 
@@ -304,7 +323,9 @@ def _prepare(connection: psycopg.Connection, table: TablePlan, scope: Scope
     connection.execute(create_table_sql(table, with_key=not new_table))
     for statement in comments_sql(table) if new_table else ():
         connection.execute(statement)
-    if migration and table.build_as is None:
+    if table.build_as is not None:
+        mark(connection, table.target, BUILD_MARK, table.target_label)
+    elif migration:
         apply_before(connection, migration, script)
     return table, new_table, migration, script
 

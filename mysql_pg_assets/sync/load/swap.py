@@ -29,13 +29,14 @@ from dataclasses import replace
 
 import psycopg
 
-from mysql_pg_assets.core.connections import pg_connection, relation_exists
+from mysql_pg_assets.core.connections import pg_connection
 from mysql_pg_assets.core.errors import ActionableError
 from mysql_pg_assets.core.meta import ensure
 from mysql_pg_assets.core.settings import DatabaseUrl
-from mysql_pg_assets.core.sql import pg_fit_name, pg_ident, pg_qualified
+from mysql_pg_assets.core.sql import pg_fit_name, pg_ident, pg_literal, pg_qualified
 from mysql_pg_assets.sync.catalog.plans import TablePlan
 from mysql_pg_assets.sync.extract import Scope
+from mysql_pg_assets.sync.load.ddl import comment_sql, table_note
 
 SWAP_LOCK_TIMEOUT = "2s"  # each try for the table's lock: readers queue behind a waiting swap no longer
 SWAP_TRIES = 30
@@ -43,6 +44,36 @@ SWAP_TRIES = 30
 
 class SwapRefused(ActionableError, RuntimeError):
     """A blue/green build or swap that cannot be made; the message says why and what to do."""
+
+
+# The tables this module makes beside a synced table carry one of these comments: a table of that name that
+# does not (a MySQL table named orders__next, synced too) is never dropped or swapped; the load stops instead.
+BUILD_MARK = "mysql-pg-assets: being built for "
+PREVIOUS_MARK = "mysql-pg-assets: kept for swap-back of "
+
+
+def mark(connection: psycopg.Connection, relation: str, mark_: str, label: str) -> None:
+    connection.execute(f"COMMENT ON TABLE {relation} IS {pg_literal(mark_ + label)}")
+
+
+def own(connection: psycopg.Connection, relation: str, mark_: str) -> bool:
+    """Whether ``relation`` exists; raises when it does and is not one this project made (``mark_``)."""
+    note = connection.execute("SELECT to_regclass(%s) IS NOT NULL, obj_description(to_regclass(%s), 'pg_class')",
+                              (relation, relation)).fetchone()
+    if note[0] and not (note[1] or "").startswith(mark_):
+        raise SwapRefused(f"{relation} exists and is not a table this project made ({mark_.strip()}…): it is left "
+                          f"alone and nothing was changed; rename it, or rename the synced table (tables.<t>.rename)")
+    return bool(note[0])
+
+
+def drop_own(connection: psycopg.Connection, relation: str, mark_: str) -> None:
+    if own(connection, relation, mark_):
+        connection.execute(f"DROP TABLE {relation}")
+
+
+def restore_note(connection: psycopg.Connection, table: TablePlan) -> None:
+    """The live table's own comment (the spec's row filter, or none) in place of a mark."""
+    connection.execute(comment_sql(replace(table, build_as=None), None, table_note(table)))
 
 
 def shadow_name(table: TablePlan) -> str:
@@ -80,7 +111,7 @@ def shadow_for(connection: psycopg.Connection, table: TablePlan, scope: Scope) -
             f"{table.target_label}, which reads the whole table into the new shape and swaps it in")
     _refuse_dependents(connection, table)
     shadow = replace(table, build_as=shadow_name(table))
-    connection.execute(f"DROP TABLE IF EXISTS {shadow.target}")
+    drop_own(connection, shadow.target, BUILD_MARK)
     return shadow
 
 
@@ -139,11 +170,13 @@ def swap_in(connection: psycopg.Connection, shadow: TablePlan) -> str:
     previous table's label."""
     schema, live, previous = shadow.target_schema, shadow.target_table, previous_name(shadow)
     connection.execute(f"ANALYZE {shadow.target}")  # the planner knows the new table from its first query
-    connection.execute(f"DROP TABLE IF EXISTS {pg_qualified(schema, previous)}")
+    drop_own(connection, pg_qualified(schema, previous), PREVIOUS_MARK)
     _lock(connection, pg_qualified(schema, live))
     _refuse_dependents(connection, replace(shadow, build_as=None))  # created while the shadow was built
     rename(connection, schema, live, previous)
     rename(connection, schema, shadow.relation_name, live)
+    mark(connection, pg_qualified(schema, previous), PREVIOUS_MARK, shadow.target_label)
+    restore_note(connection, shadow)
     for (name,) in connection.execute("SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype"
                                       " = 'f'", (pg_qualified(schema, previous),)).fetchall():
         connection.execute(f"ALTER TABLE {pg_qualified(schema, previous)} DROP CONSTRAINT {pg_ident(name)}")
@@ -160,7 +193,7 @@ def swap_back(postgres_url: DatabaseUrl, table: TablePlan, run_id: str | None = 
     schema, live, previous = table.target_schema, table.target_table, previous_name(table)
     with pg_connection(postgres_url) as connection, connection.transaction():
         lock_table(connection, table.target_label, until_commit=True)
-        if not relation_exists(connection, pg_qualified(schema, previous)):
+        if not own(connection, pg_qualified(schema, previous), PREVIOUS_MARK):
             raise SwapRefused(f"{table.target_label}: no previous table {schema}.{previous} to swap back to")
         _refuse_dependents(connection, table)
         _lock(connection, table.target)
@@ -168,6 +201,8 @@ def swap_back(postgres_url: DatabaseUrl, table: TablePlan, run_id: str | None = 
         rename(connection, schema, live, parked)
         rename(connection, schema, previous, live)
         rename(connection, schema, parked, previous)
+        mark(connection, pg_qualified(schema, previous), PREVIOUS_MARK, table.target_label)
+        restore_note(connection, table)
         meta = ensure(connection, schema)
         connection.execute(
             f"INSERT INTO {meta.schema_changes} (target_table, fingerprint, changes, destructive, applied_run_id,"
