@@ -230,8 +230,8 @@ _REUSE = _Reuse()
 def reusing_connections() -> Iterator[None]:
     """Within it (in any thread), :func:`pg_connection` and :func:`adbc_connection` hand out connections
     used before and keep them when released; all are closed when the outermost one ends. A reused
-    PostgreSQL session is reset first (``DISCARD ALL``: settings, advisory locks, temporary tables and
-    prepared statements), so it is as good as a new one."""
+    PostgreSQL session is reset first (``DISCARD ALL`` but prepared statements: settings, advisory locks,
+    temporary tables, cursors), so it is as good as a new one."""
     _REUSE.open()
     try:
         yield
@@ -245,12 +245,17 @@ def known_while_reusing(key: tuple[str, ...], find: Callable[[], _C]) -> _C:
     return _REUSE.known(key, find)
 
 
+_RESET = ("CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); "
+          "DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES")
+
+
 def _pg_healthy(connection: psycopg.Connection) -> bool:
     if connection.broken or connection.closed or \
             connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         return False
-    try:
-        connection.execute("DISCARD ALL")
+    try:  # DISCARD ALL but its DEALLOCATE ALL: psycopg keeps its own record of the statements it prepared,
+        # and misses a DISCARD ALL it has seen before (then names a statement the server no longer has)
+        connection.execute(_RESET)
     except psycopg.Error:
         return False
     return True
