@@ -1,10 +1,12 @@
-"""Benchmark: a full load of the 5-million-row demo ``orders`` by this project against pgloader.
+"""Benchmark: a full load of the 5-million-row demo ``orders`` by this project against pgloader and dlt.
 
 This is a benchmark, not a test: it prints figures and checks them against the issue's targets,
 it does not assert. One run measures, side by side on the same data:
 
 * a full load of ``orders`` by this project (``bench/sync_one.py``: catalog + ``sync_table``);
 * the same table migrated by pgloader (the Debian package, installed with apt if missing);
+* the same table loaded by dlt 1.31 (``bench/dlt_one.py``, in the venv ``make dlt`` makes; left out when
+  it is missing or with ``--no-dlt``);
 * an incremental run of one day's partition after 1 % of the orders changed
   (``sync_table(..., window=...)``);
 * the peak RSS of each.
@@ -36,8 +38,8 @@ Why it is built this way:
 * Passwords travel in environment variables and in a mode-600 pgloader command file that is
   deleted after each run; what is printed or kept in logs is redacted.
 
-Usage: ``make bench ARGS="--orders 5000000 --repeat 3"``, i.e.
-``source scripts/env.sh && uv run --frozen python bench/run.py --orders 5000000 --repeat 3``.
+Usage: ``make bench ARGS="--orders 5000000 --repeat 5"``, i.e.
+``source scripts/env.sh && uv run --frozen python bench/run.py --orders 5000000 --repeat 5``.
 """
 
 from __future__ import annotations
