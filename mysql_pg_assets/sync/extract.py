@@ -19,7 +19,12 @@ import pyarrow as pa
 from mysql_pg_assets.core.connections import SourceUnavailable, connectorx_url, explain, mysql_timeouts
 from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.core.sql import mysql_ident, mysql_qualified
-from mysql_pg_assets.sync.catalog.casting import converted_expression, invalid_expression, read_expression
+from mysql_pg_assets.sync.catalog.casting import (
+    converted_expression,
+    converted_is_null,
+    invalid_expression,
+    read_expression,
+)
 from mysql_pg_assets.sync.catalog.plans import TablePlan, converted_flag_name, invalid_flag_name, staging_name
 
 DEFAULT_BATCH_ROWS = 100_000
@@ -124,7 +129,7 @@ def select_sql(table: TablePlan, scope: Scope = None) -> str:
         quoted = mysql_ident(column.source.name)
         expressions.append(f"{read_expression(column.rule, quoted, column.source)} AS {staging_name(i)}")
         flag = converted_expression(column.rule, quoted)
-        if flag:
+        if flag and not converted_is_null(column.rule, column.source):
             expressions.append(f"{flag} AS {converted_flag_name(i)}")
         invalid = invalid_expression(column.rule, quoted)
         if invalid:

