@@ -163,6 +163,19 @@ sync_table(table, mysql, pg, batch_rows=5000)
 """
 
 
+def _kill_load_when(mysql: DatabaseUrl, pg: DatabaseUrl, marker: str) -> None:
+    """Run ``KILLABLE``'s load in a process of its own and SIGKILL it as soon as ``marker`` (SQL) is true."""
+    process = subprocess.Popen([sys.executable, "-c", KILLABLE, mysql.secret, pg.secret], env=os.environ)
+    with pg_connection(pg) as connection:
+        deadline = time.monotonic() + 120
+        while not connection.execute(marker).fetchone()[0]:
+            assert process.poll() is None, "the load finished before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
 @pytest.mark.parametrize("moment", ["staging", "merge"])
 def test_a_killed_load_leaves_the_previous_state(
     moment: str, make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database: Callable[[str], DatabaseUrl]
@@ -180,18 +193,9 @@ def test_a_killed_load_leaves_the_previous_state(
         before = connection.execute("SELECT md5(string_agg(id || note || amount, ',' ORDER BY id)) FROM flow.big"
                                     ).fetchone()
 
-    process = subprocess.Popen([sys.executable, "-c", KILLABLE, mysql.secret, pg.secret], env=os.environ)
-    marker = ("SELECT count(*) FROM pg_tables WHERE schemaname = 'mysql_pg_assets' AND tablename LIKE 'stage%%'"
-              if moment == "staging" else
-              "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'WITH written AS%%' AND state = 'active'")
-    with pg_connection(pg) as connection:
-        deadline = time.monotonic() + 120
-        while not connection.execute(marker).fetchone()[0]:
-            assert process.poll() is None, "the load finished before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    _kill_load_when(mysql, pg, "SELECT count(*) FROM pg_tables WHERE schemaname = 'mysql_pg_assets' AND tablename"
+                               " LIKE 'stage%%'" if moment == "staging" else
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'WITH written AS%%' AND state = 'active'")
 
     with pg_connection(pg) as connection:
         after = connection.execute("SELECT md5(string_agg(id || note || amount, ',' ORDER BY id)) FROM flow.big"
@@ -214,17 +218,8 @@ def test_a_killed_first_load_leaves_no_table_and_the_next_load_builds_it_whole(
     with mysql_connection(mysql) as connection, connection.cursor() as cur:
         cur.execute("CREATE TABLE big (id INT PRIMARY KEY, note VARCHAR(40), amount DECIMAL(12,2))")
         cur.execute("INSERT INTO big SELECT seq, CONCAT('row ', seq), seq / 7 FROM seq_1_to_300000")
-    process = subprocess.Popen([sys.executable, "-c", KILLABLE, mysql.secret, pg.secret], env=os.environ)
-    with pg_connection(pg) as connection:
-        deadline = time.monotonic() + 120
-        while not connection.execute("SELECT to_regclass('flow.big__next') IS NOT NULL AND EXISTS "
-                                     "(SELECT 1 FROM pg_stat_user_tables WHERE relname = 'big__next' AND "
-                                     "n_tup_ins > 0)").fetchone()[0]:
-            assert process.poll() is None, "the load finished before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    _kill_load_when(mysql, pg, "SELECT to_regclass('flow.big__next') IS NOT NULL AND EXISTS (SELECT 1 FROM "
+                               "pg_stat_user_tables WHERE relname = 'big__next' AND n_tup_ins > 0)")
     with pg_connection(pg) as connection:
         assert connection.execute("SELECT to_regclass('flow.big')").fetchone() == (None,)
     (table,) = discover(parse_spec({"target": {"schema": "flow"}, "include": ["big"]}), mysql).tables
