@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -152,20 +153,24 @@ def test_tombstones_keep_deleted_rows(
 
 
 KILLABLE = """
+import json
 import sys
 from mysql_pg_assets.sync.catalog.discover import discover
 from mysql_pg_assets.sync.pipeline import sync_table
 from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.sync.spec import parse_spec
 mysql, pg = DatabaseUrl.parse(sys.argv[1]), DatabaseUrl.parse(sys.argv[2])
-(table,) = discover(parse_spec({"target": {"schema": "flow"}, "include": ["big"]}), mysql).tables
+spec = {"target": {"schema": "flow"}, "include": ["big"], "options": json.loads(sys.argv[3])}
+(table,) = discover(parse_spec(spec), mysql).tables
 sync_table(table, mysql, pg, batch_rows=5000)
 """
 
 
-def _kill_load_when(mysql: DatabaseUrl, pg: DatabaseUrl, marker: str) -> None:
-    """Run ``KILLABLE``'s load in a process of its own and SIGKILL it as soon as ``marker`` (SQL) is true."""
-    process = subprocess.Popen([sys.executable, "-c", KILLABLE, mysql.secret, pg.secret], env=os.environ)
+def _kill_load_when(mysql: DatabaseUrl, pg: DatabaseUrl, marker: str, **options: str) -> None:
+    """Run ``KILLABLE``'s load (with the spec's ``options``) in a process of its own and SIGKILL it as soon as
+    ``marker`` (SQL) is true."""
+    process = subprocess.Popen([sys.executable, "-c", KILLABLE, mysql.secret, pg.secret, json.dumps(options)],
+                               env=os.environ)
     with pg_connection(pg) as connection:
         deadline = time.monotonic() + 120
         while not connection.execute(marker).fetchone()[0]:
@@ -176,11 +181,25 @@ def _kill_load_when(mysql: DatabaseUrl, pg: DatabaseUrl, marker: str) -> None:
     process.wait()
 
 
-@pytest.mark.parametrize("moment", ["staging", "merge"])
+# Where a reload is killed: merging into the table (full_reload: merge) while batches are staged, or while one
+# is merged; replacing it while rows are COPYed into big__next, or while the two tables are compared, just
+# before the swap.
+KILL_MARKERS = {
+    "staging": "SELECT count(*) FROM pg_tables WHERE schemaname = 'mysql_pg_assets' AND tablename LIKE 'stage%%'",
+    "merge": "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'WITH written AS%%' AND state = 'active'",
+    "replace copy": "SELECT to_regclass('flow.big__next') IS NOT NULL AND EXISTS (SELECT 1 FROM pg_stat_user_tables"
+                    " WHERE relname = 'big__next' AND n_tup_ins > 0)",
+    "replace swap": "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT count(*) FILTER%%'"
+                    " AND state = 'active'",
+}
+
+
+@pytest.mark.parametrize("moment", list(KILL_MARKERS))
 def test_a_killed_load_leaves_the_previous_state(
     moment: str, make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database: Callable[[str], DatabaseUrl]
 ) -> None:
-    mysql, pg = make_mysql_database(f"kill_{moment}"), make_pg_database(f"kill_{moment}")
+    name = moment.replace(" ", "_")
+    mysql, pg = make_mysql_database(f"kill_{name}"), make_pg_database(f"kill_{name}")
     with mysql_connection(mysql) as connection, connection.cursor() as cur:
         cur.execute("CREATE TABLE big (id INT PRIMARY KEY, note VARCHAR(40), amount DECIMAL(12,2))")
         cur.execute("INSERT INTO big SELECT seq, CONCAT('row ', seq), seq / 7 FROM seq_1_to_300000")
@@ -193,20 +212,20 @@ def test_a_killed_load_leaves_the_previous_state(
         before = connection.execute("SELECT md5(string_agg(id || note || amount, ',' ORDER BY id)) FROM flow.big"
                                     ).fetchone()
 
-    _kill_load_when(mysql, pg, "SELECT count(*) FROM pg_tables WHERE schemaname = 'mysql_pg_assets' AND tablename"
-                               " LIKE 'stage%%'" if moment == "staging" else
-                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'WITH written AS%%' AND state = 'active'")
+    merging = not moment.startswith("replace")
+    _kill_load_when(mysql, pg, KILL_MARKERS[moment], **({"full_reload": "merge"} if merging else {}))
 
     with pg_connection(pg) as connection:
         after = connection.execute("SELECT md5(string_agg(id || note || amount, ',' ORDER BY id)) FROM flow.big"
                                    ).fetchone()
     assert after == before
     rerun = sync_table(table, mysql, pg)
-    assert (rerun.updated, rerun.deleted) == (145000, 10000)
+    assert (rerun.updated, rerun.deleted, rerun.written) == (145000, 10000, "replaced")
     assert compare_rows(mysql, pg, table).equal
-    with pg_connection(pg) as connection:  # the killed run's staging tables are gone too
+    with pg_connection(pg) as connection:  # the killed run's staging tables and new table are gone too
         assert connection.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'mysql_pg_assets'"
                                   " AND tablename LIKE 'stage%%'").fetchone() == (0,)
+        assert connection.execute("SELECT to_regclass('flow.big__next')").fetchone() == (None,)
 
 
 def test_a_killed_first_load_leaves_no_table_and_the_next_load_builds_it_whole(

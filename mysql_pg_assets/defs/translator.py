@@ -199,6 +199,7 @@ def materialization_metadata(table: TablePlan, result: LoadResult, run_range: st
         "values_converted": result.conversions.total,
         "conversions": MetadataValue.json(result.conversions.as_metadata()),
         "rejects_table": MetadataValue.text(result.rejects_table),
+        "written": MetadataValue.text(result.written),
         "duration_s": MetadataValue.float(round(result.seconds, 3)),
         "rows_per_s": MetadataValue.float(round(result.rows_read / result.seconds, 1) if result.seconds else 0.0),
         "dagster/column_schema": column_schema(table),

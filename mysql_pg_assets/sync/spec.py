@@ -219,6 +219,7 @@ class Freshness(_Strict):
 
 Severity = Literal["error", "warn"]
 SchemaChange = Literal["in_place", "blue_green"]
+FullReload = Literal["replace", "merge"]
 
 
 class CheckSetting(_Strict):
@@ -302,6 +303,8 @@ class TableOverride(_Strict):
     expect: list[Expectation] = Field(default_factory=list, description="the user's own checks")
     schema_change: SchemaChange | None = Field(None, description="how a schema change that reloads the rows "
                                                                  "reaches PostgreSQL; default: options.schema_change")
+    full_reload: FullReload | None = Field(None, description="how a load that reads the whole table writes it; "
+                                                             "default: options.full_reload")
 
     @model_validator(mode="after")
     def _cdc_alone(self) -> TableOverride:
@@ -338,6 +341,11 @@ class Options(_Strict):
         "in_place", description="in_place: a load migrates the table in its transaction; blue_green: a load that "
                                 "reads every row builds the new shape in a shadow table and swaps it in at commit, "
                                 "keeping the previous table for cli swap-back")
+    full_reload: FullReload = Field(
+        "replace", description="replace: a load that reads the whole table of an existing table writes it aside and "
+                               "swaps it in at commit (sync.load.replace; it falls back to merge where the table "
+                               "carries what a new one would lack); merge: it upserts into the table, writing only "
+                               "the rows that changed (less WAL for a table that changes little)")
     indexes: bool = Field(False, description="also create MySQL's unique and secondary indexes")
     foreign_keys: bool = Field(
         False, description="also create MySQL's foreign keys between synced tables (DEFERRABLE, NOT VALID)"

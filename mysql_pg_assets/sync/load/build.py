@@ -43,6 +43,7 @@ from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.core.sql import pg_ident, pg_idents
 from mysql_pg_assets.sync.catalog.plans import TablePlan, staging_name
 from mysql_pg_assets.sync.extract import Scope
+from mysql_pg_assets.sync.load import replace as replaced
 from mysql_pg_assets.sync.load.ddl import comments_sql, create_table_sql
 from mysql_pg_assets.sync.load.result import Counts, LoadResult, by_partition
 from mysql_pg_assets.sync.load.staging import Staging, Tally, ingest
@@ -173,6 +174,9 @@ def _copy(postgres_url: DatabaseUrl, build: TablePlan, staging: Staging, batches
                     if first:
                         rejects = stack.enter_context(stack.enter_context(adbc_connection(postgres_url)).cursor())
                     ingest(rejects, staging.meta.schema, staging.name("rejects"), batch.rejects, create=first)
+                    if build.primary_key:  # a reload keeps their live versions (``replace.keep_rejected``)
+                        ingest(rejects, staging.meta.schema, staging.name("rejected_keys"), batch.rejected_keys,
+                               create=first)
                 tally.add(batch)
         finally:
             writers.finish()
@@ -193,10 +197,11 @@ def load_new(
     connection: psycopg.Connection, meta: MetaTables, table: TablePlan, batches: Iterable[ValidatedBatch],
     postgres_url: DatabaseUrl, staging: Staging, scope: Scope, finish: Finish,
     settle: Callable[[psycopg.Connection, MetaTables, TablePlan], tuple[str, int]] | None, run_id: str | None,
-    ledger_row: Callable[[LoadResult], dict[str, object]],
+    ledger_row: Callable[[LoadResult], dict[str, object]], replacing: bool = False,
 ) -> LoadResult:
-    """The first load of ``table``, straight into a new table (see the module docstring). ``finish`` is the
-    loader's work once rows are in (keys, indexes, foreign keys, identities; the newest values)."""
+    """The first load of ``table``, straight into a new table (see the module docstring); or, ``replacing``, a
+    full reload that replaces the live table (``replace``). ``finish`` is the loader's work once rows are in
+    (keys, indexes, foreign keys, identities; the newest values)."""
     started, build = time.perf_counter(), replace(table, build_as=shadow_name(table))
     _create(connection, build)
     tally = Tally()
@@ -207,20 +212,28 @@ def load_new(
         if build.primary_key:
             connection.execute(f"ALTER TABLE {build.target} ADD PRIMARY KEY ({pg_idents(build.primary_key)})")
         watermark, newest = finish(connection, build)
+        if replacing and rejects:
+            replaced.keep_rejected(connection, table, build, staging)
+        counts = replaced.compare(connection, table, build) if replacing \
+            else Counter(inserted=tally.rows_read - tally.rejected_rows)
         rejected_values = write_rejects(connection, meta, staging.rejects, run_id, table.source_label,
                                         table.target_label) if rejects else 0
         written: Counts = {b: Counter(inserted=c["read"] - c["rejected"]) for b, c in tally.by_partition.items()}
         result = LoadResult(
-            rows_read=tally.rows_read, inserted=tally.rows_read - tally.rejected_rows, updated=0, deleted=0,
+            rows_read=tally.rows_read, inserted=counts["inserted"], updated=counts["updated"],
+            deleted=counts["deleted"],
             rejected_rows=tally.rejected_rows, rejected_values=rejected_values,
             seconds=time.perf_counter() - started, conversions=tally.conversions, watermark=watermark,
             newest_source_value=newest, rejects_table=meta.label("rejects"),
             by_partition=by_partition(scope, tally.by_partition, written),
-            expectations={name: (f.rows, tuple(f.cases)) for name, f in tally.expectations.items()})
+            expectations={name: (f.rows, tuple(f.cases)) for name, f in tally.expectations.items()},
+            written="replaced" if replacing else "built")
         record_load(connection, meta, ledger_row(result))
         if settle is not None:
             record_position(connection, meta, table.source_label, table.target_label,
                             *settle(connection, meta, build))
+        if replacing:
+            replaced.take_place(connection, table, build)
         rename(connection, table.target_schema, build.relation_name, table.target_table)
         restore_note(connection, table)
     return result

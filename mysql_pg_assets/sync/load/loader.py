@@ -28,6 +28,7 @@ so the merge, which must survive a refused value, runs on psycopg.
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import threading
 import time
@@ -64,6 +65,7 @@ from mysql_pg_assets.sync.load.migrate import (
     record_applied,
     require_approval,
 )
+from mysql_pg_assets.sync.load.replace import kept_by_live
 from mysql_pg_assets.sync.load.result import Counts, LoadResult, add_counts, by_partition, per_bucket
 from mysql_pg_assets.sync.load.salvage import reject_refused_values
 from mysql_pg_assets.sync.load.staging import Staging, Tally, drop_staging, stage
@@ -79,6 +81,8 @@ from mysql_pg_assets.sync.load.swap import (
 )
 from mysql_pg_assets.sync.load.versioned import Script, script_for_load
 from mysql_pg_assets.sync.validate import ValidatedBatch
+
+log = logging.getLogger(__name__)
 
 
 def _write(connection: psycopg.Connection, table: TablePlan, rows: str, new_table: bool, scope: Scope) -> Counts:
@@ -233,10 +237,12 @@ def load_table(
     with _table_lock(postgres_url, table) as (connection, meta):
         staging = Staging.for_table(table, meta)
         drop_staging(connection, meta.schema, staging.table_prefix)  # left by a killed run of this table
+        kept = _kept(connection, table, scope) if direct else None
+        replacing = kept == []
         if direct and not isinstance(scope, Since) and writes_directly(table) \
-                and not relation_exists(connection, table.target) and _free_to_build(connection, table):
+                and (replacing or not relation_exists(connection, table.target)) and _free_to_build(connection, table):
             return _load_new(connection, meta, table, batches, postgres_url, staging, scope, settle, run_id,
-                             partition)
+                             partition, replacing)
         try:
             with connection.transaction():
                 connection.execute("SET LOCAL TimeZone = 'UTC'")
@@ -262,6 +268,8 @@ def load_table(
                                     *settle(connection, meta, table))
                 if table.build_as is not None:  # last: readers wait only from here to the commit
                     result = _swap(connection, table, migration, run_id, result)
+                if kept:
+                    result = replace(result, written=f"merged (replacing would lose: {'; '.join(kept)})")
         except psycopg.Error as exc:
             raise TargetError(f"loading {table.target_label} into PostgreSQL at {postgres_url}: "
                               f"{explain(str(exc))}") from None
@@ -281,11 +289,23 @@ def _free_to_build(connection: psycopg.Connection, table: TablePlan) -> bool:
     return True
 
 
+def _kept(connection: psycopg.Connection, table: TablePlan, scope: Scope) -> list[str] | None:
+    """For a full load of an existing table that could be replaced (``replace``): what the live table has that
+    a new one would lack (empty: it is replaced). None: the load is not such a load."""
+    if scope is not None or not table.replace_on_reload or not writes_directly(table) or table.build_as \
+            or not relation_exists(connection, table.target) or plan(connection, table):
+        return None
+    kept = kept_by_live(connection, table)
+    if kept:
+        log.info("%s: merged into, not replaced, which would lose: %s", table.target_label, "; ".join(kept))
+    return kept
+
+
 def _load_new(
     connection: psycopg.Connection, meta: MetaTables, table: TablePlan, batches: Iterable[ValidatedBatch],
     postgres_url: DatabaseUrl, staging: Staging, scope: Scope,
     settle: Callable[[psycopg.Connection, MetaTables, TablePlan], tuple[str, int]] | None, run_id: str | None,
-    partition: str | None,
+    partition: str | None, replacing: bool,
 ) -> LoadResult:
     def finish(connection: psycopg.Connection, build: TablePlan) -> tuple[str | None, datetime | None]:
         _after_rows(connection, build, None, run_id, None)
@@ -295,7 +315,7 @@ def _load_new(
 
     try:
         return load_new(connection, meta, table, batches, postgres_url, staging, scope, finish, settle, run_id,
-                        lambda result: _ledger_row(table, result, run_id, scope, partition))
+                        lambda result: _ledger_row(table, result, run_id, scope, partition), replacing)
     except psycopg.Error as exc:
         raise TargetError(f"loading {table.target_label} into PostgreSQL at {postgres_url}: "
                           f"{explain(str(exc))}") from None

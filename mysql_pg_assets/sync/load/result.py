@@ -31,6 +31,10 @@ class LoadResult:
     by_partition: dict[int, dict[str, int]] = field(default_factory=dict)
     # The user's checks (spec ``expect``) that loaded rows failed: rows failed and the first failure cases.
     expectations: dict[str, tuple[int, tuple[dict[str, object], ...]]] = field(default_factory=dict)
+    # How the rows were written: "merged" (upserted into the table), "built" (a first load straight into a new
+    # table, ``build``), "replaced" (a full reload built aside and swapped in, ``replace``); a merge that could
+    # not replace says why.
+    written: str = "merged"
 
     @property
     def rows_loaded(self) -> int:

@@ -93,11 +93,16 @@ WHERE contype = 'f' AND confrelid = %s::regclass AND conrelid <> confrelid
 """
 
 
+def dependents(connection: psycopg.Connection, relation: str) -> list[str]:
+    """The views and other tables' foreign keys that point at ``relation`` (and would follow it through a rename)."""
+    return sorted(row[0] for row in connection.execute(_DEPENDENTS, (relation,) * 2))
+
+
 def _refuse_dependents(connection: psycopg.Connection, table: TablePlan) -> None:
-    found = [row[0] for row in connection.execute(_DEPENDENTS, (table.target,) * 2)]
+    found = dependents(connection, table.target)
     if found:
         raise SwapRefused(
-            f"{table.target_label}: blue/green would leave {', '.join(sorted(found))} on the previous table (they "
+            f"{table.target_label}: blue/green would leave {', '.join(found)} on the previous table (they "
             f"follow a table, not its name); nothing was changed. Drop them and create them again after the swap, or "
             f"migrate this table in place (schema_change: in_place)")
 
@@ -115,7 +120,7 @@ def shadow_for(connection: psycopg.Connection, table: TablePlan, scope: Scope) -
     return shadow
 
 
-def _lock(connection: psycopg.Connection, relation: str) -> None:
+def lock_for_swap(connection: psycopg.Connection, relation: str) -> None:
     """ACCESS EXCLUSIVE on ``relation``, in short tries: while a swap waits, readers queue behind it."""
     setting = connection.execute("SHOW lock_timeout").fetchone()[0]
     try:
@@ -171,7 +176,7 @@ def swap_in(connection: psycopg.Connection, shadow: TablePlan) -> str:
     schema, live, previous = shadow.target_schema, shadow.target_table, previous_name(shadow)
     connection.execute(f"ANALYZE {shadow.target}")  # the planner knows the new table from its first query
     drop_own(connection, pg_qualified(schema, previous), PREVIOUS_MARK)
-    _lock(connection, pg_qualified(schema, live))
+    lock_for_swap(connection, pg_qualified(schema, live))
     _refuse_dependents(connection, replace(shadow, build_as=None))  # created while the shadow was built
     rename(connection, schema, live, previous)
     rename(connection, schema, shadow.relation_name, live)
@@ -196,7 +201,7 @@ def swap_back(postgres_url: DatabaseUrl, table: TablePlan, run_id: str | None = 
         if not own(connection, pg_qualified(schema, previous), PREVIOUS_MARK):
             raise SwapRefused(f"{table.target_label}: no previous table {schema}.{previous} to swap back to")
         _refuse_dependents(connection, table)
-        _lock(connection, table.target)
+        lock_for_swap(connection, table.target)
         parked = pg_fit_name(f"{live}__swapping")
         rename(connection, schema, live, parked)
         rename(connection, schema, previous, live)
