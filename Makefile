@@ -14,7 +14,7 @@ RUN := $(UV) run --frozen
 # servers of yours: then nothing is started or installed, and your servers are used as they are.
 LOCAL_DB := $(if $(and $(MYSQL_URL),$(POSTGRES_URL)),,db)
 
-.PHONY: help install db db-stop db-reset check seed materialize summary ui demo simulate cdc alter test lint samples bench bench-sensors bench-many bench-cdc bench-metrics bench-memory bench-launch dlt chameleon exporter prometheus worker
+.PHONY: help install db db-stop db-reset check seed materialize summary ui demo simulate cdc alter test lint samples bench bench-sensors bench-many bench-cdc bench-metrics bench-memory bench-reload bench-launch dlt chameleon exporter prometheus worker
 
 help:
 	@echo "make demo     local databases, demo data, every asset materialized, then the Dagster UI (UI=0: stop before the UI)"
@@ -132,6 +132,10 @@ bench-metrics: install db
 # Peak RSS of a full load at 5 and 20 million rows: make bench-memory ARGS="--rows 5000000 20000000"
 bench-memory: install db
 	$(ENV) $(RUN) python bench/memory.py $(ARGS)
+
+# A full reload of the 5M orders, replaced (built aside, swapped in) against merged: make bench-reload ARGS="--repeat 3"
+bench-reload: install db
+	$(ENV) $(RUN) python bench/reload.py $(ARGS)
 
 # From launch to committed through Dagster, one partition and one small table: make bench-launch ARGS="--repeat 5"
 bench-launch: install db

@@ -12,6 +12,7 @@ Modes:
 
 * full load (default): ``sync_table(plan, mysql_url, pg_url)``;
 * ``--window START END``: one partition, ``sync_table(..., window=(START, END))``;
+* ``--full-reload replace|merge``: how a full load of an existing table writes it (``bench/reload.py``);
 * ``--transforms``: the same load with one mask (``coupon_code``: hash) and one derived column
   (``net_total = total - tax``), what a user's spec typically adds.
 
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
     from mysql_pg_assets.sync.spec import SyncSpec
 
 MARK = "BENCH_RESULT "
-_RESULT_FIELDS = ("rows_read", "inserted", "updated", "deleted", "rejected_rows", "rejected_values", "seconds")
+_RESULT_FIELDS = ("rows_read", "inserted", "updated", "deleted", "rejected_rows", "rejected_values", "seconds",
+                  "written")
 
 
 def emit(payload: dict[str, Any]) -> None:
@@ -48,12 +50,14 @@ TRANSFORMS = {"columns": {"coupon_code": {"mask": "hash"}}, "derived": {"net_tot
 
 def build_spec(
     database: str, schema: str, table: str, partition_column: str | None, partition_start: datetime | None,
-    transforms: bool = False,
+    transforms: bool = False, full_reload: str | None = None,
 ) -> SyncSpec:
     """The bench's spec: one table; with a partition only for windowed loads (the target table is the same)."""
     from mysql_pg_assets.sync.spec import parse_spec
 
     data: dict[str, Any] = {"source": {"database": database}, "target": {"schema": schema}, "include": [table]}
+    if full_reload:
+        data["options"] = {"full_reload": full_reload}
     settings: dict[str, Any] = dict(TRANSFORMS) if transforms else {}
     if partition_column and partition_start is not None:
         settings["partition"] = {"column": partition_column, "granularity": "daily", "start": partition_start}
@@ -73,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partition-start", type=datetime.fromisoformat, default=None,
                         help="the first partition's start, for --window")
     parser.add_argument("--transforms", action="store_true", help="mask one column and derive one (TRANSFORMS)")
+    parser.add_argument("--full-reload", choices=("replace", "merge"), default=None,
+                        help="options.full_reload: how a full load of an existing table writes it")
     args = parser.parse_args(argv)
     os.environ.setdefault("MPA_MASK_SALT", "bench-salt")
 
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         postgres_url = DatabaseUrl.parse(os.environ["POSTGRES_URL"])
         started = time.perf_counter()
         spec = build_spec(args.database, args.schema, args.table, args.partition_column,
-                          args.partition_start if args.window else None, args.transforms)
+                          args.partition_start if args.window else None, args.transforms, args.full_reload)
         plans = [t for t in discover(spec, mysql_url).tables if t.source_table == args.table]
         if not plans:
             raise LookupError(f"no table {args.table!r} in MySQL database {args.database!r}")

@@ -66,8 +66,9 @@ def test_a_full_reload_replaces_the_table_counts_what_changed_and_keeps_grants_a
     """Materialized through Dagster twice: the second run builds the rows aside and swaps them in (a new table),
     with the merge path's figures, the live table's grants, and the previous version of a rejected row."""
     mysql, pg = _source(make_mysql_database, "replace"), make_pg_database("replace")
-    table = _plan(mysql)
-    catalog = discover(parse_spec({"target": {"schema": "flow"}, "include": ["big"]}), mysql)
+    table = _plan(mysql, full_reload="replace")
+    catalog = discover(parse_spec({"target": {"schema": "flow"}, "include": ["big"],
+                                   "options": {"full_reload": "replace"}}), mysql)
     (asset,) = build_table_assets(catalog)
     resources = {"mysql": MySQLSource(url=mysql.secret), "postgres": PostgresTarget(url=pg.secret)}
     with DagsterInstance.ephemeral() as instance:
@@ -108,16 +109,17 @@ def test_a_full_reload_replaces_the_table_counts_what_changed_and_keeps_grants_a
     assert compare_rows(mysql, pg, table).equal
 
 
-@pytest.mark.parametrize("what", ["view", "index", "trigger", "merge option"])
+@pytest.mark.parametrize("what", ["view", "index", "trigger", "merge option", "auto, small"])
 def test_a_table_that_replacing_would_lose_something_of_is_merged_into(
     what: str, make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database: Callable[[str], DatabaseUrl],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A view on the table, an index or a trigger of the user's, or ``full_reload: merge``: the reload merges
-    into the same table, which keeps them, and says why in the log and the metadata."""
-    name = what.split()[0]
+    """A view on the table, an index or a trigger of the user's: the reload merges into the same table, which keeps
+    them, and says why in the log and the metadata. ``full_reload: merge`` merges, and so does ``auto`` (the
+    default) for a table under a million rows."""
+    name = what.split()[0].strip(",")
     mysql, pg = _source(make_mysql_database, f"keep_{name}"), make_pg_database(f"keep_{name}")
-    table = _plan(mysql, full_reload="merge") if what == "merge option" else _plan(mysql)
+    table = _plan(mysql, full_reload={"merge option": "merge", "auto, small": "auto"}.get(what, "replace"))
     sync_table(table, mysql, pg)
     user_sql = {
         "view": ["CREATE VIEW flow.big_notes AS SELECT id, note FROM flow.big"],
@@ -135,7 +137,7 @@ def test_a_table_that_replacing_would_lose_something_of_is_merged_into(
     assert (result.inserted, result.updated, result.deleted) == (500, 1900, 1000)
     assert _oid(pg) == before
     assert compare_rows(mysql, pg, table).equal
-    if what == "merge option":
+    if what in ("merge option", "auto, small"):
         assert result.written == "merged"
     else:
         lost = {"view": "view flow.big_notes", "index": "big_by_note", "trigger": "triggers"}[what]

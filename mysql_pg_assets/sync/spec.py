@@ -219,7 +219,7 @@ class Freshness(_Strict):
 
 Severity = Literal["error", "warn"]
 SchemaChange = Literal["in_place", "blue_green"]
-FullReload = Literal["replace", "merge"]
+FullReload = Literal["auto", "replace", "merge"]
 
 
 class CheckSetting(_Strict):
@@ -342,10 +342,10 @@ class Options(_Strict):
                                 "reads every row builds the new shape in a shadow table and swaps it in at commit, "
                                 "keeping the previous table for cli swap-back")
     full_reload: FullReload = Field(
-        "replace", description="replace: a load that reads the whole table of an existing table writes it aside and "
-                               "swaps it in at commit (sync.load.replace; it falls back to merge where the table "
-                               "carries what a new one would lack); merge: it upserts into the table, writing only "
-                               "the rows that changed (less WAL for a table that changes little)")
+        "auto", description="how a load that reads the whole of an existing table writes it. replace: aside, then "
+                            "swapped in at commit (sync.load.replace; merged instead where the table carries what a "
+                            "new one would lack); merge: upserted, only the rows that changed written (far less WAL); "
+                            "auto: replace from a million rows, merge below")
     indexes: bool = Field(False, description="also create MySQL's unique and secondary indexes")
     foreign_keys: bool = Field(
         False, description="also create MySQL's foreign keys between synced tables (DEFERRABLE, NOT VALID)"

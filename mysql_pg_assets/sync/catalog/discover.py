@@ -286,7 +286,7 @@ def plan_table(
         ) if override.partition else None,
         tombstones=override.deletes == "tombstone", cdc=override.mode == "cdc",
         blue_green=(override.schema_change or options.schema_change) == "blue_green",
-        replace_on_reload=(override.full_reload or options.full_reload) == "replace",
+        full_reload=override.full_reload or options.full_reload,
         freshness=override.freshness or options.freshness,
         checks=override.checks.over(options.checks),
     )

@@ -160,7 +160,7 @@ class TablePlan:
     migrations: str | None = None  # the versioned migrations' Sqitch project (spec migrations.directory)
     migrations_required: bool = False  # spec migrations.require: no schema change without its script
     blue_green: bool = False  # spec schema_change: blue_green (sync.load.swap)
-    replace_on_reload: bool = True  # spec full_reload: replace (sync.load.replace)
+    full_reload: str = "auto"  # spec full_reload: auto, replace or merge (sync.load.replace)
     build_as: str | None = None  # set only while a load builds the table's new shape under this name (swap)
 
     @property

@@ -65,7 +65,7 @@ from mysql_pg_assets.sync.load.migrate import (
     record_applied,
     require_approval,
 )
-from mysql_pg_assets.sync.load.replace import kept_by_live
+from mysql_pg_assets.sync.load.replace import big_enough, kept_by_live
 from mysql_pg_assets.sync.load.result import Counts, LoadResult, add_counts, by_partition, per_bucket
 from mysql_pg_assets.sync.load.salvage import reject_refused_values
 from mysql_pg_assets.sync.load.staging import Staging, Tally, drop_staging, stage
@@ -237,6 +237,7 @@ def load_table(
     with _table_lock(postgres_url, table) as (connection, meta):
         staging = Staging.for_table(table, meta)
         drop_staging(connection, meta.schema, staging.table_prefix)  # left by a killed run of this table
+        _drop_killed_build(connection, table)
         kept = _kept(connection, table, scope) if direct else None
         replacing = kept == []
         if direct and not isinstance(scope, Since) and writes_directly(table) \
@@ -280,6 +281,12 @@ def load_table(
     return result
 
 
+def _drop_killed_build(connection: psycopg.Connection, table: TablePlan) -> None:
+    """The ``<table>__next`` a killed first load or replacement left (a synced table of that name stays)."""
+    with contextlib.suppress(SwapRefused), connection.transaction():
+        drop_own(connection, replace(table, build_as=shadow_name(table)).target, BUILD_MARK)
+
+
 def _free_to_build(connection: psycopg.Connection, table: TablePlan) -> bool:
     """Whether ``<table>__next`` is free or this project's own (a synced table of that name: the merge path)."""
     try:
@@ -292,8 +299,10 @@ def _free_to_build(connection: psycopg.Connection, table: TablePlan) -> bool:
 def _kept(connection: psycopg.Connection, table: TablePlan, scope: Scope) -> list[str] | None:
     """For a full load of an existing table that could be replaced (``replace``): what the live table has that
     a new one would lack (empty: it is replaced). None: the load is not such a load."""
-    if scope is not None or not table.replace_on_reload or not writes_directly(table) or table.build_as \
+    if scope is not None or table.full_reload == "merge" or not writes_directly(table) or table.build_as \
             or not relation_exists(connection, table.target) or plan(connection, table):
+        return None
+    if table.full_reload == "auto" and not big_enough(connection, table):
         return None
     kept = kept_by_live(connection, table)
     if kept:

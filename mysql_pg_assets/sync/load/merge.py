@@ -58,6 +58,13 @@ def upsert_sql(table: TablePlan, rows: str, bucket: str | None = None) -> str:
         changed = (f"ROW({', '.join(f't.{pg_ident(n)}' for n in others)}) IS DISTINCT FROM "
                    f"ROW({', '.join(f'EXCLUDED.{pg_ident(n)}' for n in others)})")
         conflict = f"DO UPDATE SET {assignments}\n  WHERE {changed}"
+        # Rows PostgreSQL already has as they are are left out before the INSERT: ON CONFLICT locks every row
+        # it meets, even one its WHERE then leaves alone, and a row lock is a write (WAL, a dirtied page).
+        value = dict(zip(names, values, strict=True))
+        same = " AND ".join([*(f"u.{pg_ident(k)} = {value[k]}" for k in table.primary_key),
+                             f"ROW({', '.join(f'u.{pg_ident(n)}' for n in others)}) IS NOT DISTINCT FROM "
+                             f"ROW({', '.join(value[n] for n in others)})"])
+        insert += f"\n  WHERE NOT EXISTS (SELECT 1 FROM {target} u WHERE {same})"
     else:
         conflict = "DO NOTHING"
     # xmax = 0 tells a freshly inserted row from one the ON CONFLICT branch updated.
