@@ -187,8 +187,8 @@ def _kill_load_when(mysql: DatabaseUrl, pg: DatabaseUrl, marker: str, **options:
 KILL_MARKERS = {
     "staging": "SELECT count(*) FROM pg_tables WHERE schemaname = 'mysql_pg_assets' AND tablename LIKE 'stage%%'",
     "merge": "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'WITH written AS%%' AND state = 'active'",
-    "replace copy": "SELECT to_regclass('flow.big__next') IS NOT NULL AND EXISTS (SELECT 1 FROM pg_stat_user_tables"
-                    " WHERE relname = 'big__next' AND n_tup_ins > 0)",
+    "replace copy": "SELECT EXISTS (SELECT 1 FROM pg_stat_progress_copy WHERE relid = to_regclass('flow.big__next')"
+                    " AND tuples_processed > 0)",
     "replace swap": "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT count(*) FILTER%%'"
                     " AND state = 'active'",
 }
@@ -237,8 +237,7 @@ def test_a_killed_first_load_leaves_no_table_and_the_next_load_builds_it_whole(
     with mysql_connection(mysql) as connection, connection.cursor() as cur:
         cur.execute("CREATE TABLE big (id INT PRIMARY KEY, note VARCHAR(40), amount DECIMAL(12,2))")
         cur.execute("INSERT INTO big SELECT seq, CONCAT('row ', seq), seq / 7 FROM seq_1_to_300000")
-    _kill_load_when(mysql, pg, "SELECT to_regclass('flow.big__next') IS NOT NULL AND EXISTS (SELECT 1 FROM "
-                               "pg_stat_user_tables WHERE relname = 'big__next' AND n_tup_ins > 0)")
+    _kill_load_when(mysql, pg, KILL_MARKERS["replace copy"])
     with pg_connection(pg) as connection:
         assert connection.execute("SELECT to_regclass('flow.big')").fetchone() == (None,)
     (table,) = discover(parse_spec({"target": {"schema": "flow"}, "include": ["big"]}), mysql).tables
