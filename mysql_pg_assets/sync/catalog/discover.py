@@ -273,6 +273,11 @@ def plan_table(
         for index in indexes.values()
         if options.indexes and index.name != "PRIMARY" and index.kind == "BTREE"
     )
+    if override.partition and not any(i.columns[0] == by_source[override.partition.column] for i in secondary):
+        # Every partition's load deletes, and its checks count, by a range of this column: without an index
+        # PostgreSQL reads the whole table for each (a day of the 5M demo orders loaded in 0.95 s, with it 0.28).
+        column = by_source[override.partition.column]
+        secondary += (IndexPlan(f"partition_{column}", (column,), False),)
     target_table = override.rename or pg_fit_name(snake_case(table) if options.naming == "snake_case" else table)
     plan = TablePlan(
         source_database=database, source_table=table, target_schema=schema,
