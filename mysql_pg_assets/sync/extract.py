@@ -27,7 +27,7 @@ from mysql_pg_assets.sync.catalog.casting import (
 )
 from mysql_pg_assets.sync.catalog.plans import TablePlan, converted_flag_name, invalid_flag_name, staging_name
 
-DEFAULT_BATCH_ROWS = 100_000
+DEFAULT_BATCH_ROWS = 50_000
 
 
 def _few_malloc_arenas(arenas: int = 2) -> None:

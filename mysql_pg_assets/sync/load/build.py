@@ -51,6 +51,7 @@ from mysql_pg_assets.sync.load.swap import BUILD_MARK, drop_own, mark, rename, r
 from mysql_pg_assets.sync.validate import ValidatedBatch
 
 WRITERS = 2  # COPY sessions at once: PostgreSQL parses and writes each on a core of its own
+ENCODED_ROWS = 16_384  # rows per buffer pgpq encodes: a few MB each, not a whole batch's COPY bytes at once
 MAINTENANCE_WORK_MEM = "256MB"  # for the key and index builds of a load: sorted in memory, not in files
 
 _INTEGERS = {"smallint": pl.Int16, "integer": pl.Int32, "bigint": pl.Int64}
@@ -129,7 +130,7 @@ class _Writers:
         schema, encoder = arrow.schema, pgpq.ArrowToPostgresBinaryEncoder(arrow.schema)
         copy.write(encoder.write_header())
         while True:
-            for batch in arrow.to_batches():
+            for batch in arrow.to_batches(max_chunksize=ENCODED_ROWS):
                 copy.write(encoder.write_batch(batch))
             frame = self.queue.get()
             if frame is None:
