@@ -144,7 +144,7 @@ bench-launch: install db
 # dlt 1.31, the contender make bench adds beside pgloader, in a venv of its own (its pins are not ours)
 dlt:
 	$(UV) venv -q --allow-existing .local/dlt && $(UV) pip install -q --python .local/dlt/bin/python \
-		"dlt[postgres,sql_database]==1.31.*" connectorx==0.4.6 "pymysql>=1.1"
+		"dlt[postgres,sql_database]==1.31.*" connectorx==0.4.6 pyarrow "pymysql>=1.1"
 
 # pg_chameleon, the reference bench-cdc compares with, in a venv of its own (its pins are not ours)
 chameleon:

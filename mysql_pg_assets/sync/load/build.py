@@ -1,4 +1,5 @@
-"""A table's first load, written straight into a new table and moved into place at the commit.
+"""A table's first load (or a big table's full reload, ``replace``), written straight into a new table and moved
+into place at the commit.
 
 The merge path (``loader``) COPYs each batch into a staging table, then inserts it into the target with
 casts: every row is written twice, and parsed twice by PostgreSQL. A table the load creates has nothing to
@@ -7,16 +8,17 @@ merge with, so its rows go straight in:
 1. ``<table>__next`` is created with the mapping's DDL (no key yet) and committed, empty; a table of that
    name a killed load left is dropped first (under the table's lock).
 2. Each validated batch is converted in polars to the target's own types (text to bigint and numeric,
-   JSON to jsonb's binary form) and binary-COPYed by ADBC into it, by ``WRITERS`` sessions at once while
-   the next batch is read. Rejects go to staging as on the merge path.
+   JSON to jsonb's binary form), encoded into PostgreSQL's binary COPY format by pgpq and streamed into it
+   by ``WRITERS`` sessions at once, one COPY each, while the next batch is read. Rejects go to staging as
+   on the merge path.
 3. In one transaction: the primary key is built (with ``MAINTENANCE_WORK_MEM``), then indexes, foreign
    keys, identities; rejects, ledger, a change-captured snapshot's settling; last, the table takes its
    name (its constraints and indexes theirs). Readers see no table, then the whole of it.
 
 A killed load leaves the previous state: no table (``__next`` is not the table, and the next load drops
 it). Only columns whose PostgreSQL type has a known binary form (``target_dtype``) take this path; a table
-with any other (arrays, intervals, a type a spec names) and every load of an existing table use the merge
-path. A value PostgreSQL refuses in a COPY (which validation did not foresee) raises
+with any other (arrays, intervals, a type a spec names) uses the merge path, and so does every load of an
+existing table but a replacement. A value PostgreSQL refuses in a COPY (which validation did not foresee) raises
 :class:`DirectWriteRefused`, and the pipeline loads the table again by the merge path, which rejects
 exactly that value: a fresh read, paid only in that rare case.
 """
