@@ -282,16 +282,18 @@ def test_a_value_postgresql_refuses_in_a_first_load_is_rejected_by_the_merge_pat
 def test_a_synced_table_named_like_a_build_table_is_left_alone(
     make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database: Callable[[str], DatabaseUrl]
 ) -> None:
-    """MySQL has ``t`` and ``t__next``: the name a first load of ``t`` builds in is taken by a synced table, so
-    ``t`` loads by the merge path and ``t__next`` keeps its rows."""
+    """MySQL has ``t`` and ``t__next``: the name a first load or a replacement of ``t`` builds in is taken by a
+    synced table, so ``t`` loads by the merge path and ``t__next`` keeps its rows."""
     mysql, pg = make_mysql_database("build_name"), make_pg_database("build_name")
     with mysql_connection(mysql) as connection, connection.cursor() as cur:
         for name, rows in (("t", 30), ("t__next", 7)):
             cur.execute(f"CREATE TABLE `{name}` (id INT PRIMARY KEY, note VARCHAR(20))")
             cur.execute(f"INSERT INTO `{name}` SELECT seq, CONCAT('row ', seq) FROM seq_1_to_{rows}")
-    tables = {t.source_table: t for t in discover(parse_spec({"target": {"schema": "flow"}}), mysql).tables}
+    spec = {"target": {"schema": "flow"}, "options": {"full_reload": "replace"}}
+    tables = {t.source_table: t for t in discover(parse_spec(spec), mysql).tables}
     sync_table(tables["t__next"], mysql, pg)
     sync_table(tables["t"], mysql, pg)
+    assert sync_table(tables["t"], mysql, pg).written == "merged"  # a reload cannot be built aside either
     assert all(compare_rows(mysql, pg, table).equal for table in tables.values())
     with pg_connection(pg) as connection:
         assert connection.execute('SELECT count(*) FROM flow."t__next"').fetchone() == (7,)

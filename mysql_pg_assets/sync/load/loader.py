@@ -300,9 +300,10 @@ def _kept(connection: psycopg.Connection, table: TablePlan, scope: Scope) -> lis
     """For a full load of an existing table that could be replaced (``replace``): what the live table has that
     a new one would lack (empty: it is replaced). None: the load is not such a load."""
     if scope is not None or table.full_reload == "merge" or not writes_directly(table) or table.build_as \
-            or not relation_exists(connection, table.target) or plan(connection, table):
+            or not relation_exists(connection, table.target):
         return None
-    if table.full_reload == "auto" and not big_enough(connection, table):
+    if table.full_reload == "auto" and not big_enough(connection, table) or plan(connection, table) \
+            or not _free_to_build(connection, table):
         return None
     kept = kept_by_live(connection, table)
     if kept:
