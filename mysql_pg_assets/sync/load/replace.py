@@ -68,9 +68,9 @@ WHERE c.oid = %s::regclass AND a.grantee <> c.relowner
 
 
 # full_reload: auto replaces a table of at least this many rows (PostgreSQL's estimate). Measured on the 5M
-# demo orders with 1 % changed (make bench-reload): replaced in 33 s, merged in 37 s, but with 1,075 MiB of WAL
-# against 141-507; the replacement's extra statements (a probe, a committed empty table, the swap) cost a small
-# table more than merging its few changes, and many small tables (bench/many_tables.py) pay them each.
+# demo orders with 1 % changed (make bench-reload, medians of 3): replaced in 38.4 s, merged in 46.3 s, but
+# with 1,075 MiB of WAL against 143-509; the replacement's extra statements (a probe, a committed empty table,
+# the swap) cost a small table more than merging its few changes, and many small tables pay them each.
 REPLACE_FROM_ROWS = 1_000_000
 
 
