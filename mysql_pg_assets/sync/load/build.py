@@ -32,7 +32,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from datetime import datetime
 
 import pgpq
@@ -49,7 +48,7 @@ from mysql_pg_assets.sync.load import replace as replaced
 from mysql_pg_assets.sync.load.ddl import comments_sql, create_table_sql
 from mysql_pg_assets.sync.load.result import Counts, LoadResult, by_partition
 from mysql_pg_assets.sync.load.staging import Staging, Tally, ingest
-from mysql_pg_assets.sync.load.swap import BUILD_MARK, drop_own, mark, rename, restore_note, shadow_name
+from mysql_pg_assets.sync.load.swap import BUILD_MARK, drop_own, mark, rename, restore_note, shadow_plan
 from mysql_pg_assets.sync.validate import ValidatedBatch
 
 WRITERS = 2  # COPY sessions at once: PostgreSQL parses and writes each on a core of its own
@@ -227,7 +226,7 @@ def load_new(
     """The first load of ``table``, straight into a new table (see the module docstring); or, ``replacing``, a
     full reload that replaces the live table (``replace``). ``finish`` is the loader's work once rows are in
     (keys, indexes, foreign keys, identities; the newest values)."""
-    started, build = time.perf_counter(), replace(table, build_as=shadow_name(table))
+    started, build = time.perf_counter(), shadow_plan(table)
     _create(connection, build)
     tally = Tally()
     rejects = _copy(postgres_url, build, staging, batches, tally)

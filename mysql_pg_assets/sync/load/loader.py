@@ -74,9 +74,8 @@ from mysql_pg_assets.sync.load.swap import (
     SwapRefused,
     drop_own,
     mark,
-    own,
     shadow_for,
-    shadow_name,
+    shadow_plan,
     swap_in,
 )
 from mysql_pg_assets.sync.load.versioned import Script, script_for_load
@@ -237,13 +236,13 @@ def load_table(
     with _table_lock(postgres_url, table) as (connection, meta):
         staging = Staging.for_table(table, meta)
         drop_staging(connection, meta.schema, staging.table_prefix)  # left by a killed run of this table
-        _drop_killed_build(connection, table)
-        kept = _kept(connection, table, scope) if direct else None
-        replacing = kept == []
-        if direct and not isinstance(scope, Since) and writes_directly(table) \
-                and (replacing or not relation_exists(connection, table.target)) and _free_to_build(connection, table):
+        free = _clear_build_name(connection, table)
+        direct = direct and free and not isinstance(scope, Since) and writes_directly(table)
+        exists = relation_exists(connection, table.target)
+        kept = _kept(connection, table, scope) if direct and exists else None
+        if direct and (not exists or kept == []):
             return _load_new(connection, meta, table, batches, postgres_url, staging, scope, settle, run_id,
-                             partition, replacing)
+                             partition, replacing=exists)
         try:
             with connection.transaction():
                 connection.execute("SET LOCAL TimeZone = 'UTC'")
@@ -281,16 +280,12 @@ def load_table(
     return result
 
 
-def _drop_killed_build(connection: psycopg.Connection, table: TablePlan) -> None:
-    """The ``<table>__next`` a killed first load or replacement left (a synced table of that name stays)."""
-    with contextlib.suppress(SwapRefused), connection.transaction():
-        drop_own(connection, replace(table, build_as=shadow_name(table)).target, BUILD_MARK)
-
-
-def _free_to_build(connection: psycopg.Connection, table: TablePlan) -> bool:
-    """Whether ``<table>__next`` is free or this project's own (a synced table of that name: the merge path)."""
+def _clear_build_name(connection: psycopg.Connection, table: TablePlan) -> bool:
+    """Drop the ``<table>__next`` a killed first load or replacement left; returns whether the name is free to
+    build in (False: a synced table of that name holds it, and stays; the load merges)."""
     try:
-        own(connection, replace(table, build_as=shadow_name(table)).target, BUILD_MARK)
+        with connection.transaction():
+            drop_own(connection, shadow_plan(table).target, BUILD_MARK)
     except SwapRefused:
         return False
     return True
@@ -299,11 +294,8 @@ def _free_to_build(connection: psycopg.Connection, table: TablePlan) -> bool:
 def _kept(connection: psycopg.Connection, table: TablePlan, scope: Scope) -> list[str] | None:
     """For a full load of an existing table that could be replaced (``replace``): what the live table has that
     a new one would lack (empty: it is replaced). None: the load is not such a load."""
-    if scope is not None or table.full_reload == "merge" or not writes_directly(table) or table.build_as \
-            or not relation_exists(connection, table.target):
-        return None
-    if table.full_reload == "auto" and not big_enough(connection, table) or plan(connection, table) \
-            or not _free_to_build(connection, table):
+    if scope is not None or table.full_reload == "merge" or table.build_as \
+            or table.full_reload == "auto" and not big_enough(connection, table) or plan(connection, table):
         return None
     kept = kept_by_live(connection, table)
     if kept:
@@ -332,7 +324,7 @@ def _load_new(
     finally:
         if not connection.broken:  # the half-built table of a load that failed, and its staging
             with contextlib.suppress(psycopg.Error, SwapRefused):
-                drop_own(connection, replace(table, build_as=shadow_name(table)).target, BUILD_MARK)
+                drop_own(connection, shadow_plan(table).target, BUILD_MARK)
             with contextlib.suppress(psycopg.Error):
                 drop_staging(connection, meta.schema, staging.prefix)
 

@@ -25,6 +25,17 @@ def staged_values(table: TablePlan, alias: str = "s") -> dict[str, str]:
     return {c.target_name: f"{alias}.{staging_name(i)}::{pg_type(c.pg_type)}" for i, c in enumerate(table.columns)}
 
 
+def staged_key_matches(table: TablePlan, alias: str) -> str:
+    """SQL: the staged row ``s``'s primary key equals the row ``alias``'s."""
+    staged = staged_values(table)
+    return " AND ".join(f"{staged[k]} = {alias}.{pg_ident(k)}" for k in table.primary_key)
+
+
+def rows_differ(left: list[str], right: list[str], differ: bool = True) -> str:
+    """SQL: the values ``left`` are (``differ``) or are not distinct from ``right``, NULLs compared as values."""
+    return f"ROW({', '.join(left)}) IS {'' if differ else 'NOT '}DISTINCT FROM ROW({', '.join(right)})"
+
+
 _COUNT_WRITTEN = ("SELECT bucket, count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
                   " FROM written GROUP BY bucket")
 
@@ -55,16 +66,13 @@ def upsert_sql(table: TablePlan, rows: str, bucket: str | None = None) -> str:
     others = [n for n in names if n not in table.primary_key]
     if others:
         assignments = ", ".join(f"{pg_ident(n)} = EXCLUDED.{pg_ident(n)}" for n in others)
-        changed = (f"ROW({', '.join(f't.{pg_ident(n)}' for n in others)}) IS DISTINCT FROM "
-                   f"ROW({', '.join(f'EXCLUDED.{pg_ident(n)}' for n in others)})")
+        changed = rows_differ([f"t.{pg_ident(n)}" for n in others], [f"EXCLUDED.{pg_ident(n)}" for n in others])
         conflict = f"DO UPDATE SET {assignments}\n  WHERE {changed}"
         # Rows PostgreSQL already has as they are are left out before the INSERT: ON CONFLICT locks every row
         # it meets, even one its WHERE then leaves alone, and a row lock is a write (WAL, a dirtied page).
         value = dict(zip(names, values, strict=True))
-        same = " AND ".join([*(f"u.{pg_ident(k)} = {value[k]}" for k in table.primary_key),
-                             f"ROW({', '.join(f'u.{pg_ident(n)}' for n in others)}) IS NOT DISTINCT FROM "
-                             f"ROW({', '.join(value[n] for n in others)})"])
-        insert += f"\n  WHERE NOT EXISTS (SELECT 1 FROM {target} u WHERE {same})"
+        same = rows_differ([f"u.{pg_ident(n)}" for n in others], [value[n] for n in others], differ=False)
+        insert += f"\n  WHERE NOT EXISTS (SELECT 1 FROM {target} u WHERE {staged_key_matches(table, 'u')} AND {same})"
     else:
         conflict = "DO NOTHING"
     # xmax = 0 tells a freshly inserted row from one the ON CONFLICT branch updated.
@@ -134,8 +142,7 @@ def delete_missing_sql(
         condition, params = pg_window_sql(table, scope)
         conditions += [condition] if condition else []
     if table.primary_key:
-        staged = staged_values(table)
-        matches = " AND ".join(f"{staged[k]} = t.{pg_ident(k)}" for k in table.primary_key)
+        matches = staged_key_matches(table, "t")
         if isinstance(scope, Since):
             sources = [staging.source_keys] if keys_staged else []
         else:
@@ -155,8 +162,7 @@ def delete_missing_sql(
 
 def delete_keys_sql(table: TablePlan, keys: str) -> str:
     """Delete (or tombstone) the target rows whose key is staged in ``keys``: change capture's deletes."""
-    staged = staged_values(table)
-    matches = " AND ".join(f"{staged[k]} = t.{pg_ident(k)}" for k in table.primary_key)
+    matches = staged_key_matches(table, "t")
     if table.tombstones:
         tombstone = pg_ident(TOMBSTONE_COLUMN)
         return (f"UPDATE {table.target} t SET {tombstone} = now() FROM {keys} s WHERE {matches}"

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from dataclasses import replace
 
 import psycopg
 
@@ -36,9 +35,9 @@ from mysql_pg_assets.core.sql import pg_fit_name, pg_ident, pg_idents
 from mysql_pg_assets.sync.catalog.plans import TablePlan
 from mysql_pg_assets.sync.load.constraints import add_foreign_keys
 from mysql_pg_assets.sync.load.ddl import create_indexes_sql, create_table_sql
-from mysql_pg_assets.sync.load.merge import staged_values
+from mysql_pg_assets.sync.load.merge import rows_differ, staged_key_matches
 from mysql_pg_assets.sync.load.staging import Staging
-from mysql_pg_assets.sync.load.swap import BUILD_MARK, SwapRefused, dependents, drop_own, lock_for_swap, shadow_name
+from mysql_pg_assets.sync.load.swap import BUILD_MARK, SwapRefused, dependents, drop_own, lock_for_swap, shadow_plan
 
 # Each: what the live table has that a table the load creates would not, as a condition on pg_class ``c``.
 _KEPT = {
@@ -88,7 +87,7 @@ class _Probe(Exception):
 def _made_names(connection: psycopg.Connection, table: TablePlan) -> set[str]:
     """The names of the constraints and indexes a load gives ``table``: made on an empty probe of its new table,
     in a savepoint rolled back, and named as they are once it takes the table's name."""
-    build = replace(table, build_as=shadow_name(table))
+    build = shadow_plan(table)
     names: list[str] = []
     with contextlib.suppress(_Probe), connection.transaction():
         drop_own(connection, build.target, BUILD_MARK)
@@ -121,12 +120,11 @@ def kept_by_live(connection: psycopg.Connection, table: TablePlan) -> list[str]:
 
 def keep_rejected(connection: psycopg.Connection, table: TablePlan, build: TablePlan, staging: Staging) -> int:
     """The live versions of the rows rejected this time, copied into the new table; returns how many."""
-    staged = staged_values(table)
     names = pg_idents(c.target_name for c in table.columns)
-    matches = " AND ".join(f"{staged[k]} = o.{pg_ident(k)}" for k in table.primary_key)
     return connection.execute(
         f"INSERT INTO {build.target} ({names}) SELECT {names} FROM {table.target} o WHERE EXISTS "
-        f"(SELECT 1 FROM {staging.rejected_keys} s WHERE {matches}) ON CONFLICT DO NOTHING").rowcount
+        f"(SELECT 1 FROM {staging.rejected_keys} s WHERE {staged_key_matches(table, 'o')}) ON CONFLICT DO NOTHING"
+    ).rowcount
 
 
 def compare(connection: psycopg.Connection, table: TablePlan, build: TablePlan) -> Counter[str]:
@@ -135,8 +133,7 @@ def compare(connection: psycopg.Connection, table: TablePlan, build: TablePlan) 
     key = pg_ident(table.primary_key[0])
     on = " AND ".join(f"o.{pg_ident(k)} = n.{pg_ident(k)}" for k in table.primary_key)
     others = [pg_ident(c.target_name) for c in table.columns if c.target_name not in table.primary_key]
-    changed = f"ROW({', '.join(f'o.{c}' for c in others)}) IS DISTINCT FROM " \
-              f"ROW({', '.join(f'n.{c}' for c in others)})" if others else "false"
+    changed = rows_differ([f"o.{c}" for c in others], [f"n.{c}" for c in others]) if others else "false"
     inserted, updated, deleted = connection.execute(
         f"SELECT count(*) FILTER (WHERE o.{key} IS NULL), count(*) FILTER (WHERE o.{key} IS NOT NULL AND n.{key} "
         f"IS NOT NULL AND {changed}), count(*) FILTER (WHERE n.{key} IS NULL) "

@@ -80,6 +80,11 @@ def shadow_name(table: TablePlan) -> str:
     return pg_fit_name(f"{table.target_table}__next")
 
 
+def shadow_plan(table: TablePlan) -> TablePlan:
+    """``table`` as written while it is built aside, under ``shadow_name``."""
+    return replace(table, build_as=shadow_name(table))
+
+
 def previous_name(table: TablePlan) -> str:
     return pg_fit_name(f"{table.target_table}__previous")
 
@@ -115,7 +120,7 @@ def shadow_for(connection: psycopg.Connection, table: TablePlan, scope: Scope) -
             f"reads only a part of the table; nothing was changed. Run python -m mysql_pg_assets.cli rebuild "
             f"{table.target_label}, which reads the whole table into the new shape and swaps it in")
     _refuse_dependents(connection, table)
-    shadow = replace(table, build_as=shadow_name(table))
+    shadow = shadow_plan(table)
     drop_own(connection, shadow.target, BUILD_MARK)
     return shadow
 
