@@ -96,35 +96,45 @@ def _strips_nul(frame: pl.DataFrame, name: str, pg_type: str) -> bool:
     return frame.schema[name] == pl.String and pg_type != "bytea"
 
 
+def _counted(frame: pl.DataFrame, table: TablePlan) -> Conversions:
+    """What the batch's values need converted, per column and kind: zero dates (flagged by the read, or NULL in
+    a NOT NULL column) and text with NUL bytes."""
+    conversions, expressions = Conversions(), []
+    for i, column in table.read_columns:
+        value, flag = pl.col(staging_name(i)), converted_flag_name(i)
+        if flag in frame.columns:
+            expressions.append(pl.col(flag).cast(pl.Boolean).sum().alias(f"{i}\t{column.rule.converted_as}"))
+        elif converted_is_null(column.rule, column.source):  # the flag MySQL was not asked for (see extract)
+            expressions.append(value.is_null().sum().alias(f"{i}\t{column.rule.converted_as}"))
+        if _strips_nul(frame, staging_name(i), column.pg_type):
+            expressions.append(value.str.contains("\x00", literal=True).sum().alias(f"{i}\t{NUL_REMOVED}"))
+    if expressions:
+        for key, count in frame.select(expressions).row(0, named=True).items():
+            if count:
+                index, kind = key.split("\t")
+                conversions.counts[(table.columns[int(index)].target_name, kind)] += int(count)
+    return conversions
+
+
 def to_staging(batch: pa.RecordBatch | pa.Table, table: TablePlan,
                context: LoadContext | None = None) -> tuple[pl.DataFrame, Conversions]:
     frame = pl.from_arrow(batch)
     assert isinstance(frame, pl.DataFrame)
-    conversions = Conversions()
+    conversions = _counted(frame, table)
     expressions: list[pl.Expr] = []
-    count_expressions: list[pl.Expr] = []
     for i, column in table.read_columns:
-        name = staging_name(i)
+        name, flag = staging_name(i), converted_flag_name(i)
         value = pl.col(name)
-        flag = converted_flag_name(i)
         if flag in frame.columns:
-            count_expressions.append(pl.col(flag).cast(pl.Boolean).sum().alias(f"{i}\t{column.rule.converted_as}"))
             expressions.append(pl.col(flag).cast(pl.Boolean).fill_null(False))
-        elif converted_is_null(column.rule, column.source):  # the flag MySQL was not asked for (see extract)
-            count_expressions.append(value.is_null().sum().alias(f"{i}\t{column.rule.converted_as}"))
+        elif converted_is_null(column.rule, column.source):
             expressions.append(value.is_null().alias(flag))
         if invalid_flag_name(i) in frame.columns:
             expressions.append(pl.col(invalid_flag_name(i)).cast(pl.Boolean).fill_null(False))
-        if _strips_nul(frame, name, column.pg_type):
-            count_expressions.append(value.str.contains("\x00", literal=True).sum().alias(f"{i}\t{NUL_REMOVED}"))
+        if conversions.counts[(column.target_name, NUL_REMOVED)]:  # only then: a copy of every value
             value = value.str.replace_all("\x00", "", literal=True)
         value = column.rule.to_staging(value)
         expressions.append((masked(value, column.mask) if column.mask else value).alias(name))
-    if count_expressions:
-        for key, count in frame.select(count_expressions).row(0, named=True).items():
-            if count:
-                index, kind = key.split("\t")
-                conversions.counts[(table.columns[int(index)].target_name, kind)] += int(count)
     staged = frame.select(expressions)
     if len(table.read_columns) < len(table.columns):
         staged = _computed(staged, table, context or LoadContext.of(table))

@@ -65,10 +65,14 @@ class ValidationFailed(RuntimeError):
 
 # \u0000 escaped in JSON text: an odd run of backslashes before u0000 (an even one is a backslash).
 _JSON_NUL_ESCAPE = r"(^|[^\\])(\\\\)*\\u0000"
+# What that escape cannot match without: a literal search, a tenth of the regex's cost on every JSON value.
+_JSON_NUL_TEXT = "\\u0000"
 
 
-def _predicates(index: int, column: ColumnPlan) -> list[tuple[str, pl.Expr]]:
-    """(check name, expression true where a value passes) for one column, nulls passing."""
+def _predicates(index: int, column: ColumnPlan, quick: bool = False) -> list[tuple[str, pl.Expr]]:
+    """(check name, expression true where a value passes) for one column, nulls passing. ``quick``: the same
+    checks, cheaper but stricter where that pays (a JSON value with the text \\u0000 fails, escaped or not),
+    for :func:`passes_all` to ask whether the exact checks need to run at all."""
     source, value = column.source, pl.col(staging_name(index))
     predicates: list[tuple[str, pl.Expr]] = []
     if column.rule.invalid:
@@ -80,7 +84,8 @@ def _predicates(index: int, column: ColumnPlan) -> list[tuple[str, pl.Expr]]:
         predicates.append((f"transform {column.python}: {column.target_name} not a {column.pg_type}",
                            ~pl.col(invalid_flag_name(index))))
     if column.pg_type == "jsonb":
-        predicates.append(("jsonb cannot hold \\u0000", ~value.str.contains(_JSON_NUL_ESCAPE)))
+        nul = value.str.contains(_JSON_NUL_TEXT, literal=True) if quick else value.str.contains(_JSON_NUL_ESCAPE)
+        predicates.append(("jsonb cannot hold \\u0000", ~nul))
     bounds = _INTEGER_RANGES.get((source.data_type, source.unsigned))
     if bounds and column.pg_type in ("smallint", "integer", "bigint"):
         predicates.append((f"in_range({bounds[0]}, {bounds[1]})", value.is_between(*bounds)))
@@ -130,12 +135,13 @@ def _reason(check: str) -> str:
 
 
 def passes_all(table: TablePlan) -> pl.Expr:
-    """One boolean for a whole batch: every value passes every check of the schema."""
+    """One boolean for a whole batch: every value passes every check of the schema. It may be false for a
+    batch that does pass (``_predicates``' quick form): the schema then runs, and finds no failure."""
     expressions = [pl.lit(True)]
     for i, column in enumerate(table.columns):
         if not column.nullable:
             expressions.append(pl.col(staging_name(i)).is_not_null())
-        expressions += [expression for _, expression in _predicates(i, column)]
+        expressions += [expression for _, expression in _predicates(i, column, quick=True)]
     return pl.all_horizontal(expressions).all()
 
 

@@ -35,8 +35,11 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 
 import pgpq
+import pgpq.encoders
+import pgpq.schema
 import polars as pl
 import psycopg
+import pyarrow as pa
 
 from mysql_pg_assets.core.connections import TargetError, adbc_connection, explain, pg_connection
 from mysql_pg_assets.core.meta import MetaTables, record_load, record_position, write_rejects
@@ -98,16 +101,33 @@ def writes_directly(table: TablePlan) -> bool:
 
 
 def target_frame(table: TablePlan, rows: pl.DataFrame) -> pl.DataFrame:
-    """A validated batch (staging names and types) as the target's columns, in their binary COPY types."""
+    """A validated batch (staging names and types) as the target's columns, in their binary COPY types (jsonb:
+    its text, which the encoder writes in jsonb's binary form, ``_encoder``)."""
     columns = []
     for i, column in enumerate(table.columns):
-        value, dtype = pl.col(staging_name(i)), target_dtype(column.pg_type)
-        if isinstance(dtype, pl.DataType):
-            value = value.cast(dtype, strict=True)
-        else:  # jsonb's binary form: a version byte, then the text
-            value = (pl.lit("\x01") + value.cast(pl.String)).cast(pl.Binary)
-        columns.append(value.alias(column.target_name))
+        dtype = target_dtype(column.pg_type)
+        columns.append(pl.col(staging_name(i)).cast(dtype if isinstance(dtype, pl.DataType) else pl.String(),
+                                                     strict=True).alias(column.target_name))
     return rows.select(columns)
+
+
+def _arrow(frame: pl.DataFrame) -> pa.Table:
+    """``frame`` in Arrow as polars holds it (text as string views: no copy), but binary as large binary, which
+    pgpq encodes (it has no binary-view encoder)."""
+    arrow = frame.to_arrow(compat_level=pl.CompatLevel.newest())
+    if any(f.type == pa.binary_view() for f in arrow.schema):
+        arrow = arrow.cast(pa.schema(f.with_type(pa.large_binary()) if f.type == pa.binary_view() else f
+                                     for f in arrow.schema))
+    return arrow
+
+
+def _encoder(schema: pa.Schema, build: TablePlan) -> pgpq.ArrowToPostgresBinaryEncoder:
+    """pgpq's encoder of ``schema``'s batches, jsonb columns in jsonb's binary form (a version byte, then the
+    text)."""
+    jsonb = {c.target_name for c in build.columns if target_dtype(c.pg_type) == JSONB}
+    encoders = {f.name: pgpq.encoders.StringViewEncoderBuilder.new_with_output(f, pgpq.schema.Jsonb())
+                if f.name in jsonb else pgpq.ArrowToPostgresBinaryEncoder.infer_encoder(f) for f in schema}
+    return pgpq.ArrowToPostgresBinaryEncoder.new_with_encoders(schema, encoders)
 
 
 class _Writers:
@@ -127,8 +147,8 @@ class _Writers:
 
     def _stream(self, copy: psycopg.Copy, first: pl.DataFrame, ended: list[bool]) -> None:
         """``first`` and every frame after it into one COPY, until the queue's end (then ``ended``)."""
-        arrow = first.to_arrow()
-        schema, encoder = arrow.schema, pgpq.ArrowToPostgresBinaryEncoder(arrow.schema)
+        arrow = _arrow(first)
+        schema, encoder = arrow.schema, _encoder(arrow.schema, self.build)
         copy.write(encoder.write_header())
         while True:
             for batch in arrow.to_batches(max_chunksize=ENCODED_ROWS):
@@ -137,7 +157,7 @@ class _Writers:
             if frame is None:
                 ended.append(True)
                 break
-            arrow = frame.to_arrow()
+            arrow = _arrow(frame)
             arrow = arrow if arrow.schema == schema else arrow.cast(schema)
         copy.write(encoder.finish())
 
