@@ -322,9 +322,7 @@ def _load_new(
         raise TargetError(f"loading {table.target_label} into PostgreSQL at {postgres_url}: "
                           f"{explain(str(exc))}") from None
     finally:
-        if not connection.broken:  # the half-built table of a load that failed, and its staging
-            with contextlib.suppress(psycopg.Error, SwapRefused):
-                drop_own(connection, shadow_plan(table).target, BUILD_MARK)
+        if not connection.broken:  # its staging (the half-built table went with the rolled-back transaction)
             with contextlib.suppress(psycopg.Error):
                 drop_staging(connection, meta.schema, staging.prefix)
 
