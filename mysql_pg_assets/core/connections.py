@@ -24,10 +24,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode
 
-import adbc_driver_postgresql.dbapi as adbc
 import psycopg
 import pymysql
 import pymysql.cursors
@@ -36,6 +35,9 @@ from psycopg import sql
 from mysql_pg_assets.core.errors import ActionableError, ConfigError
 from mysql_pg_assets.core.settings import DatabaseUrl, redact
 from mysql_pg_assets.core.sql import bound, numbered
+
+if TYPE_CHECKING:  # ADBC (about 150 ms to import) is loaded by the first load that stages
+    import adbc_driver_postgresql.dbapi as adbc
 
 # What a driver's message means and what to do about it, first match wins: (pattern, advice).
 _ADVICE: tuple[tuple[str, str], ...] = (
@@ -284,6 +286,8 @@ def adbc_connect(url: DatabaseUrl) -> adbc.Connection:
     parameters = pg_parameters(url)
     parameters["options"] = f"-c synchronous_commit=off {parameters['options']}"
     uri = url.with_query(urlencode(parameters, quote_via=quote)).secret
+    import adbc_driver_postgresql.dbapi as adbc
+
     try:
         return adbc.connect(uri, autocommit=True)
     except Exception as exc:

@@ -25,7 +25,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import adbc_driver_postgresql.dbapi as adbc_dbapi
 import polars as pl
 import psycopg
 
@@ -102,6 +101,8 @@ def _log_changes(connection: psycopg.Connection, postgres_url: DatabaseUrl, tabl
         "operation": [e.change.operation for e in logged]})
     parts = {"changes": changes, "after": _images(table, [i for _, i in afters], [n for n, _ in afters], context),
              "before": _images(table, [i for _, i in befores], [n for n, _ in befores], context)}
+    import adbc_driver_postgresql.dbapi as adbc_dbapi  # here: a first load, which imports this module, needs no ADBC
+
     try:
         with adbc_connection(postgres_url) as adbc, adbc.cursor() as cursor:
             for part, frame in parts.items():

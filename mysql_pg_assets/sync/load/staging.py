@@ -13,8 +13,8 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import adbc_driver_postgresql.dbapi as adbc
 import polars as pl
 import psycopg
 
@@ -26,6 +26,9 @@ from mysql_pg_assets.sync.catalog.plans import TablePlan
 from mysql_pg_assets.sync.load.result import Counts, add_counts
 from mysql_pg_assets.sync.transform import Conversions
 from mysql_pg_assets.sync.validate import Failures, ValidatedBatch
+
+if TYPE_CHECKING:
+    import adbc_driver_postgresql.dbapi as adbc
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,8 @@ def stage(
     keys: Iterable[pl.DataFrame], tally: Tally, submit: Callable[[str], None],
 ) -> tuple[bool, bool]:
     """COPY each batch into staging tables and ``submit`` it for merging; returns what arrived."""
+    import adbc_driver_postgresql.dbapi as adbc
+
     key_names = table.key_staging_names
     rows_staged = keys_staged = False
     try:
