@@ -3,8 +3,8 @@
 On the merge path (``loader``) a full reload COPYs every row into staging, upserts it into the table and
 deletes what MySQL no longer has: every row is written twice and compared once, and each changed one
 leaves a dead version for VACUUM. When the live table carries nothing a new table would lack, the load
-instead writes the rows into ``<table>__next`` exactly as a first load does (``build``: binary COPY by
-parallel sessions, key and indexes after), and in its one transaction:
+instead writes the rows into ``<table>__next`` exactly as a first load does (``build``: created and written by
+one binary ``COPY … FREEZE`` in the load's transaction, key and indexes after), and in that transaction:
 
 1. a row rejected this time keeps its previous version, copied from the live table, as on the merge path;
 2. the live table and the new one are compared by key: rows inserted, updated (a value differs) and
@@ -14,7 +14,7 @@ parallel sessions, key and indexes after), and in its one transaction:
    its name, its indexes, constraints and sequences theirs.
 
 Readers read the previous rows until the commit, then the new ones; a killed load leaves the live table
-as it was (and a ``__next`` the next load drops).
+as it was, and no ``__next``.
 
 What a new table would lack sends the load down the merge path instead (:func:`kept_by_live`, logged):
 views or other tables' foreign keys that point at the table; triggers, rules, row-level security, extended
