@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
@@ -279,6 +280,26 @@ def test_a_value_postgresql_refuses_in_a_first_load_is_rejected_by_the_merge_pat
     assert compare_rows(mysql, pg, table).equal
     with pg_connection(pg) as connection:
         assert connection.execute("SELECT to_regclass('flow.docs__next')").fetchone() == (None,)
+
+
+def test_a_value_too_big_for_a_narrower_type_in_a_first_load_is_rejected(
+    make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database: Callable[[str], DatabaseUrl],
+) -> None:
+    """A spec narrows a DECIMAL(10,2) to numeric(5,2): the first load's conversion to the target's types fails
+    on a value too big; the merge path loads the table, and rejects that row with its value."""
+    mysql, pg = make_mysql_database("narrow_first"), make_pg_database("narrow_first")
+    with mysql_connection(mysql) as connection, connection.cursor() as cur:
+        cur.execute("CREATE TABLE amounts (id INT PRIMARY KEY, amount DECIMAL(10,2))")
+        cur.execute("INSERT INTO amounts VALUES (1, 10.50), (2, 123456.78), (3, NULL), (4, -999.99)")
+    spec = {"target": {"schema": "flow"}, "tables": {"amounts": {"columns": {"amount": {"pg_type": "numeric(5,2)"}}}}}
+    (table,) = discover(parse_spec(spec), mysql).tables
+    result = sync_table(table, mysql, pg, run_id="narrow")
+    assert (result.rows_read, result.inserted, result.rejected_rows) == (4, 3, 1)
+    with pg_connection(pg) as connection:
+        assert connection.execute("SELECT id, amount FROM flow.amounts ORDER BY id").fetchall() == [
+            (1, Decimal("10.50")), (3, None), (4, Decimal("-999.99"))]
+        assert connection.execute("SELECT column_name, value FROM mysql_pg_assets.rejects").fetchall() == [
+            ("amount", "123456.78")]
 
 
 def test_a_synced_table_named_like_a_build_table_is_left_alone(

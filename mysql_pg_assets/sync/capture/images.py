@@ -68,6 +68,9 @@ def _converter(column: ColumnPlan) -> tuple[Callable[[Any], Any], pa.DataType]:
         return _bits, pa.int64()
     if kind == "integer":
         return int, pa.uint64() if source.data_type == "bigint" and source.unsigned else pa.int64()
+    if kind == "decimal" and column.rule.scaled:  # as the read: the value times 10^scale, an integer
+        scale = source.numeric_scale or 0
+        return lambda v: int((v if isinstance(v, Decimal) else Decimal(str(v))).scaleb(scale)), pa.int64()
     if kind == "decimal":
         return lambda v: str(v) if isinstance(v, Decimal) else str(Decimal(str(v))), pa.string()
     if kind in ("float", "double"):

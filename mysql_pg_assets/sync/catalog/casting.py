@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any
 
 import polars as pl
@@ -89,6 +90,11 @@ class CastRule:
     invalid: str | None = None
     invalid_as: str = ""
     note: str = ""  # shown in the README's casting table
+    # ``to_staging`` made for the column (``rule_for``), where it needs more than the value (a scale).
+    to_staging_for: Callable[[MySQLColumn], Callable[[pl.Expr], pl.Expr]] | None = None
+    # A DECIMAL read as an integer, its value times 10^scale (``read`` has ``{factor}``): change capture's row
+    # images must be read alike (``capture.images``).
+    scaled: bool = False
 
 
 def _fixed(type_name: str) -> Callable[[MySQLColumn], str]:
@@ -124,6 +130,29 @@ def _varchar(column: MySQLColumn) -> str:
 
 def _numeric(column: MySQLColumn) -> str:
     return f"numeric({column.numeric_precision},{column.numeric_scale or 0})"
+
+
+# A DECIMAL of up to 18 digits is read as an integer (its value times 10^scale, which fits in 64 bits) and
+# made a decimal again in polars: for the 5M orders' three DECIMAL(12,2), connectorx spent 1.0 CPU-s less than
+# decoding their text, polars 0.75 less than parsing it, MariaDB 0.2 more. Exact: DECIMAL times an integer is
+# a DECIMAL in MySQL, and an integer once scaled.
+SCALED_DIGITS = 18
+
+
+@dataclass(frozen=True)
+class _Unscaled:
+    """The read integer as the column's decimal: times 10^-scale, exactly (polars' decimal product)."""
+
+    precision: int
+    scale: int
+
+    def __call__(self, expr: pl.Expr) -> pl.Expr:
+        step = pl.lit(Decimal(1).scaleb(-self.scale), dtype=pl.Decimal(38, self.scale))
+        return (expr.cast(pl.Decimal(38, 0)) * step).cast(pl.Decimal(self.precision, self.scale))
+
+
+def _unscaled(column: MySQLColumn) -> Callable[[pl.Expr], pl.Expr]:
+    return _Unscaled(column.numeric_precision or SCALED_DIGITS, column.numeric_scale or 0)
 
 
 def _bit(column: MySQLColumn) -> str:
@@ -236,6 +265,17 @@ CASTING_RULES: tuple[CastRule, ...] = (
         to_staging=_cast(pl.String),
         note="exact up to 18446744073709551615",
         kind="integer",
+    ),
+    CastRule(
+        "decimal(p ≤ 18,s) → numeric(p,s)",
+        frozenset({"decimal", "numeric"}),
+        _numeric,
+        read="CAST({col} * {factor} AS SIGNED)",
+        when=lambda c: (c.numeric_precision or SCALED_DIGITS + 1) <= SCALED_DIGITS,
+        note="read as an integer, the value times 10^scale: exact",
+        kind="decimal",
+        to_staging_for=_unscaled,
+        scaled=True,
     ),
     CastRule(
         "decimal(p,s) → numeric(p,s)",
@@ -377,15 +417,15 @@ def rule_for(column: MySQLColumn, pg_type: str | None = None) -> CastRule:
     can cast (TINYINT(1) overridden to smallint travels as an integer, not as a boolean).
     """
     matching = [r for r in CASTING_RULES if column.data_type.lower() in r.data_types and r.when(column)]
+    chosen = matching[0] if matching else FALLBACK_RULE
     if pg_type:
-        for rule in matching:
-            if _same_type(rule.pg_type(column), pg_type):
-                return rule
-    return matching[0] if matching else FALLBACK_RULE
+        chosen = next((rule for rule in matching if _same_type(rule.pg_type(column), pg_type)), chosen)
+    return replace(chosen, to_staging=chosen.to_staging_for(column)) if chosen.to_staging_for else chosen
 
 
 def read_expression(rule: CastRule, quoted_column: str, column: MySQLColumn) -> str:
-    return rule.read.format(col=quoted_column, width=column.numeric_precision or 64)
+    return rule.read.format(col=quoted_column, width=column.numeric_precision or 64,
+                            factor=10 ** (column.numeric_scale or 0))
 
 
 def converted_expression(rule: CastRule, quoted_column: str) -> str | None:

@@ -18,9 +18,9 @@ merge with, so its rows go straight in, all in the load's one transaction:
 A killed load leaves the previous state: its transaction, table included, is rolled back. Only columns whose
 PostgreSQL type has a known binary form (``target_dtype``) take this path; a table with any other (arrays,
 intervals, a type a spec names) uses the merge path, and so does every load of an existing table but a
-replacement. A value PostgreSQL refuses in a COPY (which validation did not foresee) raises
-:class:`DirectWriteRefused`, and the pipeline loads the table again by the merge path, which rejects exactly
-that value: a fresh read, paid only in that rare case.
+replacement. A value PostgreSQL refuses in a COPY (which validation did not foresee), or one too big for a type
+a spec narrowed (``pg_type``), raises :class:`DirectWriteRefused`, and the pipeline loads the table again by
+the merge path, which rejects exactly that value: a fresh read, paid only in that rare case.
 
 ``FREEZE`` writes the rows as vacuum would leave them, frozen and their pages all-visible: no later pass sets
 their hint bits (the key's build used to, writing the whole table again) or freezes them. PostgreSQL allows it
@@ -221,7 +221,12 @@ def _copy(connection: psycopg.Connection, postgres_url: DatabaseUrl, build: Tabl
     with contextlib.ExitStack() as stack:
         try:
             for batch in batches:
-                writer.put(target_frame(build, batch.rows))
+                try:
+                    frame = target_frame(build, batch.rows)
+                except pl.exceptions.InvalidOperationError as exc:  # a type narrower than MySQL's (pg_type)
+                    raise DirectWriteRefused(f"{build.target_label}: a value does not fit its column's type: "
+                                             f"{exc}") from None
+                writer.put(frame)
                 if batch.rejects.height:
                     first = rejects is None
                     if first:
