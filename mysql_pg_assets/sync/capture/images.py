@@ -26,7 +26,6 @@ from typing import Any
 
 import pyarrow as pa
 
-from mysql_pg_assets.sync.catalog.casting import enum_values
 from mysql_pg_assets.sync.catalog.plans import (
     ColumnPlan,
     TablePlan,
@@ -34,6 +33,7 @@ from mysql_pg_assets.sync.catalog.plans import (
     invalid_flag_name,
     staging_name,
 )
+from mysql_pg_assets.sync.catalog.schema_text import enum_values
 
 
 def _bits(value: Any) -> Any:

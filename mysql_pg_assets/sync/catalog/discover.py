@@ -18,7 +18,7 @@ import pymysql
 from mysql_pg_assets.core.connections import SourceUnavailable, explain, mysql_connection
 from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.core.sql import pg_fit_name
-from mysql_pg_assets.sync.catalog.casting import MySQLColumn, enum_values, pg_default, rule_for
+from mysql_pg_assets.sync.catalog.casting import MySQLColumn, rule_for
 from mysql_pg_assets.sync.catalog.grants import (
     Access,
     column_grant_error,
@@ -37,6 +37,7 @@ from mysql_pg_assets.sync.catalog.plans import (
     PartitionPlan,
     TablePlan,
 )
+from mysql_pg_assets.sync.catalog.schema_text import enum_values, pg_default
 from mysql_pg_assets.sync.catalog.transforms import apply_transforms
 from mysql_pg_assets.sync.spec import ColumnOverride, Options, SpecError, SyncSpec, TableOverride
 
