@@ -5,8 +5,8 @@ The merge path (``loader``) COPYs each batch into a staging table, then inserts 
 casts: every row is written twice, and parsed twice by PostgreSQL. A table the load creates has nothing to
 merge with, so its rows go straight in, all in the load's one transaction:
 
-1. ``<table>__next`` is created with the mapping's DDL (no key yet); a table of that name a killed load of an
-   earlier version left is dropped first (under the table's lock).
+1. ``<table>__next`` is created with the mapping's DDL (no key yet); the loader has dropped, under the table's
+   lock, one a killed load of an earlier version left (``loader._clear_build_name``).
 2. Each validated batch is converted in polars to the target's own types (text to bigint and numeric),
    encoded into PostgreSQL's binary COPY format by pgpq (jsonb in its own binary form) and streamed into it by
    one ``COPY … FREEZE`` while the next batch is read (``_Writer``). Rejects go to staging as on the merge
@@ -56,7 +56,7 @@ from mysql_pg_assets.sync.load import replace as replaced
 from mysql_pg_assets.sync.load.ddl import comments_sql, create_table_sql
 from mysql_pg_assets.sync.load.result import Counts, LoadResult, by_partition
 from mysql_pg_assets.sync.load.staging import Staging, Tally, ingest
-from mysql_pg_assets.sync.load.swap import BUILD_MARK, drop_own, mark, rename, restore_note, shadow_plan
+from mysql_pg_assets.sync.load.swap import BUILD_MARK, mark, rename, restore_note, shadow_plan
 from mysql_pg_assets.sync.validate import ValidatedBatch
 
 ENCODED_ROWS = 16_384  # rows per buffer pgpq encodes: a few MB each, not a whole batch's COPY bytes at once
@@ -155,8 +155,9 @@ class _Writer:
         self.queue: queue.Queue[pl.DataFrame | None] = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
         self.thread: threading.Thread | None = None
+        self.ended = False  # the thread took the queue's end: a failure after it must not wait for more
 
-    def _stream(self, copy: psycopg.Copy, first: pl.DataFrame, ended: list[bool]) -> None:
+    def _stream(self, copy: psycopg.Copy, first: pl.DataFrame) -> None:
         """``first`` and every frame after it into the COPY, until the queue's end (then ``ended``)."""
         arrow = _arrow(first)
         schema, encoder = arrow.schema, _encoder(arrow.schema, self.build)
@@ -166,7 +167,7 @@ class _Writer:
                 copy.write(encoder.write_batch(batch))
             frame = self.queue.get()
             if frame is None:
-                ended.append(True)
+                self.ended = True
                 break
             arrow = _arrow(frame)
             arrow = arrow if arrow.schema == schema else arrow.cast(schema)
@@ -174,17 +175,16 @@ class _Writer:
 
     def _run(self) -> None:
         names = pg_idents(c.target_name for c in self.build.columns)
-        ended: list[bool] = []  # this thread took its end of the queue: a failure after it must not wait for more
         try:
             first = self.queue.get()
             if first is None:
                 return
             with self.connection.cursor().copy(
                     f"COPY {self.build.target} ({names}) FROM STDIN (FORMAT BINARY, FREEZE)") as copy:
-                self._stream(copy, first, ended)
+                self._stream(copy, first)
         except BaseException as exc:
             self.error = exc
-            while not ended and self.queue.get() is not None:  # drain: the reader is never left blocked
+            while not self.ended and self.queue.get() is not None:  # drain: the reader is never left blocked
                 pass
 
     def put(self, frame: pl.DataFrame) -> None:
@@ -242,8 +242,7 @@ def _copy(connection: psycopg.Connection, postgres_url: DatabaseUrl, build: Tabl
 
 
 def _create(connection: psycopg.Connection, build: TablePlan) -> None:
-    """The new table, empty, in the load's transaction (a table of its name a killed load left dropped first)."""
-    drop_own(connection, build.target, BUILD_MARK)
+    """The new table, empty, in the load's transaction."""
     connection.execute(create_table_sql(build, with_key=False))
     for statement in comments_sql(build):
         connection.execute(statement)
