@@ -127,6 +127,28 @@ def test_a_tinyint1_beyond_0_and_1_becomes_true_and_is_counted(
     assert [v for (v,) in values] == [False, True, True, True, None]
 
 
+def test_an_invalid_enum_is_told_from_a_member_that_is_empty(
+    make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database: Callable[[str], DatabaseUrl]
+) -> None:
+    """MySQL reads its invalid-ENUM marker as '': without a '' member that alone tells (the read asks MySQL for
+    nothing more), with one only the member's index does."""
+    source, target = make_mysql_database("enums"), make_pg_database("enums")
+    with mysql_connection(source) as connection, connection.cursor() as cur:
+        cur.execute("SET SESSION sql_mode = ''")
+        cur.execute("CREATE TABLE enums (id INT PRIMARY KEY, plain ENUM('a','b') NOT NULL, blank ENUM('','a'))")
+        cur.execute("INSERT INTO enums VALUES (1, 'a', ''), (2, 'b', 'a'), (3, 'zz', NULL), (4, 'a', 'zz'),"
+                    " (5, 'b', '')")
+    (table,) = discover(parse_spec({"target": {"schema": "enums"}}), source).tables
+    assert [c.invalid_is_empty for c in table.columns] == [False, True, False]
+    result = sync_table(table, source, target)
+    assert (result.rows_read, result.rejected_rows, result.inserted) == (5, 2, 3)
+    with pg_connection(target) as connection:
+        loaded = connection.execute("SELECT id, plain, blank FROM enums.enums ORDER BY id").fetchall()
+        rejects = connection.execute(f"SELECT primary_key, column_name, value FROM {REJECTS} ORDER BY id").fetchall()
+    assert loaded == [(1, "a", ""), (2, "b", "a"), (5, "b", "")]
+    assert sorted((r[0]["id"], r[1], r[2]) for r in rejects) == [(3, "plain", ""), (4, "blank", "")]
+
+
 def test_the_checks_show_rejects_and_the_missing_rows_in_dagster(
     bad_source: DatabaseUrl, make_pg_database: Callable[[str], DatabaseUrl]
 ) -> None:

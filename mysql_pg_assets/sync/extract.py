@@ -132,7 +132,7 @@ def select_sql(table: TablePlan, scope: Scope = None) -> str:
         if flag and not converted_is_null(column.rule, column.source):
             expressions.append(f"{flag} AS {converted_flag_name(i)}")
         invalid = invalid_expression(column.rule, quoted)
-        if invalid:
+        if invalid and not column.invalid_is_empty:
             expressions.append(f"{invalid} AS {invalid_flag_name(i)}")
     source = mysql_qualified(table.source_database, table.source_table)
     return f"SELECT {', '.join(expressions)} FROM {source}{where_sql(table, scope)}"
