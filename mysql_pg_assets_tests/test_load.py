@@ -10,9 +10,11 @@ from dagster import AssetKey
 
 from mysql_pg_assets.checks.parity import compare_rows
 from mysql_pg_assets.core.connections import SourceUnavailable, TargetError, mysql_connection, pg_connection
+from mysql_pg_assets.core.meta import last_watermark
 from mysql_pg_assets.core.settings import DatabaseUrl, Settings
 from mysql_pg_assets.core.sql import pg_qualified
 from mysql_pg_assets.defs.assets import build_table_assets
+from mysql_pg_assets.sync import extract
 from mysql_pg_assets.sync.catalog.discover import discover
 from mysql_pg_assets.sync.catalog.plans import TablePlan
 from mysql_pg_assets.sync.extract import read_batches
@@ -168,3 +170,78 @@ def test_foreign_keys_become_lineage_and_by_option_constraints(
     assert sync_table(authors, source, target).deleted == 1
     for table in (authors, books):
         assert compare_rows(source, target, table).equal
+
+
+PAGED = """
+CREATE TABLE paged (
+  id BIGINT UNSIGNED PRIMARY KEY,
+  note VARCHAR(20) NOT NULL,
+  updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
+)"""
+
+
+def _paged_source(make_mysql_database: Callable[[str], DatabaseUrl], name: str) -> DatabaseUrl:
+    source = make_mysql_database(name)
+    with mysql_connection(source) as connection, connection.cursor() as cur:
+        cur.execute(PAGED)
+        cur.executemany("INSERT INTO paged (id, note, updated_at) VALUES (%s, %s, %s)",
+                        [(i * 7, f"row {i}", f"2026-01-01 00:00:{i:02d}") for i in range(1, 12)])
+    return source
+
+
+def test_a_whole_table_is_read_in_pages_and_every_row_arrives(
+    make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database: Callable[[str], DatabaseUrl],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read of the whole table pages by its key (connectorx's stream has no bound): 11 rows in pages of 3 are
+    four statements, each starting after the last key read, and every row arrives once."""
+    source, target = _paged_source(make_mysql_database, "paged"), make_pg_database("paged")
+    (table,) = discover(parse_spec({"target": {"schema": "paged"}, "tables": {"paged": {
+        "cursor_column": "updated_at"}}}), source).tables
+    statements: list[str] = []
+    read = extract._read
+
+    def counted(mysql_url: DatabaseUrl, plan: TablePlan, sql: str, batch_rows: int) -> Iterator:
+        statements.append(sql)
+        return read(mysql_url, plan, sql, batch_rows)
+
+    monkeypatch.setattr(extract, "PAGE_ROWS", 3)
+    monkeypatch.setattr(extract, "_read", counted)
+    result = sync_table(table, source, target, batch_rows=2)
+    pages = [s for s in statements if "ORDER BY" in s]
+    assert len(pages) == 4 and "> 21 ORDER BY" in pages[1] and "> 63 ORDER BY" in pages[3]
+    assert result.rows_read == result.inserted == 11
+    assert compare_rows(source, target, table).equal
+    with pg_connection(target) as connection:
+        assert last_watermark(connection, "paged", table.target_label) == "2026-01-01T00:00:11.000000"
+
+
+def test_a_row_changed_between_pages_is_taken_by_the_next_load(
+    make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database: Callable[[str], DatabaseUrl],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pages are not one snapshot. A row of the first page changed before the second is read, then a row of a
+    later page changed after it: the load records the newest cursor value MySQL held when it began, not the
+    newest it read, so the next (incremental) load takes the first change too."""
+    source, target = _paged_source(make_mysql_database, "paged_race"), make_pg_database("paged_race")
+    (table,) = discover(parse_spec({"target": {"schema": "paged"}, "tables": {"paged": {
+        "cursor_column": "updated_at"}}}), source).tables
+    read = extract._read
+
+    def changing(mysql_url: DatabaseUrl, plan: TablePlan, sql: str, batch_rows: int) -> Iterator:
+        if "> 21 ORDER BY" in sql:  # the second page: the first one is read
+            with mysql_connection(source) as connection, connection.cursor() as cur:
+                cur.execute("UPDATE paged SET note = 'changed early', updated_at = '2026-01-02 00:00:00' WHERE id = 7")
+                cur.execute("UPDATE paged SET note = 'changed late', updated_at = '2026-01-03 00:00:00' WHERE id = 70")
+        return read(mysql_url, plan, sql, batch_rows)
+
+    monkeypatch.setattr(extract, "PAGE_ROWS", 3)
+    monkeypatch.setattr(extract, "_read", changing)
+    first = sync_table(table, source, target)
+    assert first.rows_read == 11
+    with pg_connection(target) as connection:
+        assert last_watermark(connection, "paged", table.target_label) == "2026-01-01T00:00:11.000000"
+        assert connection.execute("SELECT note FROM paged.paged WHERE id = 7").fetchone() == ("row 1",)
+    monkeypatch.setattr(extract, "_read", read)
+    second = sync_table(table, source, target)
+    assert second.updated == 1 and compare_rows(source, target, table).equal  # id 7; id 70 was read changed

@@ -28,7 +28,16 @@ from mysql_pg_assets.core.connections import pg_connection, relation_exists
 from mysql_pg_assets.core.meta import last_watermark
 from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.sync.catalog.plans import TablePlan, staging_name
-from mysql_pg_assets.sync.extract import DEFAULT_BATCH_ROWS, Scope, Since, Window, keys_sql, read_batches
+from mysql_pg_assets.sync.extract import (
+    DEFAULT_BATCH_ROWS,
+    Scope,
+    Since,
+    Window,
+    cursor_ceiling,
+    keys_sql,
+    page_key,
+    read_batches,
+)
 from mysql_pg_assets.sync.load.build import DirectWriteRefused
 from mysql_pg_assets.sync.load.loader import load_table
 from mysql_pg_assets.sync.load.migrate import pending_migration
@@ -101,6 +110,9 @@ def sync_table(
 
     settle = settler(mysql_url, postgres_url, table, master_position(mysql_url), run_id) \
         if table.cdc and scope is None else None
+    ceiling = cursor_ceiling(mysql_url, table) \
+        if scope is None and table.cursor is not None and page_key(table) is not None else None
+
     def load(direct: bool) -> LoadResult:
         batches = read_batches(mysql_url, table, batch_rows, scope)
         keys: Iterable = ()
@@ -108,7 +120,7 @@ def sync_table(
             keys = (keys_to_staging(b, table) for b in read_batches(mysql_url, table, batch_rows, sql=keys_sql(table)))
         context = LoadContext.of(table, run_id, partition)
         rows = validated_batches(batches, table, scope.splits if isinstance(scope, Window) else (), context)
-        return load_table(table, rows, postgres_url, run_id, scope, keys, partition, settle, direct)
+        return load_table(table, rows, postgres_url, run_id, scope, keys, partition, settle, direct, ceiling)
 
     try:
         return load(direct=True)

@@ -52,7 +52,7 @@ from mysql_pg_assets.core.meta import MetaTables, ensure, record_load, record_po
 from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.core.sql import pg_idents
 from mysql_pg_assets.sync.catalog.plans import ColumnPlan, TablePlan
-from mysql_pg_assets.sync.extract import Scope, Since, Window
+from mysql_pg_assets.sync.extract import Ceiling, Scope, Since, Window
 from mysql_pg_assets.sync.load.build import column_values, load_new, writes_directly
 from mysql_pg_assets.sync.load.constraints import add_foreign_keys, follow_identities
 from mysql_pg_assets.sync.load.ddl import comments_sql, create_indexes_sql, create_table_sql
@@ -226,12 +226,13 @@ def load_table(
     table: TablePlan, batches: Iterable[ValidatedBatch], postgres_url: DatabaseUrl, run_id: str | None = None,
     scope: Scope = None, source_keys: Iterable[pl.DataFrame] = (), partition: str | None = None,
     settle: Callable[[psycopg.Connection, MetaTables, TablePlan], tuple[str, int]] | None = None,
-    direct: bool = True,
+    direct: bool = True, ceiling: Ceiling | None = None,
 ) -> LoadResult:
     """Merge the scope's rows into the target in one transaction; see the module docstring. A change-captured
     table's snapshot is ``settle``d in the same transaction (``sync.capture.handoff``), which gives the binlog
     position it then reflects, recorded with it. A table this load creates is written ``direct``ly, without
-    staging (``build``), where its types allow."""
+    staging (``build``), where its types allow. A read in pages records a watermark no newer than its
+    ``ceiling`` (``extract.cursor_ceiling``)."""
     started = time.perf_counter()
     with _table_lock(postgres_url, table) as (connection, meta):
         staging = Staging.for_table(table, meta)
@@ -242,7 +243,7 @@ def load_table(
         kept = _kept(connection, table, scope) if direct and exists else None
         if direct and (not exists or kept == []):
             return _load_new(connection, meta, table, batches, postgres_url, staging, scope, settle, run_id,
-                             partition, replacing=exists)
+                             partition, replacing=exists, ceiling=ceiling)
         try:
             with connection.transaction():
                 connection.execute("SET LOCAL TimeZone = 'UTC'")
@@ -262,6 +263,8 @@ def load_table(
                 rejected_values = write_rejects(connection, meta, staging.rejects, run_id, table.source_label,
                                                 table.target_label) if arrived[0] else 0
                 result = _result(table, scope, tally, merger, rejected_values, migration, pending, meta, started)
+                if ceiling is not None:
+                    result = replace(result, watermark=ceiling.cap(result.watermark))
                 record_load(connection, meta, _ledger_row(table, result, run_id, scope, partition))
                 if settle is not None:
                     record_position(connection, meta, table.source_label, table.target_label,
@@ -307,13 +310,15 @@ def _load_new(
     connection: psycopg.Connection, meta: MetaTables, table: TablePlan, batches: Iterable[ValidatedBatch],
     postgres_url: DatabaseUrl, staging: Staging, scope: Scope,
     settle: Callable[[psycopg.Connection, MetaTables, TablePlan], tuple[str, int]] | None, run_id: str | None,
-    partition: str | None, replacing: bool,
+    partition: str | None, replacing: bool, ceiling: Ceiling | None,
 ) -> LoadResult:
     def finish(connection: psycopg.Connection, build: TablePlan) -> tuple[str | None, datetime | None]:
         _after_rows(connection, build, None, run_id, None)
         newest = _newest(build, column_values(build))
-        return connection.execute(f"SELECT {newest[0]}, {newest[1]} FROM {build.target} s").fetchone() \
-            if newest else (None, None)
+        if not newest:
+            return None, None
+        watermark, latest = connection.execute(f"SELECT {newest[0]}, {newest[1]} FROM {build.target} s").fetchone()
+        return ceiling.cap(watermark) if ceiling is not None else watermark, latest
 
     try:
         return load_new(connection, meta, table, batches, postgres_url, staging, scope, finish, settle, run_id,
