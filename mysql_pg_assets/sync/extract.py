@@ -212,7 +212,10 @@ def page_key(table: TablePlan) -> tuple[int, ColumnPlan] | None:
     PostgreSQL, and a 20-million-row load held 1 GiB (5 million: 420 MiB) where PostgreSQL was the slower.
     A page is a statement of its own (``WHERE key > last ORDER BY key LIMIT n``: InnoDB's key order, no
     sort), so the reader is at most a page ahead. Pages are not one snapshot: a row changed while the
-    table is read may be read at either version, and the next load takes it again (``cursor_ceiling``).
+    table is read may be read at either version, and the next load takes it again (``cursor_ceiling``); a
+    row whose key changes meanwhile may be read under both keys or neither, and the next load (its key
+    comparison, or the binlog for a change-captured table) puts it right. Such statements commit nothing
+    and hold no lock between pages: MySQL's writers never wait for the load.
     """
     cursor = table.cursor
     keys = [(i, c) for i, c in table.read_columns if c.target_name in table.primary_key]
