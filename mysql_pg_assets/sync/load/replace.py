@@ -70,7 +70,8 @@ WHERE c.oid = %s::regclass AND a.grantee <> c.relowner
 # demo orders with 1 % changed (make bench-reload): replaced in 38.4 s, merged in 46.3 s (medians of 3, two
 # COPY sessions then); with one COPY ... FREEZE and a cheaper read, replaced in 35.1 s (the first reload after
 # the first loads) and 22.7 s, merged in 27.7 and 28.0 s, with 1,083 MiB of WAL against 144-509 and 303-393 MiB
-# at the peak against 693-732. The replacement's extra statements (a probe, the comparison, the swap) cost a
+# at the peak against 693-732 (513 once a whole table was read in pages: 40.6 s replaced, 38.7 s merged, on a
+# slower day). The replacement's extra statements (a probe, the comparison, the swap) cost a
 # small table more than merging its few changes, and many small tables pay them each.
 REPLACE_FROM_ROWS = 1_000_000
 
