@@ -20,6 +20,7 @@ from mysql_pg_assets.core.connections import SourceUnavailable, connectorx_url, 
 from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.core.sql import mysql_ident, mysql_qualified
 from mysql_pg_assets.sync.catalog.casting import (
+    ZERO_DATE,
     converted_expression,
     converted_is_null,
     invalid_expression,
@@ -114,7 +115,7 @@ def window_sql(table: TablePlan, window: Window) -> str:
              ([f"{column} < {mysql_literal(window.end)}"] if window.end is not None else [])
     if not bounds:
         return ""
-    zero = f"(MONTH({column}) = 0 OR DAYOFMONTH({column}) = 0)"
+    zero = ZERO_DATE.format(col=column)
     if window.start is None:
         return f"({bounds[0]} OR {column} IS NULL OR {zero})"
     return f"{' AND '.join(bounds)} AND NOT {zero}"

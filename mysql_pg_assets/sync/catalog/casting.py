@@ -117,9 +117,9 @@ def _set_to_list(expr: pl.Expr) -> pl.Expr:
 # DAYOFYEAR is NULL for a date with a zero month or day and 1-366 for any other, whatever the sql_mode: one
 # function, where MONTH() = 0 OR DAYOFMONTH() = 0 took two (a 5M-row read with three such columns: MariaDB
 # spent 0.7 CPU-s less).
-_ZERO_DATE = "({col} IS NOT NULL AND DAYOFYEAR({col}) IS NULL)"
+ZERO_DATE = "({col} IS NOT NULL AND DAYOFYEAR({col}) IS NULL)"  # also a window's test (extract)
 _ZERO_DATE_TO_NULL = "IF(DAYOFYEAR({col}), {col}, NULL)"
-_ZERO_DATES: dict[str, Any] = {"converted": _ZERO_DATE, "converted_as": "zero date → NULL"}
+_ZERO_DATES: dict[str, Any] = {"converted": ZERO_DATE, "converted_as": "zero date → NULL"}
 
 
 def _varchar(column: MySQLColumn) -> str:
