@@ -104,6 +104,8 @@ def materialize_all(settings: Settings) -> int:
     from mysql_pg_assets.defs.translator import asset_key, partitions_for
 
     catalog = discover(load_spec(settings.sync_config), settings.mysql_url)
+    with pg_connection(settings.postgres_url):  # a wrong POSTGRES_URL: one line here, not one per table of the run
+        pass
     groups: dict[tuple[str, str], list[str]] = {}
     plain: list[str] = []
     for table in catalog.tables:

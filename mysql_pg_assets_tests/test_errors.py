@@ -72,6 +72,13 @@ def test_the_command_line_prints_what_to_do_and_no_traceback(
         assert len(run.stderr.strip().splitlines()) <= 2, (name, run.stderr)
         assert "nope" not in run.stderr and mysql.password + "@" not in run.stderr
 
+    # materialize asks PostgreSQL before it starts a run: a wrong POSTGRES_URL is said once, not once per table.
+    closed = pg.with_query("").secret.replace(f":{pg.port}/", ":1/")
+    run = _cli({**env, "POSTGRES_URL": closed, "SYNC_CONFIG": str(tmp_path / "ok.yaml"),
+                "DAGSTER_HOME": str(tmp_path)}, "materialize")
+    assert run.returncode == 1 and "Traceback" not in run.stderr and "$ dagster" not in run.stdout, run.stderr
+    assert run.stderr.startswith("error: cannot connect to PostgreSQL at postgresql://"), run.stderr
+
     # The same errors through Dagster's own command line: one line, Dagster's "Error: ".
     run = subprocess.run([DAGSTER, "asset", "materialize", "-m", "mysql_pg_assets.definitions", "--select", "*"],
                          env={**os.environ, **env, "SYNC_CONFIG": str(tmp_path / "db.yaml"),
