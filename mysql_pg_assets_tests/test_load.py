@@ -216,6 +216,64 @@ def test_a_whole_table_is_read_in_pages_and_every_row_arrives(
         assert last_watermark(connection, "paged", table.target_label) == "2026-01-01T00:00:11.000000"
 
 
+KEYED_OTHERWISE = [
+    """CREATE TABLE by_text (
+      region VARCHAR(20) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci NOT NULL,
+      code VARBINARY(4) NOT NULL, seq INT NOT NULL, note VARCHAR(20),
+      PRIMARY KEY (region, code, seq))""",
+    """CREATE TABLE latin (
+      name VARCHAR(20) CHARACTER SET latin1 COLLATE latin1_swedish_ci PRIMARY KEY, n INT)""",
+    "CREATE TABLE declared (id INT NOT NULL, note VARCHAR(20))",
+]
+REGIONS = ["alpha", "Beta", "gamma", "o'brien", "Zürich", "東京", "🙂", "", "trail ", "back\\slash"]
+LATIN = ["Äpple", "apple", "Öl", "zebra", "Ångström", "quote'd", "Zz", "ÿ", "a b"]
+
+
+def test_a_table_keyed_by_text_or_several_columns_is_read_in_pages_from_its_key(
+    make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database: Callable[[str], DatabaseUrl],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A key of text (in its own collation and character set), bytes and integers pages as an integer one does:
+    each page starts after the last key read, compared in MySQL's order (case and accents folded, a quote, a
+    backslash, an emoji, an empty string, Swedish letters after Z in latin1), MySQL reads it as a range of its
+    primary key with no sort, and every row arrives once. A key the spec declares, which MySQL does not order
+    by, is read in one statement: a page would sort the whole table."""
+    source, target = make_mysql_database("keyed_otherwise"), make_pg_database("keyed_otherwise")
+    with mysql_connection(source) as connection, connection.cursor() as cur:
+        for statement in KEYED_OTHERWISE:
+            cur.execute(statement)
+        cur.executemany("INSERT INTO by_text VALUES (%s, %s, %s, %s)", [
+            (region, code, seq, f"{region[:10]} {seq}")
+            for region in REGIONS for code in (b"", b"\x00", b"\xff\x01") for seq in (2, 1)])
+        cur.executemany("INSERT INTO latin VALUES (%s, %s)", [(name, n) for n, name in enumerate(LATIN)])
+        cur.executemany("INSERT INTO declared VALUES (%s, %s)", [(n, f"row {n}") for n in range(7)])
+    tables = {t.source_table: t for t in discover(parse_spec({"target": {"schema": "keyed"}, "tables": {
+        "declared": {"primary_key": ["id"]}}}), source).tables}
+    statements: list[str] = []
+    read = extract._read
+
+    def counted(mysql_url: DatabaseUrl, plan: TablePlan, sql: str, batch_rows: int) -> Iterator:
+        statements.append(sql)
+        return read(mysql_url, plan, sql, batch_rows)
+
+    monkeypatch.setattr(extract, "PAGE_ROWS", 3)
+    monkeypatch.setattr(extract, "_read", counted)
+    for name, rows in (("by_text", len(REGIONS) * 6), ("latin", len(LATIN)), ("declared", 7)):
+        statements.clear()
+        result = sync_table(tables[name], source, target, batch_rows=2)
+        assert result.rows_read == result.inserted == rows, name
+        assert compare_rows(source, target, tables[name]).equal, name
+        pages = [s for s in statements if " ORDER BY " in s]
+        assert len(pages) == (0 if name == "declared" else rows // 3 + 1), (name, statements)
+        with mysql_connection(source) as connection, connection.cursor() as cur:
+            for page in pages[1:]:
+                cur.execute(f"EXPLAIN {page}")
+                plan = dict(zip([d[0] for d in cur.description], cur.fetchone(), strict=True))
+                assert plan["key"] == "PRIMARY" and "filesort" not in (plan["Extra"] or ""), (page, plan)
+    with pg_connection(target) as connection:
+        assert connection.execute("SELECT count(DISTINCT region) FROM keyed.by_text").fetchone() == (len(REGIONS),)
+
+
 def test_a_row_changed_between_pages_is_taken_by_the_next_load(
     make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database: Callable[[str], DatabaseUrl],
     monkeypatch: pytest.MonkeyPatch,

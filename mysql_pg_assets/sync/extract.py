@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -191,39 +192,91 @@ def read_batches(
     if key is None:
         yield from _read(mysql_url, table, sql or select_sql(table, scope), batch_rows)
         return
-    name, column, last = staging_name(key[0]), mysql_ident(key[1].source.name), None
+    names = [staging_name(i) for i, _ in key]
+    order = ", ".join(mysql_ident(c.source.name) for _, c in key)
+    last: tuple[object, ...] | None = None
     while True:
-        after = f"{column} > {mysql_literal(last)}" if last is not None else None
+        after = after_sql([c for _, c in key], last) if last is not None else None
         rows = 0
-        for batch in _read(mysql_url, table, f"{select_sql(table, None, after)} ORDER BY {column} LIMIT {PAGE_ROWS}",
+        for batch in _read(mysql_url, table, f"{select_sql(table, None, after)} ORDER BY {order} LIMIT {PAGE_ROWS}",
                            batch_rows):
             if batch.num_rows:
-                rows, last = rows + batch.num_rows, batch.column(name)[-1].as_py()
+                rows, last = rows + batch.num_rows, tuple(batch.column(name)[-1].as_py() for name in names)
                 yield batch
         if rows < PAGE_ROWS:
             return
 
 
-def page_key(table: TablePlan) -> tuple[int, ColumnPlan] | None:
-    """The column a read of the whole table pages by: its primary key, of one integer column read as MySQL
-    holds it (not a TINYINT(1), a boolean), where a cursor, if any, is read from MySQL too (see
-    :func:`cursor_ceiling`). None: one statement.
+# A page's key columns are read as MySQL holds them, and the last row's values are given back to MySQL in the
+# next page's condition: each must compare there exactly as ORDER BY sorted it. Integers and byte strings do.
+# CHAR and VARCHAR do in their own collation, given back in their own character set: text arrives in utf8mb4
+# (the connection's), and these sets hold nothing utf8mb4 cannot (MySQL's latin1 maps all 256 bytes); in
+# another (a legacy Asian set, ascii with stray bytes) a value could come back as '?' and a page skip rows.
+_ROUND_TRIP_CHARSETS = frozenset({"utf8mb4", "utf8mb3", "utf8", "latin1", "ucs2", "utf16", "utf16le", "utf32"})
+_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
+def _pages_by(column: ColumnPlan) -> bool:
+    source = column.source
+    if column.rule.read != "{col}":
+        return False
+    if column.rule.kind == "integer" or source.data_type in ("binary", "varbinary"):
+        return True
+    # A CHAR is compared without its trailing spaces only in a PAD SPACE collation; NO PAD ones are left out.
+    padded = source.data_type == "char" and any(n in (source.collation or "") for n in ("nopad", "0900"))
+    return (source.data_type in ("char", "varchar") and source.charset in _ROUND_TRIP_CHARSETS
+            and _NAME.fullmatch(source.collation or "") is not None and not padded)
+
+
+def key_literal(column: ColumnPlan, value: object) -> str:
+    """A key value read from MySQL, given back as a literal that compares as the column does: an integer as
+    itself, bytes as a hex literal, text as its UTF-8 bytes converted to the column's character set and
+    collation (``_pages_by``). Rendered from the bytes, never pasted as text."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return mysql_literal(value)
+    if isinstance(value, bytes | bytearray) and column.source.data_type in ("binary", "varbinary"):
+        return f"X'{bytes(value).hex()}'"
+    if isinstance(value, str | bytes) and _pages_by(column):  # text in a binary collation may arrive as bytes
+        data = (value.encode() if isinstance(value, str) else value).hex()
+        source = column.source
+        return f"CONVERT(_utf8mb4 X'{data}' USING {source.charset}) COLLATE {source.collation}"
+    raise TypeError(f"not a key to page by: {column.source.name} = {value!r}")
+
+
+def after_sql(key: list[ColumnPlan], last: tuple[object, ...]) -> str:
+    """The rows after ``last`` in key order: ``(k1, k2) > (v1, v2)`` written out as ``k1 > v1 OR (k1 = v1 AND
+    k2 > v2)``, which MySQL reads as ranges of the key (a row comparison it would scan)."""
+    terms = []
+    for n, column in enumerate(key):
+        equal = [f"{mysql_ident(c.source.name)} = {key_literal(c, v)}" for c, v in zip(key[:n], last[:n], strict=True)]
+        terms.append(" AND ".join([*equal, f"{mysql_ident(column.source.name)} > {key_literal(column, last[n])}"]))
+    return terms[0] if len(terms) == 1 else "(" + " OR ".join(f"({t})" for t in terms) + ")"
+
+
+def page_key(table: TablePlan) -> tuple[tuple[int, ColumnPlan], ...] | None:
+    """The columns a read of the whole table pages by: MySQL's primary key, in its order, where each column is
+    read as MySQL holds it and can be given back (an integer, not a TINYINT(1), which is a boolean; a BINARY or
+    VARBINARY; a CHAR or VARCHAR, see ``_ROUND_TRIP_CHARSETS``), and a cursor, if any, is read from MySQL too
+    (see :func:`cursor_ceiling`). None: one statement (a table with no key or a key declared in the spec, a key
+    with a date or a decimal, or of a character set left out).
 
     Why pages: connectorx's stream has no bound. Its reader goes on reading while the load waits on
     PostgreSQL, and a 20-million-row load held 1 GiB (5 million: 420 MiB) where PostgreSQL was the slower.
     A page is a statement of its own (``WHERE key > last ORDER BY key LIMIT n``: InnoDB's key order, no
-    sort), so the reader is at most a page ahead. Pages are not one snapshot: a row changed while the
-    table is read may be read at either version, and the next load takes it again (``cursor_ceiling``); a
-    row whose key changes meanwhile may be read under both keys or neither, and the next load (its key
-    comparison, or the binlog for a change-captured table) puts it right. Such statements commit nothing
-    and hold no lock between pages: MySQL's writers never wait for the load.
+    sort; a key of several columns by :func:`after_sql`), so the reader is at most a page ahead. Pages are not
+    one snapshot: a row changed while the table is read may be read at either version, and the next load
+    takes it again (``cursor_ceiling``); a row whose key changes meanwhile may be read under both keys or
+    neither, and the next load (its key comparison, or the binlog for a change-captured table) puts it right.
+    Such statements commit nothing and hold no lock between pages: MySQL's writers never wait for the load.
     """
     cursor = table.cursor
-    keys = [(i, c) for i, c in table.read_columns if c.target_name in table.primary_key]
-    if len(table.primary_key) != 1 or len(keys) != 1 or (cursor is not None and not cursor.from_mysql):
+    if not table.key_ordered or (cursor is not None and not cursor.from_mysql):
         return None
-    column = keys[0][1]
-    return keys[0] if column.rule.kind == "integer" and column.rule.read == "{col}" else None
+    by_name = {c.target_name: (i, c) for i, c in table.read_columns}
+    if not table.primary_key or any(name not in by_name for name in table.primary_key):
+        return None
+    key = tuple(by_name[name] for name in table.primary_key)
+    return key if all(_pages_by(c) for _, c in key) else None
 
 
 @dataclass(frozen=True)

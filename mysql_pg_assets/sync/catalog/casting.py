@@ -43,6 +43,7 @@ class MySQLColumn:
     char_length: int | None = None
     datetime_precision: int | None = None
     charset: str | None = None
+    collation: str | None = None  # COLLATION_NAME: the order of a text column (a read pages by it, ``extract``)
     extra: str = ""
     default: str | None = None  # COLUMN_DEFAULT as information_schema shows it
 

@@ -44,7 +44,7 @@ from mysql_pg_assets.sync.spec import ColumnOverride, Options, SpecError, SyncSp
 _COLUMNS_SQL = """
 SELECT TABLE_NAME, COLUMN_NAME, ORDINAL_POSITION, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE,
        NUMERIC_PRECISION, NUMERIC_SCALE, CHARACTER_MAXIMUM_LENGTH, DATETIME_PRECISION,
-       CHARACTER_SET_NAME, EXTRA, COLUMN_DEFAULT
+       CHARACTER_SET_NAME, COLLATION_NAME, EXTRA, COLUMN_DEFAULT
 FROM information_schema.COLUMNS
 WHERE TABLE_SCHEMA = %s
 ORDER BY TABLE_NAME, ORDINAL_POSITION
@@ -125,14 +125,15 @@ def _read_information_schema(cur: pymysql.cursors.Cursor, database: str) -> _Sch
     cur.execute(_COLUMNS_SQL, (database,))
     columns: dict[str, list[MySQLColumn]] = defaultdict(list)
     for (table, name, position, data_type, column_type, is_nullable, precision, scale,
-         char_length, dt_precision, charset, extra, default) in cur.fetchall():
+         char_length, dt_precision, charset, collation, extra, default) in cur.fetchall():
         if (table, name) in json_columns:
             data_type = column_type = "json"
         columns[table].append(MySQLColumn(
             name=name, position=int(position), data_type=data_type.lower(),
             column_type=column_type, nullable=is_nullable == "YES",
             numeric_precision=precision, numeric_scale=scale, char_length=char_length,
-            datetime_precision=dt_precision, charset=charset, extra=extra or "", default=default,
+            datetime_precision=dt_precision, charset=charset, collation=collation, extra=extra or "",
+            default=default,
         ))
     cur.execute(_INDEXES_SQL, (database,))
     indexes: dict[str, dict[str, Index]] = defaultdict(dict)
@@ -276,6 +277,7 @@ def plan_table(
         source_database=database, source_table=table, target_schema=schema,
         target_table=target_table, columns=tuple(plans),
         primary_key=tuple(by_source[name] for name in key),
+        key_ordered=primary is not None and list(key) == list(primary.columns),
         cursor_column=by_source[override.cursor_column] if override.cursor_column else None,
         indexes=secondary,
         partition=PartitionPlan(
