@@ -8,7 +8,8 @@ peak RSS. Rounds are interleaved (5M, 20M, 5M, 20M, ...). Targets: peak RSS at m
 20-million-row load's within 10 % of the 5-million-row one's.
 
 Usage: ``make bench-memory ARGS="--rows 5000000 20000000 --repeat 2"`` (``POSTGRES_URL`` of a durable
-server; every row is compared by count at the end of each load).
+server; every row is compared by count at the end of each load); ``--key text`` keys the same rows by a
+VARCHAR (``mpa_bench.wide_text_<rows>``), paged by MySQL's collation.
 """
 
 from __future__ import annotations
@@ -43,12 +44,18 @@ FILL = """INSERT INTO `{name}` SELECT seq, seq % 100003, ELT(1 + seq % 4, 'pendi
 FROM seq_{low}_to_{high}"""
 
 
-def ensure_table(url: DatabaseUrl, rows: int) -> str:
-    name = f"wide_{rows}"
+# --key text: the same rows keyed by a VARCHAR ('order-0000000001', …, in the key's order, so MySQL fills it fast).
+WIDE_TEXT = WIDE.replace("id BIGINT UNSIGNED PRIMARY KEY", "id VARCHAR(24) CHARACTER SET utf8mb4 PRIMARY KEY")
+FILL_TEXT = FILL.replace("SELECT seq, seq % 100003", "SELECT CONCAT('order-', LPAD(seq, 10, '0')), seq % 100003")
+
+
+def ensure_table(url: DatabaseUrl, rows: int, key: str = "integer") -> str:
+    name = f"wide_{rows}" if key == "integer" else f"wide_{key}_{rows}"
+    create, fill = (WIDE, FILL) if key == "integer" else (WIDE_TEXT, FILL_TEXT)
     import mysql_pg_assets_demo as demo
 
     with demo.connect(url) as connection, connection.cursor() as cur:
-        cur.execute(WIDE.format(name=name))
+        cur.execute(create.format(name=name))
         cur.execute(f"SELECT COUNT(*) FROM `{name}`")
         have = cur.fetchone()[0]
         if have == rows:
@@ -56,7 +63,7 @@ def ensure_table(url: DatabaseUrl, rows: int) -> str:
         print(f"  making {name}: {rows:,} rows", flush=True)
         cur.execute(f"TRUNCATE `{name}`")
         for low in range(1, rows + 1, CHUNK):
-            cur.execute(FILL.format(name=name, low=low, high=min(rows, low + CHUNK - 1)))
+            cur.execute(fill.format(name=name, low=low, high=min(rows, low + CHUNK - 1)))
             connection.commit()
     return name
 
@@ -65,6 +72,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[5_000_000, 20_000_000])
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--key", choices=["integer", "text"], default="integer",
+                        help="the table's primary key: BIGINT UNSIGNED (the demo's) or VARCHAR(24)")
     args = parser.parse_args()
     mysql_url = DatabaseUrl.parse(os.environ["MYSQL_URL"]).with_database(BENCH_DB)
     pg_server = DatabaseUrl.parse(os.environ["POSTGRES_URL"])
@@ -77,7 +86,7 @@ def main() -> int:
     with demo.connect(mysql_url, with_database=False) as connection, connection.cursor() as cur:
         cur.execute(f"CREATE DATABASE IF NOT EXISTS `{BENCH_DB}`")
     ensure_target(pg_server)
-    tables = {rows: ensure_table(mysql_url, rows) for rows in args.rows}
+    tables = {rows: ensure_table(mysql_url, rows, args.key) for rows in args.rows}
     peaks: dict[int, list[int]] = {rows: [] for rows in args.rows}
     for round_no in range(1, args.repeat + 1):
         for rows, name in tables.items():

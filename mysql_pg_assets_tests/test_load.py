@@ -274,6 +274,59 @@ def test_a_table_keyed_by_text_or_several_columns_is_read_in_pages_from_its_key(
         assert connection.execute("SELECT count(DISTINCT region) FROM keyed.by_text").fetchone() == (len(REGIONS),)
 
 
+def test_a_key_with_a_date_pages_and_steps_around_its_zero_dates(
+    make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database: Callable[[str], DatabaseUrl],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A key of an integer and a DATETIME (a time series, a partitioned MySQL table) pages too. A zero date reads
+    as NULL and cannot start a page: a page that ends in such keys ends before them and the next reads them
+    again. Every row is read once: the dated ones loaded, those with a zero date in the key rejected with it."""
+    source, target = make_mysql_database("dated"), make_pg_database("dated")
+    rows = [(1, "2024-01-01 00:00:00.5", "a"), (1, "2024-01-02", "b"), (2, "0000-00-00", "zero"),
+            (2, "2024-00-10", "zero month"), (2, "2024-06-01", "c"), (3, "2024-01-01", "d"),
+            (3, "2024-01-01 00:00:00.001", "e"), (4, "0000-00-00", "zero, last")]
+    with mysql_connection(source) as connection, connection.cursor() as cur:
+        cur.execute("SET SESSION sql_mode = ''")
+        cur.execute("CREATE TABLE series (device INT NOT NULL, at DATETIME(3) NOT NULL, note VARCHAR(20), "
+                    "PRIMARY KEY (device, at))")
+        cur.executemany("INSERT INTO series VALUES (%s, %s, %s)", rows)
+    (table,) = discover(parse_spec({"target": {"schema": "dated"}}), source).tables
+    statements: list[str] = []
+    read = extract._read
+
+    def counted(mysql_url: DatabaseUrl, plan: TablePlan, sql: str, batch_rows: int) -> Iterator:
+        statements.append(sql)
+        return read(mysql_url, plan, sql, batch_rows)
+
+    monkeypatch.setattr(extract, "PAGE_ROWS", 3)
+    monkeypatch.setattr(extract, "_read", counted)
+    result = sync_table(table, source, target, batch_rows=2)
+    assert (result.rows_read, result.inserted, result.rejected_rows) == (8, 5, 3)
+    # Pages 1 and 3 end in a zero date, so pages 2 and 4 start before it: after (1, b) and after (3, e).
+    assert [s.split(" WHERE ")[1].split(" ORDER BY ")[0] for s in statements[1:]] == [
+        "((`device` > 1) OR (`device` = 1 AND `at` > '2024-01-02 00:00:00.000000'))",
+        "((`device` > 2) OR (`device` = 2 AND `at` > '2024-06-01 00:00:00.000000'))",
+        "((`device` > 3) OR (`device` = 3 AND `at` > '2024-01-01 00:00:00.001000'))"]
+    with pg_connection(target) as connection:
+        loaded = connection.execute("SELECT note FROM dated.series ORDER BY device, at").fetchall()
+        rejected = connection.execute("SELECT primary_key, column_name FROM mysql_pg_assets.rejects "
+                                      "WHERE target_table = 'dated.series' ORDER BY id").fetchall()
+    assert [n for (n,) in loaded] == ["a", "b", "c", "d", "e"]
+    assert sorted((r["device"], column) for r, column in rejected) == [(2, "at"), (2, "at"), (4, "at")]
+
+    # A page of nothing but such keys cannot be stepped past: the load says so, and keeps what was there; the
+    # key named in the spec reads the table in one statement.
+    monkeypatch.setattr(extract, "PAGE_ROWS", 2)
+    with pytest.raises(SourceUnavailable, match=r"2 rows in a row hold a zero date in the primary key.*primary_key"):
+        sync_table(table, source, target, batch_rows=2)
+    with pg_connection(target) as connection:
+        assert connection.execute("SELECT count(*) FROM dated.series").fetchone() == (5,)
+    (declared,) = discover(parse_spec({"target": {"schema": "dated"}, "tables": {"series": {
+        "primary_key": ["device", "at"]}}}), source).tables
+    statements.clear()
+    assert sync_table(declared, source, target, batch_rows=2).rows_read == 8 and len(statements) == 1
+
+
 def test_a_row_changed_between_pages_is_taken_by_the_next_load(
     make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database: Callable[[str], DatabaseUrl],
     monkeypatch: pytest.MonkeyPatch,

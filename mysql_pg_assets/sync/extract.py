@@ -16,12 +16,14 @@ from datetime import UTC, date, datetime
 
 import connectorx as cx
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mysql_pg_assets.core.connections import SourceUnavailable, connectorx_url, explain, mysql_timeouts
 from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.core.sql import mysql_ident, mysql_qualified
 from mysql_pg_assets.sync.catalog.casting import (
     ZERO_DATE,
+    ZERO_DATE_TO_NULL,
     converted_expression,
     converted_is_null,
     invalid_expression,
@@ -192,32 +194,64 @@ def read_batches(
     if key is None:
         yield from _read(mysql_url, table, sql or select_sql(table, scope), batch_rows)
         return
-    names = [staging_name(i) for i, _ in key]
-    order = ", ".join(mysql_ident(c.source.name) for _, c in key)
+    yield from _pages(mysql_url, table, key, batch_rows)
+
+
+def _pages(mysql_url: DatabaseUrl, table: TablePlan, key: tuple[tuple[int, ColumnPlan], ...],
+           batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The table page by page (:func:`page_key`), each after the last key read. A key holding a zero date is read
+    as NULL and cannot be given back: batches that end in one are held until a batch ends in a key that can,
+    and a page that ends in them ends at the last row before them; the next page reads them again."""
+    names, columns = [staging_name(i) for i, _ in key], [c for _, c in key]
+    order = ", ".join(mysql_ident(c.source.name) for c in columns)
     last: tuple[object, ...] | None = None
     while True:
-        after = after_sql([c for _, c in key], last) if last is not None else None
-        rows = 0
+        after = after_sql(columns, last) if last is not None else None
+        rows, held, moved = 0, list[pa.RecordBatch](), False
         for batch in _read(mysql_url, table, f"{select_sql(table, None, after)} ORDER BY {order} LIMIT {PAGE_ROWS}",
                            batch_rows):
-            if batch.num_rows:
-                rows, last = rows + batch.num_rows, tuple(batch.column(name)[-1].as_py() for name in names)
-                yield batch
+            rows, held = rows + batch.num_rows, [*held, batch] if batch.num_rows else held
+            end = _key_at(batch, names, batch.num_rows - 1) if batch.num_rows else (None,)
+            if None not in end:
+                yield from held
+                held, last, moved = [], end, True
         if rows < PAGE_ROWS:
+            yield from held
             return
+        for n in reversed(range(len(held))):
+            given = held[n].column(names[0]).is_valid()
+            for name in names[1:]:
+                given = pc.and_(given, held[n].column(name).is_valid())
+            rows_given = pc.indices_nonzero(given)
+            if len(rows_given):
+                end = rows_given[-1].as_py()
+                yield from [*held[:n], held[n].slice(0, end + 1)]
+                last, moved = _key_at(held[n], names, end), True
+                break
+        if not moved:
+            raise SourceUnavailable(
+                f"reading {table.source_label}: {rows:,} rows in a row hold a zero date in the primary key, past "
+                f"which a page cannot start; name the key in the spec (primary_key) to read the table in one statement")
+
+
+def _key_at(batch: pa.RecordBatch, names: list[str], row: int) -> tuple[object, ...]:
+    return tuple(batch.column(name)[row].as_py() for name in names)
 
 
 # A page's key columns are read as MySQL holds them, and the last row's values are given back to MySQL in the
-# next page's condition: each must compare there exactly as ORDER BY sorted it. Integers and byte strings do.
-# CHAR and VARCHAR do in their own collation, given back in their own character set: text arrives in utf8mb4
-# (the connection's), and these sets hold nothing utf8mb4 cannot (MySQL's latin1 maps all 256 bytes); in
-# another (a legacy Asian set, ascii with stray bytes) a value could come back as '?' and a page skip rows.
+# next page's condition: each must compare there exactly as ORDER BY sorted it. Integers, byte strings and
+# dates do (a TIMESTAMP as a UTC literal: the session runs in UTC). CHAR and VARCHAR do in their own collation,
+# given back in their own character set: text arrives in utf8mb4 (the connection's), and these sets hold
+# nothing utf8mb4 cannot (MySQL's latin1 maps all 256 bytes); in another (a legacy Asian set, ascii with stray
+# bytes) a value could come back as '?' and a page skip rows.
 _ROUND_TRIP_CHARSETS = frozenset({"utf8mb4", "utf8mb3", "utf8", "latin1", "ucs2", "utf16", "utf16le", "utf32"})
 _NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
 def _pages_by(column: ColumnPlan) -> bool:
     source = column.source
+    if column.rule.kind in ("date", "datetime", "timestamp") and column.rule.read == ZERO_DATE_TO_NULL:
+        return True  # as MySQL holds it but for zero dates, which ``_pages`` steps around
     if column.rule.read != "{col}":
         return False
     if column.rule.kind == "integer" or source.data_type in ("binary", "varbinary"):
@@ -232,8 +266,8 @@ def key_literal(column: ColumnPlan, value: object) -> str:
     """A key value read from MySQL, given back as a literal that compares as the column does: an integer as
     itself, bytes as a hex literal, text as its UTF-8 bytes converted to the column's character set and
     collation (``_pages_by``). Rendered from the bytes, never pasted as text."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return mysql_literal(value)
+    if isinstance(value, int | date) and not isinstance(value, bool):
+        return mysql_literal(value)  # an integer, a date, a DATETIME or a TIMESTAMP (the session runs in UTC)
     if isinstance(value, bytes | bytearray) and column.source.data_type in ("binary", "varbinary"):
         return f"X'{bytes(value).hex()}'"
     if isinstance(value, str | bytes) and _pages_by(column):  # text in a binary collation may arrive as bytes
@@ -256,9 +290,10 @@ def after_sql(key: list[ColumnPlan], last: tuple[object, ...]) -> str:
 def page_key(table: TablePlan) -> tuple[tuple[int, ColumnPlan], ...] | None:
     """The columns a read of the whole table pages by: MySQL's primary key, in its order, where each column is
     read as MySQL holds it and can be given back (an integer, not a TINYINT(1), which is a boolean; a BINARY or
-    VARBINARY; a CHAR or VARCHAR, see ``_ROUND_TRIP_CHARSETS``), and a cursor, if any, is read from MySQL too
-    (see :func:`cursor_ceiling`). None: one statement (a table with no key or a key declared in the spec, a key
-    with a date or a decimal, or of a character set left out).
+    VARBINARY; a CHAR or VARCHAR, see ``_ROUND_TRIP_CHARSETS``; a DATE, DATETIME or TIMESTAMP, zero dates
+    stepped around by :func:`_pages`), and a cursor, if any, is read from MySQL too (see
+    :func:`cursor_ceiling`). None: one statement (a table with no key or a key declared in the spec, a key with
+    a decimal, a TIME, a float, or text of a character set left out).
 
     Why pages: connectorx's stream has no bound. Its reader goes on reading while the load waits on
     PostgreSQL, and a 20-million-row load held 1 GiB (5 million: 420 MiB) where PostgreSQL was the slower.

@@ -119,7 +119,7 @@ def _set_to_list(expr: pl.Expr) -> pl.Expr:
 # function, where MONTH() = 0 OR DAYOFMONTH() = 0 took two (a 5M-row read with three such columns: MariaDB
 # spent 0.7 CPU-s less).
 ZERO_DATE = "({col} IS NOT NULL AND DAYOFYEAR({col}) IS NULL)"  # also a window's test (extract)
-_ZERO_DATE_TO_NULL = "IF(DAYOFYEAR({col}), {col}, NULL)"
+ZERO_DATE_TO_NULL = "IF(DAYOFYEAR({col}), {col}, NULL)"
 _ZERO_DATES: dict[str, Any] = {"converted": ZERO_DATE, "converted_as": "zero date → NULL"}
 
 
@@ -352,7 +352,7 @@ CASTING_RULES: tuple[CastRule, ...] = (
         "date → date",
         frozenset({"date"}),
         _fixed("date"),
-        read=_ZERO_DATE_TO_NULL,
+        read=ZERO_DATE_TO_NULL,
         **_ZERO_DATES,
         note="zero dates ('0000-00-00', '2024-00-10') become NULL and are counted",
         kind="date",
@@ -361,7 +361,7 @@ CASTING_RULES: tuple[CastRule, ...] = (
         "datetime → timestamp",
         frozenset({"datetime"}),
         _fixed("timestamp"),
-        read=_ZERO_DATE_TO_NULL,
+        read=ZERO_DATE_TO_NULL,
         **_ZERO_DATES,
         note="zero dates become NULL and are counted",
         kind="datetime",
@@ -370,7 +370,7 @@ CASTING_RULES: tuple[CastRule, ...] = (
         "timestamp → timestamptz",
         frozenset({"timestamp"}),
         _fixed("timestamptz"),
-        read=_ZERO_DATE_TO_NULL,
+        read=ZERO_DATE_TO_NULL,
         to_staging=_time_zone_utc,
         **_ZERO_DATES,
         note="read in UTC (session time_zone '+00:00'): the same instant whatever the server's zone",

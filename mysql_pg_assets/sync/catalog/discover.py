@@ -277,7 +277,7 @@ def plan_table(
         source_database=database, source_table=table, target_schema=schema,
         target_table=target_table, columns=tuple(plans),
         primary_key=tuple(by_source[name] for name in key),
-        key_ordered=primary is not None and list(key) == list(primary.columns),
+        key_ordered=primary is not None and not override.primary_key,
         cursor_column=by_source[override.cursor_column] if override.cursor_column else None,
         indexes=secondary,
         partition=PartitionPlan(

@@ -152,7 +152,9 @@ class TablePlan:
     columns: tuple[ColumnPlan, ...]
     primary_key: tuple[str, ...]  # target column names; empty: the table has no key
     cursor_column: str | None
-    key_ordered: bool = False  # the key is MySQL's PRIMARY, in its order: a read can page by it with no sort
+    # The key is MySQL's PRIMARY, in its order, so a read can page by it with no sort (``extract.page_key``); not
+    # where the spec declares the key, which also reads a table in one statement whatever its key holds.
+    key_ordered: bool = False
     indexes: tuple[IndexPlan, ...] = ()
     # Foreign keys to other synced tables: always lineage in Dagster; constraints only by option.
     foreign_keys: tuple[ForeignKeyPlan, ...] = ()
