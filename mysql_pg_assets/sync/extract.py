@@ -210,28 +210,38 @@ def _pages(mysql_url: DatabaseUrl, table: TablePlan, key: tuple[tuple[int, Colum
         rows, held, moved = 0, list[pa.RecordBatch](), False
         for batch in _read(mysql_url, table, f"{select_sql(table, None, after)} ORDER BY {order} LIMIT {PAGE_ROWS}",
                            batch_rows):
-            rows, held = rows + batch.num_rows, [*held, batch] if batch.num_rows else held
-            end = _key_at(batch, names, batch.num_rows - 1) if batch.num_rows else (None,)
+            if not batch.num_rows:
+                continue
+            rows += batch.num_rows
+            held.append(batch)
+            end = _key_at(batch, names, batch.num_rows - 1)
             if None not in end:
                 yield from held
                 held, last, moved = [], end, True
         if rows < PAGE_ROWS:
             yield from held
             return
-        for n in reversed(range(len(held))):
-            given = held[n].column(names[0]).is_valid()
-            for name in names[1:]:
-                given = pc.and_(given, held[n].column(name).is_valid())
-            rows_given = pc.indices_nonzero(given)
-            if len(rows_given):
-                end = rows_given[-1].as_py()
-                yield from [*held[:n], held[n].slice(0, end + 1)]
-                last, moved = _key_at(held[n], names, end), True
-                break
+        cut = _last_given(held, names)
+        if cut is not None:
+            n, row = cut
+            yield from [*held[:n], held[n].slice(0, row + 1)]
+            last, moved = _key_at(held[n], names, row), True
         if not moved:
             raise SourceUnavailable(
                 f"reading {table.source_label}: {rows:,} rows in a row hold a zero date in the primary key, past "
                 f"which a page cannot start; name the key in the spec (primary_key) to read the table in one statement")
+
+
+def _last_given(held: list[pa.RecordBatch], names: list[str]) -> tuple[int, int] | None:
+    """(batch, row) of the last row in ``held`` whose key has no NULL (no zero date), if any."""
+    for n in reversed(range(len(held))):
+        given = held[n].column(names[0]).is_valid()
+        for name in names[1:]:
+            given = pc.and_(given, held[n].column(name).is_valid())
+        rows = pc.indices_nonzero(given)
+        if len(rows):
+            return n, rows[-1].as_py()
+    return None
 
 
 def _key_at(batch: pa.RecordBatch, names: list[str], row: int) -> tuple[object, ...]:
