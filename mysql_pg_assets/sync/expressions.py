@@ -8,7 +8,8 @@ with sqlglot's MySQL dialect and rendered again by :func:`mysql_condition` with 
 quoted and every string a hex literal (``_utf8mb4 X'…'``), so no text of the spec reaches MySQL as
 SQL. Allowed: columns, numbers, strings, TRUE/FALSE/NULL, ``= <> < <= > >=``, ``AND OR NOT``,
 ``IN (…)``, ``BETWEEN``, ``IS [NOT] NULL``, ``LIKE``, ``+ - * /`` and the functions of
-:data:`MYSQL_FUNCTIONS`.
+:func:`mysql_functions`. sqlglot is imported by the first filter parsed (60 ms of every process's start
+otherwise, a code location's and a run's included).
 
 **Derived columns and expression checks** are Python-like expressions over the table's columns
 (``total - tax``, ``upper(email)``, ``'big' if total > 100 else 'small'``), turned into a polars
@@ -21,14 +22,17 @@ arrives in PostgreSQL (after its casting rule and mask), typed as :func:`value_d
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import polars as pl
-import sqlglot
-from sqlglot import exp
 
 from mysql_pg_assets.core.errors import ActionableError
+
+if TYPE_CHECKING:
+    from sqlglot import exp
 
 
 class ExpressionError(ActionableError, ValueError):
@@ -37,18 +41,30 @@ class ExpressionError(ActionableError, ValueError):
 
 # ---------------------------------------------------------------- row filters (MySQL)
 
-MYSQL_FUNCTIONS: dict[type[exp.Expression], str] = {
-    exp.Lower: "LOWER", exp.Upper: "UPPER", exp.Length: "CHAR_LENGTH", exp.Coalesce: "COALESCE",
-    exp.Abs: "ABS", exp.Year: "YEAR", exp.Month: "MONTH", exp.Day: "DAYOFMONTH", exp.TsOrDsToDate: "DATE",
-}
-_MYSQL_OPERATORS: dict[type[exp.Expression], str] = {
-    exp.EQ: "=", exp.NEQ: "<>", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<=", exp.And: "AND",
-    exp.Or: "OR", exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.Like: "LIKE",
-}
+@functools.cache
+def mysql_functions() -> dict[type[exp.Expression], str]:
+    """The functions a row filter may call: sqlglot's node → MySQL's name."""
+    from sqlglot import exp
+
+    return {exp.Lower: "LOWER", exp.Upper: "UPPER", exp.Length: "CHAR_LENGTH", exp.Coalesce: "COALESCE",
+            exp.Abs: "ABS", exp.Year: "YEAR", exp.Month: "MONTH", exp.Day: "DAYOFMONTH", exp.TsOrDsToDate: "DATE"}
+
+
+@functools.cache
+def _mysql_operators() -> dict[type[exp.Expression], str]:
+    from sqlglot import exp
+
+    return {exp.EQ: "=", exp.NEQ: "<>", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<=", exp.And: "AND",
+            exp.Or: "OR", exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.Like: "LIKE"}
+
+
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?([eE][-+]?\d+)?$")
 
 
 def _parse_sql(text: str) -> exp.Expression:
+    import sqlglot
+    from sqlglot import exp
+
     try:
         tree = sqlglot.parse_one(text, read="mysql")
     except sqlglot.errors.ParseError as exc:
@@ -59,11 +75,15 @@ def _parse_sql(text: str) -> exp.Expression:
 
 
 def filter_columns(text: str) -> set[str]:
+    from sqlglot import exp
+
     return {column.name for column in _parse_sql(text).find_all(exp.Column)}
 
 
 def mysql_condition(text: str, quoted: Mapping[str, str]) -> str:
     """``text`` rendered again as MySQL from its parsed tree; ``quoted``: column name → quoted identifier."""
+    from sqlglot import exp
+
     tree = _parse_sql(text)
 
     def render(node: exp.Expression) -> str:
@@ -94,16 +114,16 @@ def mysql_condition(text: str, quoted: Mapping[str, str]) -> str:
             return f"({render(node.this)} IN ({', '.join(render(e) for e in node.expressions)}))"
         if isinstance(node, exp.Between):
             return f"({render(node.this)} BETWEEN {render(node.args['low'])} AND {render(node.args['high'])})"
-        operator = _MYSQL_OPERATORS.get(type(node))
+        operator = _mysql_operators().get(type(node))
         if operator:
             return f"({render(node.this)} {operator} {render(node.expression)})"
-        function = MYSQL_FUNCTIONS.get(type(node))
+        function = mysql_functions().get(type(node))
         if function:
             arguments = [a for a in (node.this, *node.expressions) if a is not None]
             return f"{function}({', '.join(render(a) for a in arguments)})"
         raise ExpressionError(f"filter {text!r}: {node.sql('mysql')!r} is not allowed in a filter (allowed: "
                               f"columns, constants, comparisons, AND/OR/NOT, IN, BETWEEN, IS NULL, LIKE, + - * /, "
-                              f"{', '.join(sorted(set(MYSQL_FUNCTIONS.values())))})")
+                              f"{', '.join(sorted(set(mysql_functions().values())))})")
 
     return render(tree)
 
