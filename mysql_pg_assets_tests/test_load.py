@@ -224,6 +224,12 @@ KEYED_OTHERWISE = [
     """CREATE TABLE latin (
       name VARCHAR(20) CHARACTER SET latin1 COLLATE latin1_swedish_ci PRIMARY KEY, n INT)""",
     "CREATE TABLE declared (id INT NOT NULL, note VARCHAR(20))",
+    "CREATE TABLE unique_only (code VARCHAR(10) NOT NULL, n INT, UNIQUE KEY by_code (code))",
+    "CREATE TABLE unique_nullable (code VARCHAR(10) NULL, n INT, UNIQUE KEY by_code (code))",
+    "CREATE TABLE prefixed (code VARCHAR(40) NOT NULL, n INT, PRIMARY KEY (code(6)))",
+    # An index MySQL's optimizer does not use (MariaDB's IGNORED, MySQL's INVISIBLE): a page would sort the table.
+    "CREATE TABLE unique_ignored (n INT NOT NULL, code VARCHAR(10) NOT NULL, UNIQUE KEY zz_by_n (n), "
+    "UNIQUE KEY by_code (code) IGNORED)",
 ]
 REGIONS = ["alpha", "Beta", "gamma", "o'brien", "Zürich", "東京", "🙂", "", "trail ", "back\\slash"]
 LATIN = ["Äpple", "apple", "Öl", "zebra", "Ångström", "quote'd", "Zz", "ÿ", "a b"]
@@ -236,8 +242,10 @@ def test_a_table_keyed_by_text_or_several_columns_is_read_in_pages_from_its_key(
     """A key of text (in its own collation and character set), bytes and integers pages as an integer one does:
     each page starts after the last key read, compared in MySQL's order (case and accents folded, a quote, a
     backslash, an emoji, an empty string, Swedish letters after Z in latin1), MySQL reads it as a range of its
-    primary key with no sort, and every row arrives once. A key the spec declares, which MySQL does not order
-    by, is read in one statement: a page would sort the whole table."""
+    primary key with no sort, and every row arrives once. So does a table without a primary key by its unique
+    index of NOT NULL columns. A key the spec declares, which MySQL may not order by, a unique index of a
+    nullable column, a key of a column's prefix, and an index MySQL would not walk (EXPLAIN says it sorts) are
+    read in one statement: a page would sort the table."""
     source, target = make_mysql_database("keyed_otherwise"), make_pg_database("keyed_otherwise")
     with mysql_connection(source) as connection, connection.cursor() as cur:
         for statement in KEYED_OTHERWISE:
@@ -247,6 +255,9 @@ def test_a_table_keyed_by_text_or_several_columns_is_read_in_pages_from_its_key(
             for region in REGIONS for code in (b"", b"\x00", b"\xff\x01") for seq in (2, 1)])
         cur.executemany("INSERT INTO latin VALUES (%s, %s)", [(name, n) for n, name in enumerate(LATIN)])
         cur.executemany("INSERT INTO declared VALUES (%s, %s)", [(n, f"row {n}") for n in range(7)])
+        for name in ("unique_only", "unique_nullable", "prefixed", "unique_ignored"):
+            cur.executemany(f"INSERT INTO {name} (code, n) VALUES (%s, %s)",
+                            [(f"{n:02d}-{n * 7 % 5}", n) for n in range(8)])
     tables = {t.source_table: t for t in discover(parse_spec({"target": {"schema": "keyed"}, "tables": {
         "declared": {"primary_key": ["id"]}}}), source).tables}
     statements: list[str] = []
@@ -258,18 +269,20 @@ def test_a_table_keyed_by_text_or_several_columns_is_read_in_pages_from_its_key(
 
     monkeypatch.setattr(extract, "PAGE_ROWS", 3)
     monkeypatch.setattr(extract, "_read", counted)
-    for name, rows in (("by_text", len(REGIONS) * 6), ("latin", len(LATIN)), ("declared", 7)):
+    for name, rows, paged in (("by_text", len(REGIONS) * 6, True), ("latin", len(LATIN), True),
+                              ("declared", 7, False), ("unique_only", 8, True), ("unique_nullable", 8, False),
+                              ("prefixed", 8, False), ("unique_ignored", 8, False)):
         statements.clear()
         result = sync_table(tables[name], source, target, batch_rows=2)
         assert result.rows_read == result.inserted == rows, name
         assert compare_rows(source, target, tables[name]).equal, name
         pages = [s for s in statements if " ORDER BY " in s]
-        assert len(pages) == (0 if name == "declared" else rows // 3 + 1), (name, statements)
+        assert len(pages) == (rows // 3 + 1 if paged else 0), (name, statements)
         with mysql_connection(source) as connection, connection.cursor() as cur:
             for page in pages[1:]:
                 cur.execute(f"EXPLAIN {page}")
                 plan = dict(zip([d[0] for d in cur.description], cur.fetchone(), strict=True))
-                assert plan["key"] == "PRIMARY" and "filesort" not in (plan["Extra"] or ""), (page, plan)
+                assert plan["key"] in ("PRIMARY", "by_code") and "filesort" not in (plan["Extra"] or ""), (page, plan)
     with pg_connection(target) as connection:
         assert connection.execute("SELECT count(DISTINCT region) FROM keyed.by_text").fetchone() == (len(REGIONS),)
 

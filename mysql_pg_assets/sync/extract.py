@@ -17,7 +17,13 @@ from datetime import UTC, date, datetime
 import connectorx as cx
 import pyarrow as pa
 
-from mysql_pg_assets.core.connections import SourceUnavailable, connectorx_url, explain, mysql_timeouts
+from mysql_pg_assets.core.connections import (
+    SourceUnavailable,
+    connectorx_url,
+    explain,
+    mysql_connection,
+    mysql_timeouts,
+)
 from mysql_pg_assets.core.settings import DatabaseUrl
 from mysql_pg_assets.core.sql import mysql_ident, mysql_qualified
 from mysql_pg_assets.sync.catalog.casting import (
@@ -190,6 +196,8 @@ def read_batches(
     """Yield the scope's rows (or ``sql``'s) in batches of at most ``batch_rows``; the whole of a table with a
     key to page by in pages of ``PAGE_ROWS`` (see :func:`page_key`)."""
     key = page_key(table) if sql is None and scope is None else None
+    if key is not None and table.page_by != table.primary_key and not _walks_index(mysql_url, table, key):
+        key = None
     if key is None:
         yield from _read(mysql_url, table, sql or select_sql(table, scope), batch_rows)
         return
@@ -243,6 +251,18 @@ def _last_given(held: list[pa.RecordBatch], names: list[str]) -> tuple[int, int]
         if len(rows):
             return n, rows[-1].as_py()
     return None
+
+
+def _walks_index(mysql_url: DatabaseUrl, table: TablePlan, key: tuple[tuple[int, ColumnPlan], ...]) -> bool:
+    """Whether MySQL reads a page of a table without a primary key from its unique index, in the index's order
+    (EXPLAIN of the first page). InnoDB walks its primary key so always; another index it may prefer to sort
+    the table for, and a page that sorts the table for every page is read in one statement instead."""
+    order = ", ".join(mysql_ident(c.source.name) for _, c in key)
+    with mysql_connection(mysql_url, table.source_database) as connection, connection.cursor() as cur:
+        cur.execute(f"EXPLAIN {select_sql(table)} ORDER BY {order} LIMIT {PAGE_ROWS}")
+        names = [str(d[0]).lower() for d in cur.description]
+        plans = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    return len(plans) == 1 and "filesort" not in str(plans[0].get("extra") or "").lower()
 
 
 def _key_at(batch: pa.RecordBatch, names: list[str], row: int) -> tuple[object, ...]:
@@ -299,11 +319,12 @@ def after_sql(key: list[ColumnPlan], last: tuple[object, ...]) -> str:
 
 
 def page_key(table: TablePlan) -> tuple[tuple[int, ColumnPlan], ...] | None:
-    """The columns a read of the whole table pages by: MySQL's primary key, in its order, where each column is
+    """The columns a read of the whole table pages by: MySQL's primary key (else its first unique index of NOT NULL
+    columns, where MySQL walks it: :func:`_walks_index`; ``TablePlan.page_by``), in its order, where each column is
     read as MySQL holds it and can be given back (an integer, not a TINYINT(1), which is a boolean; a BINARY or
     VARBINARY; a CHAR or VARCHAR, see ``_ROUND_TRIP_CHARSETS``; a DATE, DATETIME or TIMESTAMP, zero dates
     stepped around by :func:`_pages`), and a cursor, if any, is read from MySQL too (see
-    :func:`cursor_ceiling`). None: one statement (a table with no key or a key declared in the spec, a key with
+    :func:`cursor_ceiling`). None: one statement (a table with neither, or a key declared in the spec, a key with
     a decimal, a TIME, a float, or text of a character set left out).
 
     Why pages: connectorx's stream has no bound. Its reader goes on reading while the load waits on
@@ -316,12 +337,12 @@ def page_key(table: TablePlan) -> tuple[tuple[int, ColumnPlan], ...] | None:
     Such statements commit nothing and hold no lock between pages: MySQL's writers never wait for the load.
     """
     cursor = table.cursor
-    if not table.key_ordered or (cursor is not None and not cursor.from_mysql):
+    if not table.page_by or (cursor is not None and not cursor.from_mysql):
         return None
     by_name = {c.target_name: (i, c) for i, c in table.read_columns}
-    if not table.primary_key or any(name not in by_name for name in table.primary_key):
+    if any(name not in by_name for name in table.page_by):
         return None
-    key = tuple(by_name[name] for name in table.primary_key)
+    key = tuple(by_name[name] for name in table.page_by)
     return key if all(_pages_by(c) for _, c in key) else None
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import pymysql
 
@@ -68,7 +68,7 @@ ORDER BY k.TABLE_NAME, k.CONSTRAINT_NAME, k.ORDINAL_POSITION
 """
 
 _INDEXES_SQL = """
-SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE, COLUMN_NAME, INDEX_TYPE FROM information_schema.STATISTICS
+SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE, COLUMN_NAME, INDEX_TYPE, SUB_PART FROM information_schema.STATISTICS
 WHERE TABLE_SCHEMA = %s
 ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX
 """
@@ -88,6 +88,7 @@ class Index:
     columns: list[str]
     unique: bool
     kind: str
+    prefixes: list[int | None] = field(default_factory=list)  # SUB_PART per column: a prefix of it is indexed
 
 
 @dataclass(frozen=True)
@@ -137,9 +138,10 @@ def _read_information_schema(cur: pymysql.cursors.Cursor, database: str) -> _Sch
         ))
     cur.execute(_INDEXES_SQL, (database,))
     indexes: dict[str, dict[str, Index]] = defaultdict(dict)
-    for table, index, non_unique, column, kind in cur.fetchall():
+    for table, index, non_unique, column, kind, prefix in cur.fetchall():
         entry = indexes[table].setdefault(index, Index(index, [], not int(non_unique), kind.upper()))
         entry.columns.append(column)
+        entry.prefixes.append(int(prefix) if prefix is not None else None)
     cur.execute(_FOREIGN_KEYS_SQL, (database, database))
     foreign_keys: dict[str, dict[str, _ForeignKey]] = defaultdict(dict)
     for table, name, column, referenced, referenced_column, on_delete, on_update in cur.fetchall():
@@ -235,6 +237,22 @@ def _plan_column(column: MySQLColumn, override: ColumnOverride | None, options: 
     )
 
 
+def _page_index(indexes: dict[str, Index], columns: list[MySQLColumn], override: TableOverride) -> list[str]:
+    """The columns a read of the whole table may page by (``extract.page_key``): MySQL's primary key, else its
+    first unique index of NOT NULL columns (InnoDB's clustered index of a table without a key), in the index's
+    order; an index of a column's prefix orders nothing. None where the spec declares the key: that also reads
+    a table in one statement, on purpose."""
+    if override.primary_key:
+        return []
+    nullable = {c.name for c in columns if c.nullable}
+    unique = sorted((i for n, i in indexes.items() if n != "PRIMARY" and i.unique and i.kind == "BTREE"),
+                    key=lambda i: i.name)
+    for index in [i for i in [indexes.get("PRIMARY")] if i is not None] + unique:
+        if not nullable & set(index.columns) and not any(index.prefixes):
+            return index.columns
+    return []
+
+
 def plan_table(
     database: str, schema: str, table: str, columns: list[MySQLColumn], indexes: dict[str, Index],
     override: TableOverride, options: Options,
@@ -277,7 +295,7 @@ def plan_table(
         source_database=database, source_table=table, target_schema=schema,
         target_table=target_table, columns=tuple(plans),
         primary_key=tuple(by_source[name] for name in key),
-        key_ordered=primary is not None and not override.primary_key,
+        page_by=tuple(by_source[name] for name in _page_index(indexes, columns, override)),
         cursor_column=by_source[override.cursor_column] if override.cursor_column else None,
         indexes=secondary,
         partition=PartitionPlan(

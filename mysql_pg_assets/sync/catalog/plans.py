@@ -152,9 +152,10 @@ class TablePlan:
     columns: tuple[ColumnPlan, ...]
     primary_key: tuple[str, ...]  # target column names; empty: the table has no key
     cursor_column: str | None
-    # The key is MySQL's PRIMARY, in its order, so a read can page by it with no sort (``extract.page_key``); not
-    # where the spec declares the key, which also reads a table in one statement whatever its key holds.
-    key_ordered: bool = False
+    # Target names of the columns of MySQL's primary key (else its first unique index of NOT NULL columns), in the
+    # index's order: a read of the whole table pages by them (``extract.page_key``). Empty where there is none,
+    # or where the spec declares the key, which also reads a table in one statement whatever its key holds.
+    page_by: tuple[str, ...] = ()
     indexes: tuple[IndexPlan, ...] = ()
     # Foreign keys to other synced tables: always lineage in Dagster; constraints only by option.
     foreign_keys: tuple[ForeignKeyPlan, ...] = ()
