@@ -196,7 +196,7 @@ def read_batches(
     """Yield the scope's rows (or ``sql``'s) in batches of at most ``batch_rows``; the whole of a table with a
     key to page by in pages of ``PAGE_ROWS`` (see :func:`page_key`)."""
     key = page_key(table) if sql is None and scope is None else None
-    if key is not None and table.page_by != table.primary_key and not _walks_index(mysql_url, table, key):
+    if key is not None and not table.page_by_clustered and not _walks_index(mysql_url, table, key):
         key = None
     if key is None:
         yield from _read(mysql_url, table, sql or select_sql(table, scope), batch_rows)
@@ -254,9 +254,10 @@ def _last_given(held: list[pa.RecordBatch], names: list[str]) -> tuple[int, int]
 
 
 def _walks_index(mysql_url: DatabaseUrl, table: TablePlan, key: tuple[tuple[int, ColumnPlan], ...]) -> bool:
-    """Whether MySQL reads a page of a table without a primary key from its unique index, in the index's order
-    (EXPLAIN of the first page). InnoDB walks its primary key so always; another index it may prefer to sort
-    the table for, and a page that sorts the table for every page is read in one statement instead."""
+    """Whether MySQL reads a page from the key's index, in the index's order (EXPLAIN of the first page). InnoDB
+    walks its primary key so always (``TablePlan.page_by_clustered``: no EXPLAIN); for another index (a unique
+    one, a MyISAM table's key) MySQL may prefer to sort the table, and a read that would sort it for every page
+    is one statement instead."""
     order = ", ".join(mysql_ident(c.source.name) for _, c in key)
     with mysql_connection(mysql_url, table.source_database) as connection, connection.cursor() as cur:
         cur.execute(f"EXPLAIN {select_sql(table)} ORDER BY {order} LIMIT {PAGE_ROWS}")

@@ -51,7 +51,7 @@ ORDER BY TABLE_NAME, ORDINAL_POSITION
 """
 
 _TABLES_SQL = """
-SELECT TABLE_NAME FROM information_schema.TABLES
+SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES
 WHERE TABLE_SCHEMA = %s AND TABLE_TYPE = 'BASE TABLE'
 ORDER BY TABLE_NAME
 """
@@ -109,11 +109,13 @@ class _Schema:
     columns: dict[str, list[MySQLColumn]]
     indexes: dict[str, dict[str, Index]]
     foreign_keys: dict[str, dict[str, _ForeignKey]]
+    engines: dict[str, str]  # table → its storage engine (InnoDB, MyISAM, …)
 
 
 def _read_information_schema(cur: pymysql.cursors.Cursor, database: str) -> _Schema:
     cur.execute(_TABLES_SQL, (database,))
-    tables = sorted(row[0] for row in cur.fetchall())
+    engines = {row[0]: row[1] or "" for row in cur.fetchall()}
+    tables = sorted(engines)
     json_columns: set[tuple[str, str]] = set()
     try:
         cur.execute(_MARIADB_JSON_SQL, (database,))
@@ -148,7 +150,7 @@ def _read_information_schema(cur: pymysql.cursors.Cursor, database: str) -> _Sch
         key = foreign_keys[table].setdefault(name, _ForeignKey(name, [], referenced, [], on_delete, on_update))
         key.columns.append(column)
         key.referenced_columns.append(referenced_column)
-    return _Schema(tables, columns, indexes, foreign_keys)
+    return _Schema(tables, columns, indexes, foreign_keys, engines)
 
 
 def _listing(names: list[str], limit: int = 12) -> str:
@@ -240,22 +242,21 @@ def _plan_column(column: MySQLColumn, override: ColumnOverride | None, options: 
 def _page_index(indexes: dict[str, Index], columns: list[MySQLColumn], override: TableOverride) -> list[str]:
     """The columns a read of the whole table may page by (``extract.page_key``): MySQL's primary key, else its
     first unique index of NOT NULL columns (InnoDB's clustered index of a table without a key), in the index's
-    order; an index of a column's prefix orders nothing. None where the spec declares the key: that also reads
-    a table in one statement, on purpose."""
+    order; an index of a column's prefix orders nothing, nor does a hash. Nothing where the spec declares the
+    key: that also reads a table in one statement, on purpose."""
     if override.primary_key:
         return []
     nullable = {c.name for c in columns if c.nullable}
-    unique = sorted((i for n, i in indexes.items() if n != "PRIMARY" and i.unique and i.kind == "BTREE"),
-                    key=lambda i: i.name)
+    unique = sorted((i for n, i in indexes.items() if n != "PRIMARY" and i.unique), key=lambda i: i.name)
     for index in [i for i in [indexes.get("PRIMARY")] if i is not None] + unique:
-        if not nullable & set(index.columns) and not any(index.prefixes):
+        if index.kind == "BTREE" and not nullable & set(index.columns) and not any(index.prefixes):
             return index.columns
     return []
 
 
 def plan_table(
     database: str, schema: str, table: str, columns: list[MySQLColumn], indexes: dict[str, Index],
-    override: TableOverride, options: Options,
+    override: TableOverride, options: Options, engine: str = "InnoDB",
 ) -> TablePlan:
     where = f"tables.{table}"
     known = {c.name for c in columns}
@@ -288,6 +289,7 @@ def plan_table(
         raise SpecError(f"{where}.deletes: tombstones need a column {TOMBSTONE_COLUMN!r}, which the table has")
     primary = indexes.get("PRIMARY")
     key = override.primary_key or (primary.columns if primary else [])
+    page_by = _page_index(indexes, columns, override)
     secondary = _indexes(indexes, by_source, options.indexes,
                          by_source[override.partition.column] if override.partition else None)
     target_table = override.rename or pg_fit_name(snake_case(table) if options.naming == "snake_case" else table)
@@ -295,7 +297,8 @@ def plan_table(
         source_database=database, source_table=table, target_schema=schema,
         target_table=target_table, columns=tuple(plans),
         primary_key=tuple(by_source[name] for name in key),
-        page_by=tuple(by_source[name] for name in _page_index(indexes, columns, override)),
+        page_by=tuple(by_source[name] for name in page_by),
+        page_by_clustered=engine.lower() == "innodb" and primary is not None and page_by == primary.columns,
         cursor_column=by_source[override.cursor_column] if override.cursor_column else None,
         indexes=secondary,
         partition=PartitionPlan(
@@ -360,7 +363,8 @@ def discover(spec: SyncSpec, mysql_url: DatabaseUrl, missing_ok: bool = False) -
         _visible_columns(selected, found, spec, access, refused, database)
     tables = tuple(
         replace(plan_table(database, schema, table, found.columns[table], found.indexes.get(table, {}),
-                           spec.tables.get(table, TableOverride()), spec.options), source_server=server,
+                           spec.tables.get(table, TableOverride()), spec.options, found.engines.get(table, "")),
+                source_server=server,
                 migrations=spec.migrations.directory, migrations_required=spec.migrations.require)
         for table in selected if table not in refused or spec.tables.get(table, TableOverride()).visible_columns_only
     )

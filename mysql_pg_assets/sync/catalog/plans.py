@@ -156,6 +156,9 @@ class TablePlan:
     # index's order: a read of the whole table pages by them (``extract.page_key``). Empty where there is none,
     # or where the spec declares the key, which also reads a table in one statement whatever its key holds.
     page_by: tuple[str, ...] = ()
+    # page_by is InnoDB's primary key, the table's own order, which MySQL always walks; another index (a unique
+    # one, or any key of MyISAM, whose rows lie elsewhere) is EXPLAINed before a read pages by it.
+    page_by_clustered: bool = False
     indexes: tuple[IndexPlan, ...] = ()
     # Foreign keys to other synced tables: always lineage in Dagster; constraints only by option.
     foreign_keys: tuple[ForeignKeyPlan, ...] = ()
