@@ -232,6 +232,9 @@ KEYED_OTHERWISE = [
     "UNIQUE KEY by_code (code) IGNORED)",
     # MyISAM keeps its rows apart from the key: MySQL may sort rather than walk it, so it is EXPLAINed first.
     "CREATE TABLE legacy (code VARCHAR(10) NOT NULL PRIMARY KEY, n INT) ENGINE=MyISAM",
+    # A DECIMAL read as an integer times 10^scale (p <= 18) and one read as text, given back as exact numbers.
+    "CREATE TABLE by_decimal (amount DECIMAL(10,2) NOT NULL, big DECIMAL(30,5) NOT NULL, n INT, "
+    "PRIMARY KEY (amount, big))",
 ]
 REGIONS = ["alpha", "Beta", "gamma", "o'brien", "Zürich", "東京", "🙂", "", "trail ", "back\\slash"]
 LATIN = ["Äpple", "apple", "Öl", "zebra", "Ångström", "quote'd", "Zz", "ÿ", "a b"]
@@ -257,6 +260,10 @@ def test_a_table_keyed_by_text_or_several_columns_is_read_in_pages_from_its_key(
             for region in REGIONS for code in (b"", b"\x00", b"\xff\x01") for seq in (2, 1)])
         cur.executemany("INSERT INTO latin VALUES (%s, %s)", [(name, n) for n, name in enumerate(LATIN)])
         cur.executemany("INSERT INTO declared VALUES (%s, %s)", [(n, f"row {n}") for n in range(7)])
+        decimals = [(a, b) for a in ("-12.50", "0.00", "0.05", "99999999.99")
+                    for b in ("-1.00001", "123456789012345678901.5")] + [("7.10", "0"), ("7.10", "0.00001")]
+        cur.executemany("INSERT INTO by_decimal VALUES (%s, %s, %s)",
+                        [(amount, big, n) for n, (amount, big) in enumerate(decimals)])
         for name in ("unique_only", "unique_nullable", "prefixed", "unique_ignored", "legacy"):
             cur.executemany(f"INSERT INTO {name} (code, n) VALUES (%s, %s)",
                             [(f"{n:02d}-{n * 7 % 5}", n) for n in range(8)])
@@ -273,7 +280,8 @@ def test_a_table_keyed_by_text_or_several_columns_is_read_in_pages_from_its_key(
     monkeypatch.setattr(extract, "_read", counted)
     for name, rows, paged in (("by_text", len(REGIONS) * 6, True), ("latin", len(LATIN), True),
                               ("declared", 7, False), ("unique_only", 8, True), ("unique_nullable", 8, False),
-                              ("prefixed", 8, False), ("unique_ignored", 8, False), ("legacy", 8, None)):
+                              ("prefixed", 8, False), ("unique_ignored", 8, False), ("legacy", 8, None),
+                              ("by_decimal", 10, True)):
         statements.clear()
         result = sync_table(tables[name], source, target, batch_rows=2)
         assert result.rows_read == result.inserted == rows, name
@@ -285,7 +293,7 @@ def test_a_table_keyed_by_text_or_several_columns_is_read_in_pages_from_its_key(
                 cur.execute(f"EXPLAIN {page}")
                 plan = dict(zip([d[0] for d in cur.description], cur.fetchone(), strict=True))
                 assert plan["key"] in ("PRIMARY", "by_code") and "filesort" not in (plan["Extra"] or ""), (page, plan)
-    assert [n for n, t in tables.items() if t.page_by_clustered] == ["by_text", "latin"]  # no EXPLAIN for these
+    assert [n for n, t in tables.items() if t.page_by_clustered] == ["by_decimal", "by_text", "latin"]  # no EXPLAIN
     with pg_connection(target) as connection:
         assert connection.execute("SELECT count(DISTINCT region) FROM keyed.by_text").fetchone() == (len(REGIONS),)
 
