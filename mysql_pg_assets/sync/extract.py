@@ -302,9 +302,15 @@ def key_literal(column: ColumnPlan, value: object) -> str:
     itself, bytes as a hex literal, text as its UTF-8 bytes converted to the column's character set and
     collation (``_pages_by``), a DECIMAL as the exact number it was read as. Rendered from the bytes or the
     number, never pasted as text."""
-    if column.rule.kind == "decimal" and isinstance(value, int | str) and not isinstance(value, bool):
-        number = Decimal(value).scaleb(-(column.source.numeric_scale or 0)) if column.rule.scaled else Decimal(value)
-        return format(number, "f")  # digits only: Decimal() refused anything else
+    if column.rule.kind == "decimal":
+        number = None
+        if column.rule.scaled and isinstance(value, int) and not isinstance(value, bool):
+            number = Decimal(value).scaleb(-(column.source.numeric_scale or 0))  # read times 10^scale
+        elif not column.rule.scaled and isinstance(value, str):
+            number = Decimal(value)  # read as text; anything but a number is refused here
+        if number is None or not number.is_finite():
+            raise TypeError(f"not a key to page by: {column.source.name} = {value!r}")
+        return format(number, "f")
     if isinstance(value, int | date) and not isinstance(value, bool):
         return mysql_literal(value)  # an integer, a date, a DATETIME or a TIMESTAMP (the session runs in UTC)
     if isinstance(value, bytes | bytearray) and column.source.data_type in ("binary", "varbinary"):
