@@ -189,6 +189,20 @@ def _paged_source(make_mysql_database: Callable[[str], DatabaseUrl], name: str) 
     return source
 
 
+def _recorded_reads(monkeypatch: pytest.MonkeyPatch, page_rows: int) -> list[str]:
+    """Pages of ``page_rows``; every statement the read sends to MySQL is recorded in the list returned."""
+    statements: list[str] = []
+    read = extract._read
+
+    def counted(mysql_url: DatabaseUrl, plan: TablePlan, sql: str, batch_rows: int) -> Iterator:
+        statements.append(sql)
+        return read(mysql_url, plan, sql, batch_rows)
+
+    monkeypatch.setattr(extract, "PAGE_ROWS", page_rows)
+    monkeypatch.setattr(extract, "_read", counted)
+    return statements
+
+
 def test_a_whole_table_is_read_in_pages_and_every_row_arrives(
     make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database: Callable[[str], DatabaseUrl],
     monkeypatch: pytest.MonkeyPatch,
@@ -198,15 +212,7 @@ def test_a_whole_table_is_read_in_pages_and_every_row_arrives(
     source, target = _paged_source(make_mysql_database, "paged"), make_pg_database("paged")
     (table,) = discover(parse_spec({"target": {"schema": "paged"}, "tables": {"paged": {
         "cursor_column": "updated_at"}}}), source).tables
-    statements: list[str] = []
-    read = extract._read
-
-    def counted(mysql_url: DatabaseUrl, plan: TablePlan, sql: str, batch_rows: int) -> Iterator:
-        statements.append(sql)
-        return read(mysql_url, plan, sql, batch_rows)
-
-    monkeypatch.setattr(extract, "PAGE_ROWS", 3)
-    monkeypatch.setattr(extract, "_read", counted)
+    statements = _recorded_reads(monkeypatch, page_rows=3)
     result = sync_table(table, source, target, batch_rows=2)
     pages = [s for s in statements if "ORDER BY" in s]
     assert len(pages) == 4 and "> 21 ORDER BY" in pages[1] and "> 63 ORDER BY" in pages[3]
@@ -269,15 +275,7 @@ def test_a_table_keyed_by_text_or_several_columns_is_read_in_pages_from_its_key(
                             [(f"{n:02d}-{n * 7 % 5}", n) for n in range(8)])
     tables = {t.source_table: t for t in discover(parse_spec({"target": {"schema": "keyed"}, "tables": {
         "declared": {"primary_key": ["id"]}}}), source).tables}
-    statements: list[str] = []
-    read = extract._read
-
-    def counted(mysql_url: DatabaseUrl, plan: TablePlan, sql: str, batch_rows: int) -> Iterator:
-        statements.append(sql)
-        return read(mysql_url, plan, sql, batch_rows)
-
-    monkeypatch.setattr(extract, "PAGE_ROWS", 3)
-    monkeypatch.setattr(extract, "_read", counted)
+    statements = _recorded_reads(monkeypatch, page_rows=3)
     for name, rows, paged in (("by_text", len(REGIONS) * 6, True), ("latin", len(LATIN), True),
                               ("declared", 7, False), ("unique_only", 8, True), ("unique_nullable", 8, False),
                               ("prefixed", 8, False), ("unique_ignored", 8, False), ("legacy", 8, None),
@@ -315,15 +313,7 @@ def test_a_key_with_a_date_pages_and_steps_around_its_zero_dates(
                     "PRIMARY KEY (device, at))")
         cur.executemany("INSERT INTO series VALUES (%s, %s, %s)", rows)
     (table,) = discover(parse_spec({"target": {"schema": "dated"}}), source).tables
-    statements: list[str] = []
-    read = extract._read
-
-    def counted(mysql_url: DatabaseUrl, plan: TablePlan, sql: str, batch_rows: int) -> Iterator:
-        statements.append(sql)
-        return read(mysql_url, plan, sql, batch_rows)
-
-    monkeypatch.setattr(extract, "PAGE_ROWS", 3)
-    monkeypatch.setattr(extract, "_read", counted)
+    statements = _recorded_reads(monkeypatch, page_rows=3)
     result = sync_table(table, source, target, batch_rows=2)
     assert (result.rows_read, result.inserted, result.rejected_rows) == (8, 5, 3)
     # Pages 1 and 3 end in a zero date, so pages 2 and 4 start before it: after (1, b) and after (3, e).

@@ -211,13 +211,10 @@ def _pages(mysql_url: DatabaseUrl, table: TablePlan, key: tuple[tuple[int, Colum
     as NULL and cannot be given back: batches that end in one are held until a batch ends in a key that can,
     and a page that ends in them ends at the last row before them; the next page reads them again."""
     names, columns = [staging_name(i) for i, _ in key], [c for _, c in key]
-    order = ", ".join(mysql_ident(c.source.name) for c in columns)
     last: tuple[object, ...] | None = None
     while True:
-        after = after_sql(columns, last) if last is not None else None
         rows, held, moved = 0, list[pa.RecordBatch](), False
-        for batch in _read(mysql_url, table, f"{select_sql(table, None, after)} ORDER BY {order} LIMIT {PAGE_ROWS}",
-                           batch_rows):
+        for batch in _read(mysql_url, table, page_sql(table, columns, last), batch_rows):
             if not batch.num_rows:
                 continue
             rows += batch.num_rows
@@ -259,9 +256,8 @@ def _walks_index(mysql_url: DatabaseUrl, table: TablePlan, key: tuple[tuple[int,
     walks its primary key so always (``TablePlan.page_by_clustered``: no EXPLAIN); for another index (a unique
     one, a MyISAM table's key) MySQL may prefer to sort the table, and a read that would sort it for every page
     is one statement instead."""
-    order = ", ".join(mysql_ident(c.source.name) for _, c in key)
     with mysql_connection(mysql_url, table.source_database) as connection, connection.cursor() as cur:
-        cur.execute(f"EXPLAIN {select_sql(table)} ORDER BY {order} LIMIT {PAGE_ROWS}")
+        cur.execute(f"EXPLAIN {page_sql(table, [c for _, c in key], None)}")
         names = [str(d[0]).lower() for d in cur.description]
         plans = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
     return len(plans) == 1 and "filesort" not in str(plans[0].get("extra") or "").lower()
@@ -320,6 +316,13 @@ def key_literal(column: ColumnPlan, value: object) -> str:
         source = column.source
         return f"CONVERT(_utf8mb4 X'{data}' USING {source.charset}) COLLATE {source.collation}"
     raise TypeError(f"not a key to page by: {column.source.name} = {value!r}")
+
+
+def page_sql(table: TablePlan, key: list[ColumnPlan], last: tuple[object, ...] | None) -> str:
+    """A page's statement: the rows after ``last`` (None: from the first) in key order, ``PAGE_ROWS`` of them."""
+    order = ", ".join(mysql_ident(c.source.name) for c in key)
+    after = after_sql(key, last) if last is not None else None
+    return f"{select_sql(table, None, after)} ORDER BY {order} LIMIT {PAGE_ROWS}"
 
 
 def after_sql(key: list[ColumnPlan], last: tuple[object, ...]) -> str:
