@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 from mysql_pg_assets.checks.parity import compare_rows, count_parity
 from mysql_pg_assets.checks.preflight import checks
-from mysql_pg_assets.core.connections import pg_connect, pg_connection
+from mysql_pg_assets.core.connections import mysql_connection, pg_connect, pg_connection
 from mysql_pg_assets.core.errors import ActionableError
 from mysql_pg_assets.core.meta import existing
 from mysql_pg_assets.core.settings import DatabaseUrl, Settings
@@ -104,7 +104,8 @@ def materialize_all(settings: Settings) -> int:
     from mysql_pg_assets.defs.translator import asset_key, partitions_for
 
     catalog = discover(load_spec(settings.sync_config), settings.mysql_url)
-    with pg_connection(settings.postgres_url):  # a wrong POSTGRES_URL: one line here, not one per table of the run
+    # A wrong URL (a database the user may not use, a closed port): one line here, not one per table of the run.
+    with mysql_connection(settings.mysql_url), pg_connection(settings.postgres_url):
         pass
     groups: dict[tuple[str, str], list[str]] = {}
     plain: list[str] = []

@@ -78,6 +78,13 @@ def test_the_command_line_prints_what_to_do_and_no_traceback(
                 "DAGSTER_HOME": str(tmp_path)}, "materialize")
     assert run.returncode == 1 and "Traceback" not in run.stderr and "$ dagster" not in run.stdout, run.stderr
     assert run.stderr.startswith("error: cannot connect to PostgreSQL at postgresql://"), run.stderr
+    # So is a MYSQL_URL naming a database the load cannot use (the spec's source.database found the tables).
+    elsewhere = mysql.with_query("").secret.replace(f"/{mysql.database}", "/no_such_db")
+    run = _cli({**env, "MYSQL_URL": elsewhere, "SYNC_CONFIG": str(write_spec(tmp_path / "src.yaml", {"source": {
+        "database": mysql.database}})), "DAGSTER_HOME": str(tmp_path)}, "materialize")
+    assert run.returncode == 1 and "Traceback" not in run.stderr and "$ dagster" not in run.stdout, run.stderr
+    assert run.stderr.startswith("error: cannot connect to MySQL at mysql://") and \
+        "no such database: check the database named in MYSQL_URL" in run.stderr, run.stderr
 
     # The same errors through Dagster's own command line: one line, Dagster's "Error: ".
     run = subprocess.run([DAGSTER, "asset", "materialize", "-m", "mysql_pg_assets.definitions", "--select", "*"],

@@ -48,6 +48,9 @@ _ADVICE: tuple[tuple[str, str], ...] = (
     ("due to statement timeout", "one statement ran longer than statement_timeout (POSTGRES_URL's "
                                  "options=-c statement_timeout=…)"),
     ("max_statement_time exceeded", "the read ran longer than MySQL's max_statement_time"),
+    ("' to database '", "the user may not use that database: check the database named in MYSQL_URL, and the "
+                        "user's grants"),
+    ("unknown database", "no such database: check the database named in MYSQL_URL"),
     ("access denied for user", "check the user and password in MYSQL_URL (put special characters percent-encoded)"),
     ("password authentication failed", "check the user and password in POSTGRES_URL (percent-encode special "
                                        "characters)"),
