@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 import pytest
 from dagster import DagsterInstance, materialize
 
+from mysql_pg_assets.checks.parity import fingerprints
 from mysql_pg_assets.core.connections import mysql_connection, pg_connection
 from mysql_pg_assets.core.meta import REJECTS
 from mysql_pg_assets.core.settings import DatabaseUrl
@@ -15,6 +17,7 @@ from mysql_pg_assets.defs.assets import build_table_assets
 from mysql_pg_assets.defs.resources import MySQLSource, PostgresTarget
 from mysql_pg_assets.sync.catalog.discover import discover
 from mysql_pg_assets.sync.catalog.plans import TablePlan
+from mysql_pg_assets.sync.extract import select_sql
 from mysql_pg_assets.sync.pipeline import sync_table
 from mysql_pg_assets.sync.spec import parse_spec
 
@@ -195,3 +198,48 @@ def test_severity_and_reject_threshold_come_from_the_spec(
     assert not success and evaluations["rows_valid"] == (False, "ERROR")  # blocking: the run fails
     success, evaluations = checks({"rows_valid": {"severity": "warn"}})  # over the rate, but only a warning
     assert success and evaluations["rows_valid"] == (False, "WARN")
+
+
+def test_a_date_no_calendar_has_is_null_and_counted_where_it_used_to_fail_the_read(
+    make_mysql_database: Callable[[str], DatabaseUrl], make_pg_database: Callable[[str], DatabaseUrl]
+) -> None:
+    """ALLOW_INVALID_DATES lets MySQL keep '2024-02-31', which DAYOFYEAR passes (it counts on into March) and
+    connectorx failed the whole read on. Dates read as the integers MySQL makes of them (``catalog.dates``) are NULL
+    there and counted as zero dates; a year-0 day arrives; the partition column and a DATETIME(3) keep the server's
+    form. The parity check agrees, for a first load (built) and a partition's (merged)."""
+    source, target = make_mysql_database("calendar"), make_pg_database("calendar")
+    with mysql_connection(source) as connection, connection.cursor() as cur:
+        cur.execute("SET SESSION sql_mode = 'ALLOW_INVALID_DATES', time_zone = '+00:00'")
+        cur.execute("CREATE TABLE calendar (id INT PRIMARY KEY, d DATE NULL, dt DATETIME NULL, ts TIMESTAMP NULL,"
+                    " at DATETIME NOT NULL, fine DATETIME(3) NULL)")
+        cur.execute("INSERT INTO calendar VALUES"
+                    " (1, '2024-02-29', '2024-02-29 23:59:59', '2024-02-29 12:00:00', '2024-03-01',"
+                    "  '2024-03-01 10:00:00.125'),"
+                    " (2, '2023-02-29', '2024-02-31 10:00:00', '0000-00-00 00:00:00', '2024-03-02 08:00', NULL),"
+                    " (3, '0000-01-01', '2024-04-31 00:00:00', NULL, '2024-03-02 09:00', NULL),"
+                    " (4, '2024-00-10', '0000-00-00 00:00:00', NULL, '2024-03-03', NULL)")
+    spec = {"target": {"schema": "calendar"},
+            "tables": {"calendar": {"partition": {"column": "at", "granularity": "daily", "start": "2024-03-01"}}}}
+    (table,) = discover(parse_spec(spec), source).tables
+    sql = select_sql(table)
+    assert all(f"CAST(`{c}` AS SIGNED)" in sql for c in ("d", "dt", "ts")), sql
+    assert "CAST(`at`" not in sql and "CAST(`fine`" not in sql, sql
+
+    result = sync_table(table, source, target)
+    assert (result.rows_read, result.rejected_rows, result.written) == (4, 0, "built")
+    assert result.conversions.as_metadata() == {
+        "d: zero date → NULL": 2, "dt: zero date → NULL": 3, "ts: zero date → NULL": 1}
+    with pg_connection(target) as connection:
+        rows = connection.execute("SELECT id, d::text, dt::text, (ts AT TIME ZONE 'UTC')::text, fine::text"
+                                  " FROM calendar.calendar ORDER BY id").fetchall()
+    assert rows == [(1, "2024-02-29", "2024-02-29 23:59:59", "2024-02-29 12:00:00", "2024-03-01 10:00:00.125"),
+                    (2, None, None, None, None), (3, "0001-01-01 BC", None, None, None), (4, None, None, None, None)]
+    mysql_side, pg_side = fingerprints(source, target, table, None)
+    assert mysql_side == pg_side and mysql_side.rows == 4
+
+    window = (datetime(2024, 3, 2), datetime(2024, 3, 3))
+    again = sync_table(table, source, target, window=window)
+    assert (again.rows_read, again.inserted, again.updated, again.deleted) == (2, 0, 0, 0)
+    assert again.conversions.as_metadata() == {
+        "d: zero date → NULL": 1, "dt: zero date → NULL": 2, "ts: zero date → NULL": 1}
+    assert fingerprints(source, target, table, None)[1] == pg_side

@@ -43,7 +43,9 @@ _PG_DOUBLE = (
     f"({_PG_E} + ({_PG_M} >= 2)::int - ({_PG_M} < 1)::int)::int::text END"
 )
 
-_MYSQL_VALID_DATE = "MONTH({m}) <> 0 AND DAYOFMONTH({m}) <> 0"
+# A day of the calendar: not a zero date, nor one ALLOW_INVALID_DATES let in ('2024-02-31'), which the load makes
+# NULL (``catalog.dates``); LAST_DAY is NULL for a zero month, DAYOFMONTH 0 for a zero day.
+_MYSQL_VALID_DATE = "DAYOFMONTH({m}) BETWEEN 1 AND DAYOFMONTH(LAST_DAY({m}))"
 # MySQL's year 0 is PostgreSQL's 1 BC: written 0000 on both sides.
 _PG_YEAR_ZERO = "CASE WHEN {p} < '0001-01-01' THEN '0000' || to_char({p}, '{rest}') ELSE to_char({p}, 'YYYY{rest}') END"
 _PG_JSON_SIZE = ("CASE jsonb_typeof({p}) WHEN 'object' THEN (SELECT count(*) FROM jsonb_object_keys({p}))::text "

@@ -35,6 +35,7 @@ from mysql_pg_assets.sync.catalog.casting import (
     invalid_expression,
     read_expression,
 )
+from mysql_pg_assets.sync.catalog.dates import PACKED_DATE, reads_packed
 from mysql_pg_assets.sync.catalog.plans import (
     ColumnPlan,
     TablePlan,
@@ -145,9 +146,12 @@ def where_sql(table: TablePlan, scope: Scope, after: str | None = None) -> str:
 
 
 def select_sql(table: TablePlan, scope: Scope = None, after: str | None = None) -> str:
-    expressions = []
+    expressions, steering = [], _steering(table)
     for i, column in table.read_columns:
         quoted = mysql_ident(column.source.name)
+        if column.target_name not in steering and reads_packed(column.rule, column.source):
+            expressions.append(f"{PACKED_DATE.format(col=quoted)} AS {staging_name(i)}")  # flagged in polars
+            continue
         expressions.append(f"{read_expression(column.rule, quoted, column.source)} AS {staging_name(i)}")
         flag = converted_expression(column.rule, quoted)
         if flag and not converted_is_null(column.rule, column.source):
@@ -157,6 +161,12 @@ def select_sql(table: TablePlan, scope: Scope = None, after: str | None = None) 
             expressions.append(f"{invalid} AS {invalid_flag_name(i)}")
     source = mysql_qualified(table.source_database, table.source_table)
     return f"SELECT {', '.join(expressions)} FROM {source}{where_sql(table, scope, after)}"
+
+
+def _steering(table: TablePlan) -> set[str]:
+    """The columns whose values steer a read (the key it pages by, the partition column, the cursor): read in
+    the server-side form, never packed (``catalog.dates``)."""
+    return {*table.page_by, *(c.target_name for c in (table.cursor, table.partition_column) if c is not None)}
 
 
 def keys_sql(table: TablePlan) -> str:

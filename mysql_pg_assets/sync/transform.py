@@ -37,6 +37,7 @@ import pyarrow as pa
 
 from mysql_pg_assets.core.errors import ActionableError
 from mysql_pg_assets.sync.catalog.casting import converted_is_null
+from mysql_pg_assets.sync.catalog.dates import reads_packed, unpacked, unpacked_valid
 from mysql_pg_assets.sync.catalog.plans import (
     ColumnPlan,
     TablePlan,
@@ -130,10 +131,29 @@ def _counted(frame: pl.DataFrame, table: TablePlan, batch: pa.RecordBatch | pa.T
     return conversions
 
 
+def _unpacked_dates(frame: pl.DataFrame, table: TablePlan) -> pl.DataFrame:
+    """Dates the extract read as integers (``catalog.dates``) made dates again, each with the flag of the zero or
+    invalid dates made NULL, as MySQL would have set it. A batch of valid dates only (nearly every batch) takes
+    polars' own constructor."""
+    packed = [(i, column.rule.kind != "date") for i, column in table.read_columns
+              if reads_packed(column.rule, column.source) and frame.schema.get(staging_name(i)) == pl.Int64]
+    if not packed:
+        return frame
+    try:
+        return frame.with_columns([unpacked_valid(pl.col(staging_name(i)), t).alias(staging_name(i)) for i, t in packed]
+                                  + [pl.lit(False).alias(converted_flag_name(i)) for i, _ in packed])
+    except pl.exceptions.ComputeError:  # a zero or invalid date in the batch
+        values = [(i, unpacked(pl.col(staging_name(i)), t)) for i, t in packed]
+        return frame.with_columns([value.alias(staging_name(i)) for i, value in values] + [
+            (pl.col(staging_name(i)).is_not_null() & value.is_null()).alias(converted_flag_name(i))
+            for i, value in values])
+
+
 def to_staging(batch: pa.RecordBatch | pa.Table, table: TablePlan,
                context: LoadContext | None = None) -> tuple[pl.DataFrame, Conversions]:
     frame = pl.from_arrow(batch)
     assert isinstance(frame, pl.DataFrame)
+    frame = _unpacked_dates(frame, table)
     conversions = _counted(frame, table, batch)
     expressions: list[pl.Expr] = []
     for i, column in table.read_columns:

@@ -354,7 +354,7 @@ CASTING_RULES: tuple[CastRule, ...] = (
         _fixed("date"),
         read=ZERO_DATE_TO_NULL,
         **_ZERO_DATES,
-        note="zero dates ('0000-00-00', '2024-00-10') become NULL and are counted",
+        note="zero dates ('0000-00-00', '2024-00-10') and days no calendar has ('2024-02-31') become NULL, counted",
         kind="date",
     ),
     CastRule(
@@ -363,7 +363,7 @@ CASTING_RULES: tuple[CastRule, ...] = (
         _fixed("timestamp"),
         read=ZERO_DATE_TO_NULL,
         **_ZERO_DATES,
-        note="zero dates become NULL and are counted",
+        note="zero and invalid dates become NULL and are counted",
         kind="datetime",
     ),
     CastRule(
